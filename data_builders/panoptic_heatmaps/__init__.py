@@ -1,0 +1,11 @@
+"""The ``panoptic_heatmaps`` TFDS dataset (importing this registers the builder)."""
+
+from data_builders.panoptic_heatmaps.panoptic_heatmaps_dataset_builder import (
+    QUANTIZATION_LEVELS,
+    Builder,
+    PanopticHeatmapsConfig,
+    make_config,
+    quantize,
+)
+
+__all__ = ["Builder", "PanopticHeatmapsConfig", "QUANTIZATION_LEVELS", "make_config", "quantize"]

@@ -1,0 +1,119 @@
+"""The paper's input/target modes: which cameras a window uses and what is rendered.
+
+========  ===============================  ===========================  ==========
+mode      cameras                          heatmaps (T, H, W, C)        target
+========  ===============================  ===========================  ==========
+c2d       1 of the egocentric list         17 limb channels, 1 camera   max over C
+m2d       3 of the exocentric list         max over limbs, C = camera   heatmaps
+3d        3 exocentric (2D kept as meta)   3 volume max-projections     heatmaps
+m2d_3d    3 of the exocentric list         as m2d                       as 3d
+========  ===============================  ===========================  ==========
+
+3D windows need every frame seen by at least 4 of the listed cameras (the reference's
+reliability test). ``m2d_3d`` rotates each window about the vertical axis so the first
+frame faces the same way (the reference straightens only when both 2D and 3D are drawn).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from pose_vq.data import heatmaps, panoptic, skeleton
+
+ScoreSource = Literal["gaussian", "ones", "confidence"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    name: str
+    cameras: tuple[str, ...]  # candidate HD cameras
+    num_cameras: int  # cameras chosen per window
+    min_cameras_3d: int  # each frame seen by this many candidates (0: no requirement)
+    input_kind: Literal["c2d", "m2d", "3d"]
+    target_kind: Literal["c2d_max", "m2d", "3d"]
+    straighten: bool
+
+    @property
+    def has_separate_target(self) -> bool:
+        """Whether the target must be rendered and stored beside the input."""
+        return self.target_kind == "3d" and self.input_kind != "3d"
+
+
+MODES: dict[str, Mode] = {
+    "c2d": Mode("c2d", panoptic.EGO_CAMERAS, 1, 0, "c2d", "c2d_max", False),
+    "m2d": Mode("m2d", panoptic.EXO_CAMERAS, 3, 0, "m2d", "m2d", False),
+    "3d": Mode("3d", panoptic.EXO_CAMERAS, 3, 4, "3d", "3d", False),
+    "m2d_3d": Mode("m2d_3d", panoptic.EXO_CAMERAS, 3, 4, "m2d", "3d", True),
+}
+
+
+def channels(clip_kind: str, kind: Literal["limb", "keypoint"] = "limb") -> int:
+    """Channels of a clip of the given kind (c2d: one per limb or joint)."""
+    per_item = skeleton.NUM_LIMBS if kind == "limb" else skeleton.NUM_JOINTS
+    return {"c2d": per_item, "c2d_max": 1, "m2d": 3, "3d": 3}[clip_kind]
+
+
+def _scores(source: ScoreSource, confidence: np.ndarray, shape: tuple[int, ...],
+            rng: np.random.Generator) -> np.ndarray:
+    if source == "gaussian":
+        return heatmaps.gaussian_scores(rng, shape)
+    if source == "ones":
+        return np.ones(shape)
+    if source == "confidence":
+        return np.broadcast_to(np.clip(confidence, 0.0, 1.0), shape)
+    raise ValueError(f"unknown score source {source!r}")
+
+
+def render_clips(
+    mode: Mode, window: panoptic.Window, *, size: int, sigma: float = 0.75,
+    kind: Literal["limb", "keypoint"] = "limb", score_source: ScoreSource = "gaussian",
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Render a window as float32 clips in [0, 1]: ``heatmaps`` and, where the mode's
+    target differs from its input, ``target_heatmaps``."""
+    out = {}
+    kinds = [("heatmaps", mode.input_kind)]
+    if mode.has_separate_target:
+        kinds.append(("target_heatmaps", mode.target_kind))
+    for key, clip_kind in kinds:
+        if clip_kind == "3d":
+            joints = window.joints3d.astype(np.float64)
+            if mode.straighten:
+                joints = panoptic.straighten_by_initial_frame(joints)
+            scores = _scores(score_source, window.confidence, joints.shape[:2], rng)
+            out[key] = heatmaps.render_volume_projections(joints, scores, size, sigma=sigma)
+        else:
+            views = window.joints2d[:1] if clip_kind == "c2d" else window.joints2d
+            scores = _scores(score_source, window.confidence, views.shape[:3], rng)
+            out[key] = heatmaps.render_views(views, scores, size, sigma=sigma, kind=kind,
+                                             per_limb=clip_kind == "c2d")
+    return out
+
+
+def target_from_input(mode: Mode, clip: np.ndarray) -> np.ndarray:
+    """The model's target for modes whose target is derived from the input clip."""
+    if mode.target_kind == "c2d_max":
+        return clip.max(axis=-1, keepdims=True)
+    if mode.has_separate_target:
+        raise ValueError(f"mode {mode.name} stores its target as 'target_heatmaps'")
+    return clip
+
+
+def iter_mode_windows(
+    root, sequence: str, mode: Mode, *, length: int, stride: int, frame_interval: int = 1,
+    joint_req: float = 0.9, seed: int = 0, on_error: panoptic.ErrorPolicy = "skip",
+    summary: panoptic.ReadSummary,
+):
+    """Every window of a sequence usable by ``mode``; counts tracks too short for one."""
+    span = (length - 1) * frame_interval + 1
+    for track in panoptic.read_tracks(root, sequence, mode.cameras, joint_req=joint_req,
+                                      on_error=on_error, summary=summary):
+        if len(track.frames) < span:
+            summary.skipped["track_shorter_than_window"] += 1
+            continue
+        yield from panoptic.iter_windows(
+            track, length=length, stride=stride, frame_interval=frame_interval,
+            num_cameras=mode.num_cameras, min_cameras_3d=mode.min_cameras_3d, seed=seed)

@@ -1,0 +1,127 @@
+"""Grain loader over the built panoptic_heatmaps dataset -> global jax.Array batches.
+
+Each process reads only its shard of the records (``jax.process_index()`` of
+``jax.process_count()``), shuffles deterministically for the seed, decodes uint8 clips to
+float32 in [0, 1], batches ``global_batch_size / process_count`` examples and places
+them as global arrays sharded along the ``data`` axis of a mesh. The iterator's state
+(``get_state``/``set_state``) restores the exact next batch after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import grain.python as grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from pose_vq.data import modes
+
+# Device arrays; everything else in a batch stays on the host as numpy.
+MODEL_KEYS = ("inputs", "targets")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig:
+    data_dir: str  # the TFDS data dir the dataset was built into
+    name: str  # e.g. "panoptic_heatmaps/3d" or "panoptic_heatmaps/3d_t16_s32"
+    split: str = "train"
+    global_batch_size: int = 8
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = None  # None: repeat forever
+    worker_count: int = 0  # grain worker processes (>0 needs absl.app.run around main)
+
+
+def open_dataset(data_dir: str, name: str) -> tfds.core.DatasetBuilder:
+    """The built dataset, read from files alone (no builder code needed)."""
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def dataset_mode(builder: tfds.core.DatasetBuilder) -> modes.Mode:
+    """The mode the dataset was built for, from its stored metadata."""
+    mode = builder.info.metadata.get("config", {}).get("mode")
+    if mode not in modes.MODES:
+        raise ValueError(f"{builder.data_dir}: dataset metadata names no known mode ({mode!r})")
+    return modes.MODES[mode]
+
+
+class ToModelInputs(grain.MapTransform):
+    """Decode a stored example into float32 ``inputs`` and ``targets`` in [0, 1]."""
+
+    def __init__(self, mode: modes.Mode, levels: int = 255):
+        self.mode = mode
+        self.scale = np.float32(1.0 / levels)
+
+    def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
+        inputs = example["heatmaps"].astype(np.float32) * self.scale
+        if self.mode.has_separate_target:
+            targets = example["target_heatmaps"].astype(np.float32) * self.scale
+        else:
+            targets = modes.target_from_input(self.mode, inputs)
+        return {"inputs": inputs, "targets": targets,
+                "body_id": np.int32(example["body_id"]),
+                "start_frame": np.int32(example["start_frame"])}
+
+
+def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
+    """A grain DataLoader yielding this process's numpy batches."""
+    process_count = jax.process_count()
+    if cfg.global_batch_size % process_count:
+        raise ValueError(f"global batch {cfg.global_batch_size} is not divisible by "
+                         f"{process_count} processes")
+    builder = open_dataset(cfg.data_dir, cfg.name)
+    source = builder.as_data_source(split=cfg.split)
+    shard = grain.ShardOptions(shard_index=jax.process_index(), shard_count=process_count,
+                               drop_remainder=True)
+    per_host = cfg.global_batch_size // process_count
+    if len(source) // process_count < per_host:
+        raise ValueError(f"{cfg.name}:{cfg.split} has {len(source)} examples, fewer than one "
+                         f"batch of {per_host} per process")
+    sampler = grain.IndexSampler(len(source), shard_options=shard, shuffle=cfg.shuffle,
+                                 num_epochs=cfg.num_epochs, seed=cfg.seed)
+    return grain.DataLoader(
+        data_source=source, sampler=sampler,
+        operations=[ToModelInputs(dataset_mode(builder)),
+                    grain.Batch(per_host, drop_remainder=True)],
+        worker_count=cfg.worker_count)
+
+
+def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over all devices (of every process) with axis name ``data``."""
+    devices = devices if devices is not None else jax.devices()
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+    """Place this process's part of a batch as global arrays sharded on ``data``."""
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return {k: (jax.make_array_from_process_local_data(sharding, v) if k in MODEL_KEYS else v)
+            for k, v in batch.items()}
+
+
+class GlobalBatches:
+    """Iterator of global batches with a checkpointable position.
+
+    ``get_state()`` returns bytes describing the position after the last batch returned;
+    ``set_state`` on a fresh iterator over the same config resumes there exactly.
+    """
+
+    def __init__(self, cfg: LoaderConfig, mesh: Mesh):
+        self.mesh = mesh
+        self._iter = iter(make_loader(cfg))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return to_global(next(self._iter), self.mesh)
+
+    def get_state(self) -> bytes:
+        return self._iter.get_state()
+
+    def set_state(self, state: bytes) -> None:
+        self._iter.set_state(state)

@@ -1,0 +1,179 @@
+"""Renderers against slow, obviously-correct oracles written independently here."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pose_vq.data import heatmaps, skeleton
+
+
+def _in_box(p, lo_pts, hi_pts, sigma, size):
+    """The reference's integer-truncated drawing box, per axis."""
+    for k in range(len(p)):
+        lo = max(int(lo_pts[k] - 3 * sigma), 0)
+        hi = min(int(hi_pts[k] + 3 * sigma) + 1, size)
+        if not lo <= p[k] < hi:
+            return False
+    return True
+
+
+def _seg_dist2(p, a, b):
+    p, a, b = (np.asarray(v, float) for v in (p, a, b))
+    t = np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0.0, 1.0)
+    return float(np.sum((p - (a + t * (b - a))) ** 2))
+
+
+def oracle_pixel_2d(x, y, pts, scores, sigma, size, kind="limb"):
+    """Value of pixel (x, y) for every limb (or joint): a list, one entry per channel."""
+    values = []
+    items = skeleton.LIMBS if kind == "limb" else [(j, j) for j in range(len(pts))]
+    for ia, ib in items:
+        a, b = pts[ia], pts[ib]
+        if kind == "keypoint" or (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 < 1:
+            val = scores[ia]
+            c = [round(a[0]), round(a[1])]
+            if val < 1e-3 or not _in_box((x, y), c, c, sigma, size):
+                values.append(0.0)
+            else:
+                values.append(val * math.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2) / (2 * sigma**2)))
+            continue
+        val = min(scores[ia], scores[ib])
+        if val < 1e-3 or not _in_box((x, y), np.minimum(a, b), np.maximum(a, b), sigma, size):
+            values.append(0.0)
+            continue
+        values.append(val * math.exp(-_seg_dist2((x, y), a, b) / (2 * sigma**2)))
+    return values
+
+
+def oracle_2d(pts, scores, sigma, size, combine, kind="limb"):
+    channels = []
+    for f in range(len(pts)):
+        frame = np.zeros((size, size, len(skeleton.LIMBS) if kind == "limb" else pts.shape[1]))
+        for y in range(size):
+            for x in range(size):
+                frame[y, x] = oracle_pixel_2d(x, y, pts[f], scores[f], sigma, size, kind)
+        channels.append(frame.max(-1, keepdims=True) if combine else frame)
+    return np.stack(channels)
+
+
+def oracle_3d(pts, scores, sigma, size):
+    """Brute force: every voxel of the volume, then max-projections."""
+    grid = np.stack(np.meshgrid(*[np.arange(size)] * 3, indexing="ij"), -1).astype(float)
+    out = []
+    for f in range(len(pts)):
+        vol = np.zeros((size,) * 3)
+        for ia, ib in skeleton.LIMBS:
+            a, b = pts[f, ia], pts[f, ib]
+            val = min(scores[f, ia], scores[f, ib])
+            if val < 1e-5 or np.sum((a - b) ** 2) < 1e-5:
+                continue
+            d = b - a
+            t = np.clip(((grid - a) @ d) / (d @ d), 0, 1)
+            d2 = np.sum((grid - (a + t[..., None] * d)) ** 2, -1)
+            box = np.ones((size,) * 3, bool)
+            for k in range(3):
+                lo = max(int(min(a[k], b[k]) - 3 * sigma), 0)
+                hi = min(int(max(a[k], b[k]) + 3 * sigma) + 1, size)
+                coord = grid[..., k]
+                box &= (coord >= lo) & (coord < hi)
+            vol = np.maximum(vol, np.where(box, val * np.exp(-d2 / (2 * sigma**2)), 0))
+        out.append(np.stack([vol.max(0), vol.max(1), vol.max(2)], -1))
+    return np.stack(out)
+
+
+def _random_pose(rng, frames, size, dims):
+    pts = rng.uniform(2, size - 3, size=(frames, skeleton.NUM_JOINTS, dims))
+    pts[0, 1] = pts[0, 3] + 0.4  # a limb shorter than one pixel: keypoint fallback
+    pts[-1, 5] = [size - 1.2] + [1.3] * (dims - 1)  # near the border
+    scores = rng.uniform(0, 1, size=(frames, skeleton.NUM_JOINTS))
+    scores[0, 7] = 0.0005  # below the drawing threshold
+    return pts, scores
+
+
+@pytest.mark.parametrize("combine", [True, False])
+def test_limbs_2d_match_oracle(combine):
+    rng = np.random.default_rng(0)
+    size = 24
+    pts, scores = _random_pose(rng, 3, size, 2)
+    fast = heatmaps.render_2d(pts, scores, size, sigma=0.75, combine=combine)
+    slow = oracle_2d(pts, scores, 0.75, size, combine)
+    assert fast.shape == slow.shape
+    assert np.abs(fast - slow).max() <= 1e-5
+    assert fast.max() > 0.1
+
+
+def test_keypoints_2d_match_oracle():
+    rng = np.random.default_rng(1)
+    size = 20
+    pts, scores = _random_pose(rng, 2, size, 2)
+    pts[1, 4] = [7.5, 8.5]  # half-way: round half to even like Python's round
+    fast = heatmaps.render_2d(pts, scores, size, sigma=1.5, kind="keypoint", combine=False)
+    slow = oracle_2d(pts, scores, 1.5, size, combine=False, kind="keypoint")
+    assert np.abs(fast - slow).max() <= 1e-5
+
+
+@pytest.mark.parametrize("sigma", [0.75, 1.6])
+def test_3d_projections_match_brute_force_volume(sigma):
+    rng = np.random.default_rng(2)
+    size = 20
+    pts, scores = _random_pose(rng, 3, size, 3)
+    pts[1, 8] = pts[1, 7] + [0.0, 0.0, 6.0]  # a limb along the projected z axis
+    pts[2, 13] = pts[2, 12] + [0.2, 0.1, 0.0]  # short in 3D, still drawn
+    fast = heatmaps.render_3d_projections(pts, scores, size, sigma=sigma)
+    slow = oracle_3d(pts, scores, sigma, size)
+    assert np.abs(fast - slow).max() <= 1e-5
+    assert fast.max() > 0.1
+
+
+def test_3d_value_applied_once():
+    """The reference squared the limb value; the peak of a drawn limb is its value."""
+    pts = np.full((1, skeleton.NUM_JOINTS, 3), 10.0)
+    ia, ib = skeleton.LIMBS[3]
+    pts[0, ia] = [4.0, 10.0, 10.0]
+    pts[0, ib] = [14.0, 10.0, 10.0]
+    scores = np.zeros((1, skeleton.NUM_JOINTS))
+    scores[0, [ia, ib]] = 0.5
+    out = heatmaps.render_3d_projections(pts, scores, 20)
+    assert out.max() == pytest.approx(0.5)
+
+
+def test_scale_and_center_fits_and_centres():
+    rng = np.random.default_rng(3)
+    pts = rng.normal(500, 200, size=(2, 5, 19, 2))
+    pts[1] *= 0.1
+    fitted = heatmaps.scale_and_center(pts, 64)
+    for c in range(2):
+        lo, hi = fitted[c].min(axis=(0, 1)), fitted[c].max(axis=(0, 1))
+        assert max(hi - lo) == pytest.approx(0.9 * 64)
+        np.testing.assert_allclose((lo + hi) / 2, 32)
+    # Shape is preserved up to one isotropic scale.
+    ratio = (fitted[0, 1, 3] - fitted[0, 0, 0]) / (pts[0, 1, 3] - pts[0, 0, 0])
+    assert ratio[0] == pytest.approx(ratio[1])
+
+
+def test_scale_and_center_degenerate_point():
+    fitted = heatmaps.scale_and_center(np.ones((1, 2, 19, 3)), 16)
+    assert np.all(np.isfinite(fitted))
+    np.testing.assert_allclose(fitted, 8.0)
+
+
+def test_gaussian_scores_clipped_and_seeded():
+    a = heatmaps.gaussian_scores(np.random.default_rng(0), (1000,))
+    b = heatmaps.gaussian_scores(np.random.default_rng(0), (1000,))
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    assert abs(a.mean() - 0.65) < 0.02
+
+
+def test_render_views_modes():
+    rng = np.random.default_rng(4)
+    views = rng.uniform(0, 1920, size=(3, 4, 19, 2))
+    scores = np.ones((3, 4, 19))
+    m2d = heatmaps.render_views(views, scores, 32)
+    assert m2d.shape == (4, 32, 32, 3)
+    c2d = heatmaps.render_views(views[:1], scores[:1], 32, per_limb=True)
+    assert c2d.shape == (4, 32, 32, skeleton.NUM_LIMBS)
+    np.testing.assert_allclose(c2d.max(-1), m2d[..., 0], atol=1e-7)
+    with pytest.raises(ValueError, match="exactly one camera"):
+        heatmaps.render_views(views, scores, 32, per_limb=True)
