@@ -255,7 +255,7 @@ def render_views(
     fitted = scale_and_center(joints2d, size)
     views = [render_2d(fitted[c], scores[c], size, sigma=sigma, kind=kind, combine=not per_limb)
              for c in range(fitted.shape[0])]
-    return np.concatenate(views, axis=-1)
+    return views[0] if len(views) == 1 else np.concatenate(views, axis=-1)
 
 
 def render_volume_projections(

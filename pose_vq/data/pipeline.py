@@ -63,6 +63,7 @@ class ToModelInputs(grain.MapTransform):
         else:
             targets = modes.target_from_input(self.mode, inputs)
         return {"inputs": inputs, "targets": targets,
+                "sequence": np.bytes_(example["sequence"]),
                 "body_id": np.int32(example["body_id"]),
                 "start_frame": np.int32(example["start_frame"])}
 

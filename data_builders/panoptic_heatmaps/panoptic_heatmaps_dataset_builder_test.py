@@ -1,0 +1,146 @@
+"""The panoptic_heatmaps builder on synthetic and real Panoptic files."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from data_builders.panoptic_heatmaps import QUANTIZATION_LEVELS, make_config
+from data_builders.panoptic_heatmaps.__main__ import build
+from pose_vq.data import modes, panoptic, skeleton
+
+SAMPLE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "panoptic_sample"
+
+
+@pytest.mark.parametrize("mode", sorted(modes.MODES))
+def test_every_mode_builds_with_its_windows(build_small, mode):
+    builder = build_small(mode)
+    ds = builder.as_data_source()
+    assert set(ds) == {"train", "validation"}
+    ex = ds["train"][0]
+    m = modes.MODES[mode]
+    assert ex["heatmaps"].shape == (8, 16, 16, modes.channels(m.input_kind))
+    assert ex["heatmaps"].dtype == np.uint8 and ex["heatmaps"].max() > 100
+    assert ("target_heatmaps" in ex) == m.has_separate_target
+    assert ex["joints3d"].shape == (8, skeleton.NUM_JOINTS, 3)
+    assert ex["joints2d"].shape == (m.num_cameras, 8, skeleton.NUM_JOINTS, 2)
+    assert len(ex["cameras"]) == m.num_cameras
+    np.testing.assert_array_equal(ex["frames"], ex["start_frame"] + np.arange(8))
+    summary = builder.info.metadata["read_summary"]
+    assert summary["train"]["sequences"] == 2 and summary["train"]["examples"] == len(ds["train"])
+
+
+def test_stored_example_matches_reader_and_renderer(build_small, synthetic_root):
+    """An example is exactly its window re-read and re-rendered, up to quantisation."""
+    builder = build_small("m2d")
+    cfg = builder.builder_config
+    ex = builder.as_data_source()["validation"][0]
+    seq, body, start = ex["sequence"].decode(), int(ex["body_id"]), int(ex["start_frame"])
+    tracks = panoptic.read_tracks(synthetic_root, seq, modes.MODES["m2d"].cameras)
+    track = next(t for t in tracks if t.body_id == body)
+    windows = panoptic.iter_windows(track, length=8, stride=cfg.stride, num_cameras=3,
+                                    seed=cfg.seed)
+    window = next(w for w in windows if w.start_frame == start)
+    assert [c.decode() for c in ex["cameras"]] == list(window.cameras)
+    np.testing.assert_array_equal(ex["joints3d"], window.joints3d)
+    np.testing.assert_array_equal(ex["joints2d"], window.joints2d)
+    import zlib
+    key = f"{seq}/{body:04d}/{start:08d}"
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(key.encode())])
+    clip = modes.render_clips(modes.MODES["m2d"], window, size=16, rng=rng)["heatmaps"]
+    stored = ex["heatmaps"] / QUANTIZATION_LEVELS
+    assert np.abs(stored - clip).max() <= 0.5 / QUANTIZATION_LEVELS + 1e-7
+
+
+def test_other_process_reads_with_data_source_and_tfds_load(build_small):
+    """Another project needs only the data dir: array_record via data_source, tfrecord via
+    tfds.load (TensorFlow)."""
+    ar = build_small("3d")
+    tfr = build_small("3d", file_format="tfrecord")
+    script = textwrap.dedent(f"""
+        import json, tensorflow_datasets as tfds
+        out = {{}}
+        ds = tfds.data_source("{ar.name}/{ar.builder_config.name}", data_dir="{ar.data_dir_root}")
+        out["data_source"] = [len(ds["train"]), list(ds["train"][0]["heatmaps"].shape)]
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            out["tfds_load"] = None
+        else:
+            d = tfds.load("{tfr.name}/{tfr.builder_config.name}", data_dir="{tfr.data_dir_root}", split="train")
+            out["tfds_load"] = [len(list(d)), list(next(iter(d.as_numpy_iterator()))["heatmaps"].shape)]
+        print(json.dumps(out))
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd="/", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    n = len(ar.as_data_source()["train"])
+    assert out["data_source"] == [n, [8, 16, 16, 3]]
+    if out["tfds_load"] is None:
+        pytest.skip("TensorFlow not installed: tfds.load not exercised (pip install .[tf])")
+    assert out["tfds_load"] == [n, [8, 16, 16, 3]]
+
+
+def test_interrupted_build_reruns_cleanly(synthetic_root, tmp_path, monkeypatch):
+    """A build killed mid-way leaves only a temporary folder; the re-run is complete and
+    identical to an uninterrupted build."""
+    calls = {"n": 0}
+    real = modes.render_clips
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(modes, "render_clips", failing)
+    with pytest.raises(KeyboardInterrupt):
+        build(synthetic_root, tmp_path / "a", "3d", frames=8, heatmap_size=16, stride=6)
+    monkeypatch.setattr(modes, "render_clips", real)
+    again = build(synthetic_root, tmp_path / "a", "3d", frames=8, heatmap_size=16, stride=6)
+    clean = build(synthetic_root, tmp_path / "b", "3d", frames=8, heatmap_size=16, stride=6)
+    for split in ("train", "validation"):
+        a, b = again.as_data_source()[split], clean.as_data_source()[split]
+        assert len(a) == len(b) > 0
+        keys = lambda ds: sorted((e["sequence"], int(e["body_id"]), int(e["start_frame"])) for e in ds)
+        assert keys(a) == keys(b)
+
+
+def test_bad_file_stops_build_with_its_name_when_raising(synthetic_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(synthetic_root, root)
+    bad = sorted((root / "synth_001" / panoptic.POSE_DIR).glob("*.json"))[4]
+    bad.write_text('{"bodies": [{"id": 0, "joints19": [1, 2')
+    with pytest.raises(panoptic.PanopticDataError, match=bad.name):
+        build(root, tmp_path / "d1", "m2d", frames=8, heatmap_size=16, stride=6, on_error="raise")
+    skipped = build(root, tmp_path / "d2", "m2d", frames=8, heatmap_size=16, stride=6)
+    assert skipped.info.metadata["read_summary"]["train"]["skipped_malformed_file"] == 1
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown mode"):
+        make_config("4d")
+    assert make_config("3d").name == "3d" and make_config("c2d").frames == 48
+    assert make_config("3d", 16, 32).name == "3d_t16_s32"
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/data/panoptic_sample absent")
+def test_builds_from_real_panoptic_sample(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(SAMPLE, root)
+    (root / "splits.json").write_text(json.dumps({"train": ["160906_band1"]}))
+    builder = build(root, tmp_path / "data", "3d", frames=8, heatmap_size=32, stride=4)
+    ds = builder.as_data_source()["train"]
+    assert len(ds) >= 3
+    ex = ds[0]
+    assert ex["sequence"] == b"160906_band1" and 168 <= ex["start_frame"] <= 180
+    assert ex["heatmaps"].shape == (8, 32, 32, 3) and ex["heatmaps"].max() > 200
+    # The untouched sample (reference split lists) builds its train split too.
+    assert set(build(SAMPLE, tmp_path / "data2", "m2d", frames=8, heatmap_size=32,
+                     stride=4).info.splits) == {"train"}
