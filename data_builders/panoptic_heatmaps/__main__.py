@@ -13,12 +13,17 @@ from pose_vq.data import modes
 
 def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: str, *,
           frames: int | None = None, heatmap_size: int | None = None,
-          file_format: str = "array_record", **overrides) -> tfds.core.DatasetBuilder:
-    """Build (or reuse, when already complete) one config; returns the builder."""
+          file_format: str = "array_record", num_shards: int | None = None,
+          **overrides) -> tfds.core.DatasetBuilder:
+    """Build (or reuse, when already complete) one config; returns the builder.
+
+    ``num_shards`` fixes the shard count per split (default: TFDS sizes shards itself).
+    """
     builder = Builder(config=make_config(mode, frames, heatmap_size, **overrides),
                       data_dir=str(data_dir), file_format=file_format)
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir),
+                                                     num_shards=num_shards))
     return builder
 
 
@@ -31,10 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, help="heatmap side (default 128)")
     p.add_argument("--stride", type=int, help="frames between window starts (default 90)")
     p.add_argument("--file_format", default="array_record", choices=["array_record", "tfrecord"])
+    p.add_argument("--num_shards", type=int, help="shards per split (default: by size)")
     args = p.parse_args(argv)
     overrides = {"stride": args.stride} if args.stride else {}
     builder = build(args.manual_dir, args.data_dir, args.config, frames=args.frames,
-                    heatmap_size=args.size, file_format=args.file_format, **overrides)
+                    heatmap_size=args.size, file_format=args.file_format,
+                    num_shards=args.num_shards, **overrides)
     print(f"built {builder.info.full_name} in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples, {info.num_shards} shard(s)")

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -49,7 +50,6 @@ def test_stored_example_matches_reader_and_renderer(build_small, synthetic_root)
     assert [c.decode() for c in ex["cameras"]] == list(window.cameras)
     np.testing.assert_array_equal(ex["joints3d"], window.joints3d)
     np.testing.assert_array_equal(ex["joints2d"], window.joints2d)
-    import zlib
     key = f"{seq}/{body:04d}/{start:08d}"
     rng = np.random.default_rng([cfg.seed, zlib.crc32(key.encode())])
     clip = modes.render_clips(modes.MODES["m2d"], window, size=16, rng=rng)["heatmaps"]
@@ -121,6 +121,13 @@ def test_bad_file_stops_build_with_its_name_when_raising(synthetic_root, tmp_pat
         build(root, tmp_path / "d1", "m2d", frames=8, heatmap_size=16, stride=6, on_error="raise")
     skipped = build(root, tmp_path / "d2", "m2d", frames=8, heatmap_size=16, stride=6)
     assert skipped.info.metadata["read_summary"]["train"]["skipped_malformed_file"] == 1
+
+
+def test_sharded_build_is_read_whole(synthetic_root, tmp_path):
+    builder = build(synthetic_root, tmp_path, "3d", frames=8, heatmap_size=16, stride=6, num_shards=3)
+    assert builder.info.splits["train"].num_shards == 3
+    one = build(synthetic_root, tmp_path / "one", "3d", frames=8, heatmap_size=16, stride=6)
+    assert len(builder.as_data_source()["train"]) == len(one.as_data_source()["train"])
 
 
 def test_config_validation():

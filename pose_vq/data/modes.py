@@ -17,7 +17,8 @@ frame faces the same way (the reference straightens only when both 2D and 3D are
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import pathlib
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -103,10 +104,10 @@ def target_from_input(mode: Mode, clip: np.ndarray) -> np.ndarray:
 
 
 def iter_mode_windows(
-    root, sequence: str, mode: Mode, *, length: int, stride: int, frame_interval: int = 1,
+    root: str | pathlib.Path, sequence: str, mode: Mode, *, length: int, stride: int, frame_interval: int = 1,
     joint_req: float = 0.9, seed: int = 0, on_error: panoptic.ErrorPolicy = "skip",
     summary: panoptic.ReadSummary,
-):
+) -> Iterator[panoptic.Window]:
     """Every window of a sequence usable by ``mode``; counts tracks too short for one."""
     span = (length - 1) * frame_interval + 1
     for track in panoptic.read_tracks(root, sequence, mode.cameras, joint_req=joint_req,
