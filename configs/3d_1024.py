@@ -1,0 +1,8 @@
+"""3d_3d: 3D limb volumes as three max-projections, 1024 codes. Usage: 3d_1024.py[:f16|:f32]."""
+
+from configs._variants import variant
+from pose_vq.config import validate
+
+
+def get_config(arg: str | None = None):
+    return validate(variant("3d", 1024, arg))

@@ -1,0 +1,69 @@
+"""Every knob of pose_vq with its default (the reference's 3D F8 1024-code model).
+
+Variant files import this and override; ``pose_vq.config.validate`` checks the result.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # PRNG seed for initialisation, dropout and the codebook's random choices
+
+    c.data = d = ml_collections.ConfigDict()
+    d.mode = "3d"  # c2d | m2d | 3d | m2d_3d (pose_vq.data.modes)
+    d.frames = 64  # clip length T
+    d.heatmap_size = 128  # clip height = width
+    d.tfds_name = "panoptic_heatmaps"  # TFDS dataset; its config is <mode>[_t<T>_s<size>]
+    d.data_dir = "~/tensorflow_datasets"  # TFDS data dir holding the built dataset
+
+    c.model = m = ml_collections.ConfigDict()
+    m.channels = (64, 64, 128, 128, 256)  # width of each level (reference intermediate_channels)
+    m.latent_channels = 256  # channels of the latent grid and the codes
+    m.encoder_blocks = 2  # ResBlocks per encoder level
+    m.decoder_blocks = 3  # ResBlocks per decoder level
+    m.attention_resolutions = (16,)  # spatial sides at which levels get non-local attention
+    m.spatial_downsamples = 3  # F8 / F16 / F32 = 3 / 4 / 5 halvings of height and width
+    m.temporal_downsamples = 3  # halvings of the frame count (<= spatial_downsamples)
+    m.reduce_temporal = False  # reference trick for 48-frame F8 clips: time strided 4, 4, 4
+    m.dropout = 0.0  # dropout inside ResBlocks
+    m.norm_groups = 32  # GroupNorm groups (every width must be a multiple)
+    m.dtype = "float32"  # activation dtype (bfloat16 on accelerators); params stay float32
+    m.conv_impl = "native"  # native | folded: 3x3x3 convs as one 2D conv (faster on CPU)
+
+    c.quantizer = q = ml_collections.ConfigDict()
+    q.kind = "ema"  # ema | learned (the paper's) | gumbel (dVAE baseline)
+    q.num_codes = 1024  # vocabulary size
+    q.beta = 0.25  # commitment weight on the encoder term
+    q.ema_decay = 0.99  # EMA decay of cluster sizes and sums (kind ema)
+    q.ema_epsilon = 1e-5  # Laplace smoothing of cluster sizes (kind ema)
+    q.l2_normalize = False  # compare l2-normalised latents and codes
+    q.kmeans_init = False  # initialise the codebook by k-means on the first batch
+    q.dead_code_threshold = 0.0  # restart codes whose EMA usage falls below this (0: off)
+    q.kl_weight = 1.0  # weight of the KL to the uniform prior (kind gumbel)
+    q.temperature_start = 1.0  # Gumbel-softmax temperature at step 0 (kind gumbel)
+    q.temperature_end = 1.0 / 16  # ... annealed exponentially to this
+    q.temperature_anneal_steps = 100_000  # ... over this many steps
+
+    c.discriminator = ds = ml_collections.ConfigDict()
+    ds.filters = 64  # filters of the first layer
+    ds.num_layers = 3  # strided layers
+    ds.norm_groups = 32  # GroupNorm groups (per-example: batch- and device-independent)
+
+    c.loss = lo = ml_collections.ConfigDict()
+    lo.l1_weight = 1.0  # reconstruction (rec_loss_factor)
+    lo.perceptual_weight = 1.0  # LPIPS-VGG per frame and channel (perceptual_loss_factor)
+    lo.adversarial_weight = 1.0  # generator GAN term and discriminator loss (disc_factor)
+    lo.disc_start = 2000  # step at which the adversarial terms switch on
+    lo.adaptive_weight = True  # scale the GAN term by the gradient-norm ratio on the last layer
+    lo.adaptive_weight_max = 1e4  # clip of that ratio
+    lo.adaptive_weight_scale = 0.8  # the reference's extra factor on the ratio
+    lo.lecam_weight = 0.0  # LeCam regulariser on discriminator logits (0: off)
+    lo.lecam_decay = 0.999  # EMA decay of the LeCam anchors
+    lo.r1_weight = 0.0  # R1 gradient penalty on real clips (0: off)
+
+    c.optimizer = o = ml_collections.ConfigDict()
+    o.learning_rate = 2.25e-5  # Adam, generator and discriminator
+    o.b1 = 0.5
+    o.b2 = 0.9
+    return c

@@ -1,0 +1,73 @@
+"""Config checks with clear messages, and the model specs a config defines."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from pose_vq.data import modes
+from pose_vq.models.vqgan import GeneratorSpec
+
+QUANTIZER_KINDS = ("ema", "learned", "gumbel")
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a working model; the message says which knob."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Raise ConfigError naming the knob when the config cannot work; return it otherwise."""
+    d, m, q = config.data, config.model, config.quantizer
+    _check(d.mode in modes.MODES, f"data.mode={d.mode!r}: choose one of {sorted(modes.MODES)}")
+    s, t = m.spatial_downsamples, m.temporal_downsamples
+    _check(1 <= s <= len(m.channels), f"model.spatial_downsamples={s} must be in 1..{len(m.channels)} "
+           f"(one per level of model.channels)")
+    _check(0 <= t <= s, f"model.temporal_downsamples={t} must be in 0..spatial_downsamples={s}")
+    _check(d.heatmap_size % 2**s == 0,
+           f"data.heatmap_size={d.heatmap_size} is not divisible by 2**spatial_downsamples={2**s}")
+    if m.reduce_temporal:
+        _check(s == t == 3 and d.frames == 48,
+               "model.reduce_temporal works only at F8 (3 spatial and temporal down-samplings) "
+               f"with 48 frames; got {s}/{t} and data.frames={d.frames}")
+    else:
+        _check(d.frames % 2**t == 0,
+               f"data.frames={d.frames} is not divisible by 2**temporal_downsamples={2**t}")
+    for name, width in [("model.latent_channels", m.latent_channels),
+                        *[(f"model.channels[{i}]", w) for i, w in enumerate(m.channels)]]:
+        _check(width % m.norm_groups == 0,
+               f"{name}={width} is not a multiple of model.norm_groups={m.norm_groups}")
+    _check(m.conv_impl in ("native", "folded"),
+           f"model.conv_impl={m.conv_impl!r}: choose 'native' or 'folded'")
+    _check(q.kind in QUANTIZER_KINDS, f"quantizer.kind={q.kind!r}: choose one of {QUANTIZER_KINDS}")
+    _check(q.num_codes >= 2, f"quantizer.num_codes={q.num_codes} must be >= 2")
+    for knob, on in [("dead_code_threshold", q.dead_code_threshold > 0), ("kmeans_init", q.kmeans_init)]:
+        _check(q.kind == "ema" or not on,
+               f"quantizer.{knob} needs quantizer.kind='ema' (a {q.kind} codebook lives in the "
+               f"params and is only changed by its optimiser)")
+    return config
+
+
+def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
+    """The generator a (validated) config describes; channels follow the data mode."""
+    validate(config)
+    mode = modes.MODES[config.data.mode]
+    m, q = config.model, config.quantizer
+    extra = {"kind": q.kind, "beta": q.beta, "ema_decay": q.ema_decay,
+             "ema_epsilon": q.ema_epsilon, "l2_normalize": q.l2_normalize,
+             "kmeans_init": q.kmeans_init, "dead_code_threshold": q.dead_code_threshold,
+             "kl_weight": q.kl_weight}
+    return GeneratorSpec(
+        in_channels=modes.channels(mode.input_kind),
+        out_channels=modes.channels(mode.target_kind),
+        image_size=config.data.heatmap_size, frames=config.data.frames,
+        channels=tuple(m.channels), latent_channels=m.latent_channels,
+        encoder_blocks=m.encoder_blocks, decoder_blocks=m.decoder_blocks,
+        attention_resolutions=tuple(m.attention_resolutions),
+        spatial_downsamples=m.spatial_downsamples, temporal_downsamples=m.temporal_downsamples,
+        reduce_temporal=m.reduce_temporal, dropout=m.dropout, norm_groups=m.norm_groups,
+        num_codes=q.num_codes, quantizer=tuple(sorted(extra.items())), dtype=m.dtype,
+        conv_impl=m.conv_impl)

@@ -1,0 +1,1 @@
+"""The VQ-GAN: generator (encoder, codebook, decoder), discriminator, LPIPS."""

@@ -1,0 +1,156 @@
+"""Building blocks of the 3D VQ-GAN, channels-last (batch, frames, height, width, channels).
+
+Pre-activation ResBlocks (GroupNorm, swish, 3x3x3 conv, twice), non-local attention over
+every position of a level, padded stride-2 down-sampling and nearest up-sampling + conv,
+following the reference's topology. Parameters are float32; ``dtype`` sets activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class Conv3D(nn.Module):
+    """A 3D convolution with a (kt, kh, kw, C, O) kernel, computed natively or "folded".
+
+    ``folded`` (for CPUs, where XLA's native 3D convolution is slow) stacks the kt frames
+    each output frame sees along channels and runs one 2D convolution with the kernel
+    reshaped to (kh, kw, kt * C, O): the same function and the same parameters, so a
+    checkpoint works with either. It covers stride 1 in time; other cases run natively.
+    """
+
+    features: int
+    kernel_size: tuple[int, int, int] = (3, 3, 3)
+    strides: tuple[int, int, int] = (1, 1, 1)
+    padding: Any = "SAME"
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    impl: str = "native"  # native | folded
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kt, kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kt, kh, kw, x.shape[-1], self.features),
+                            jnp.float32).astype(self.dtype)
+        x = x.astype(self.dtype)
+        pads = self._pads(x.shape)
+        if self.impl == "folded" and self.strides[0] == 1 and kt > 1:
+            y = self._folded(x, kernel, pads)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, self.strides, pads,
+                                             dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
+                               ).astype(self.dtype)
+        return y
+
+    def _pads(self, shape) -> list[tuple[int, int]]:
+        if self.padding == "VALID":
+            return [(0, 0)] * 3
+        if self.padding == "SAME":
+            return [((k - 1) // 2, k // 2) for k in self.kernel_size]
+        return [tuple(p) for p in self.padding]
+
+    def _folded(self, x, kernel, pads):
+        kt, kh, kw, c, o = kernel.shape
+        x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
+        frames = x.shape[1] - kt + 1
+        stacked = jnp.concatenate([x[:, i:i + frames] for i in range(kt)], axis=-1)
+        b, t, h, w, _ = stacked.shape
+        folded_kernel = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, o)
+        y = jax.lax.conv_general_dilated(stacked.reshape(b * t, h, w, kt * c), folded_kernel,
+                                         self.strides[1:], pads[1:],
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(b, t, *y.shape[1:])
+
+
+def conv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), *, strides=(1, 1, 1),
+           padding: Any = "SAME", use_bias: bool = True, dtype: Dtype = jnp.float32,
+           name: str | None = None, kernel_init=nn.initializers.lecun_normal(),
+           impl: str = "native") -> Conv3D:
+    """The one 3D convolution every block uses."""
+    return Conv3D(features, tuple(kernel), tuple(strides), padding, use_bias, dtype,
+                  kernel_init, impl, name=name)
+
+
+class ResBlock(nn.Module):
+    """GN -> swish -> conv -> GN -> swish -> dropout -> conv, plus a (1x1x1 when the
+    width changes) shortcut."""
+
+    features: int
+    dropout: float = 0.0
+    norm_groups: int = 32
+    dtype: Dtype = jnp.float32
+    conv_impl: str = "native"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        norm = lambda: nn.GroupNorm(num_groups=self.norm_groups, epsilon=1e-6, dtype=self.dtype,
+                                    param_dtype=jnp.float32)
+        h = conv3d(self.features, dtype=self.dtype, impl=self.conv_impl)(nn.swish(norm()(x)))
+        h = nn.swish(norm()(h))
+        h = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(h)
+        h = conv3d(self.features, dtype=self.dtype, impl=self.conv_impl)(h)
+        if x.shape[-1] != self.features:
+            x = conv3d(self.features, (1, 1, 1), dtype=self.dtype, name="shortcut")(x)
+        return x + h
+
+
+class NonLocalBlock(nn.Module):
+    """Single-head self-attention over all frames x height x width positions.
+
+    The residual adds the block's *input*; the reference added the normalised input,
+    which removes the skip path's identity (fixed here).
+    """
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        h = nn.GroupNorm(num_groups=1, epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)(x)
+        proj = lambda name: conv3d(c, (1, 1, 1), dtype=self.dtype, name=name)
+        q, k, v = proj("q")(h), proj("k")(h), proj("v")(h)
+        flat = lambda a: a.reshape(a.shape[0], -1, c)
+        scores = jnp.einsum("bqc,bkc->bqk", flat(q), flat(k)).astype(jnp.float32) * c**-0.5
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bqk,bkc->bqc", weights, flat(v)).reshape(x.shape)
+        return x + proj("proj_out")(out)
+
+
+class Downsample(nn.Module):
+    """Pad one zero after the end of each of frames/height/width, then a VALID strided
+    conv: (kt, 3, 3) kernel, (st, 2, 2) stride; (2, 1) in time keeps the frame count."""
+
+    temporal_kernel: int = 3
+    temporal_stride: int = 2
+    dtype: Dtype = jnp.float32
+    conv_impl: str = "native"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 1), (0, 0)))
+        return conv3d(x.shape[-1], (self.temporal_kernel, 3, 3),
+                      strides=(self.temporal_stride, 2, 2), padding="VALID", dtype=self.dtype,
+                      impl=self.conv_impl)(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour up-sampling by (temporal_factor, 2, 2), then a 3x3x3 conv."""
+
+    temporal_factor: int = 2
+    dtype: Dtype = jnp.float32
+    conv_impl: str = "native"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(x, self.temporal_factor, axis=1)
+        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+        return conv3d(x.shape[-1], dtype=self.dtype, impl=self.conv_impl)(x)

@@ -1,0 +1,318 @@
+"""Tests of the vector quantizer: straight-through gradient, EMA maths, losses, dead-code
+restart, sharded updates, k-means init, the Gumbel baseline, a short fit, bf16."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from pose_vq.models.quantizer import VectorQuantizer, gumbel_temperature
+
+
+# Jitted helpers: one compile per configuration is far cheaper on CPU than compiling
+# every primitive of an op-by-op apply.
+@functools.partial(jax.jit, static_argnames=("model", "train"))
+def _init(model, key, z, train=False):
+    return model.init(key, z, train=train)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _eval(model, variables, z):
+    return model.apply(variables, z, train=False)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _train(model, variables, z, key, temperature=None):
+    """One training call: (output, new variables)."""
+    out, stats = model.apply(variables, z, train=True, temperature=temperature,
+                             rngs={"vq": key}, mutable=["vq_stats"])
+    return out, {**variables, **stats}
+
+
+def _normal(seed, shape):
+    """Test data from numpy: jax.random.normal compiles per shape, seconds each on CPU."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _nearest(x, codes):
+    d = ((x[:, None, :] - codes[None, :, :]) ** 2).sum(-1)
+    return d.argmin(1)
+
+
+@pytest.mark.parametrize("kind", ["ema", "learned"])
+def test_straight_through_gradient_is_identity(kind):
+    model = VectorQuantizer(32, 8, kind=kind)
+    z = _normal(0, (2, 3, 4, 4, 8))
+    c = _normal(1, z.shape)
+    variables = _init(model, jax.random.key(2), z, train=False)
+
+    def f(z):
+        out, _ = _train(model, variables, z, jax.random.key(3))
+        return jnp.sum(out.quantized * c)
+
+    np.testing.assert_array_equal(np.asarray(jax.grad(f)(z)), np.asarray(c))
+    out = _eval(model, variables, z)
+    assert out.quantized.shape == z.shape and out.indices.shape == z.shape[:-1]
+    assert out.indices.dtype == jnp.int32
+
+
+def test_ema_update_matches_numpy():
+    k, d, decay, eps = 16, 4, 0.9, 1e-3
+    model = VectorQuantizer(k, d, ema_decay=decay, ema_epsilon=eps)
+    z = _normal(0, (4, 5, 3, d))
+    variables = _init(model, jax.random.key(1), z, train=False)
+    out, new = _train(model, variables, z, jax.random.key(2))
+
+    # Independent numpy version of one EMA step.
+    s = jax.tree.map(np.asarray, variables["vq_stats"])
+    x = np.asarray(z, np.float64).reshape(-1, d)
+    emb = s["embedding"].astype(np.float64)
+    idx = _nearest(x, emb)
+    counts = np.bincount(idx, minlength=k).astype(np.float64)
+    sums = np.zeros((k, d))
+    np.add.at(sums, idx, x)
+    size = decay * s["cluster_size"] + (1 - decay) * counts
+    embed_sum = decay * s["embed_sum"] + (1 - decay) * sums
+    n = size.sum()
+    smoothed = (size + eps) / (n + k * eps) * n
+    ns = new["vq_stats"]
+    np.testing.assert_array_equal(np.asarray(out.indices).ravel(), idx)
+    np.testing.assert_allclose(ns["cluster_size"], size, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ns["embed_sum"], embed_sum, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ns["embedding"], embed_sum / smoothed[:, None], rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(ns["usage"], decay * s["usage"] + (1 - decay) * counts,
+                               rtol=1e-5)
+    # The output used the codebook from before the update.
+    np.testing.assert_allclose(np.asarray(out.quantized).reshape(-1, d), emb[idx], atol=1e-6)
+
+
+def test_ema_commitment_loss():
+    model = VectorQuantizer(16, 4, beta=0.4)
+    z = _normal(0, (8, 6, 4))
+    variables = _init(model, jax.random.key(1), z, train=False)
+    out = _eval(model, variables, z)
+    x = np.asarray(z).reshape(-1, 4)
+    emb = np.asarray(variables["vq_stats"]["embedding"])
+    e = emb[_nearest(x, emb)]
+    np.testing.assert_allclose(out.losses["commitment"], 0.4 * np.mean((x - e) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(out.losses["total"], out.losses["commitment"])
+    assert set(out.losses) == {"commitment", "total"}
+
+
+def test_learned_losses_route_gradients_with_beta_on_commitment():
+    beta, k, d = 0.3, 8, 4
+    model = VectorQuantizer(k, d, kind="learned", beta=beta)
+    z = _normal(0, (10, 6, d)) * 0.05
+    variables = _init(model, jax.random.key(1), z, train=False)
+
+    def total(params, z):
+        return _eval(model, {**variables, "params": params}, z).losses["total"]
+
+    g_emb, g_z = jax.grad(total, argnums=(0, 1))(variables["params"], z)
+    x = np.asarray(z, np.float64).reshape(-1, d)
+    emb = np.asarray(variables["params"]["embedding"], np.float64)
+    idx = _nearest(x, emb)
+    size = x.size
+    # codebook = mean((sg(z) - e)^2), unweighted: gradient to the codes only.
+    want_emb = np.zeros((k, d))
+    np.add.at(want_emb, idx, 2 * (emb[idx] - x) / size)
+    # commitment = beta * mean((z - sg(e))^2): gradient to z only.
+    want_z = beta * 2 * (x - emb[idx]) / size
+    np.testing.assert_allclose(g_emb["embedding"], want_emb, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(g_z).reshape(-1, d), want_z, rtol=1e-4, atol=1e-8)
+    out = _eval(model, variables, z)
+    np.testing.assert_allclose(out.losses["codebook"], np.mean((x - emb[idx]) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(out.losses["commitment"],
+                               beta * np.mean((x - emb[idx]) ** 2), rtol=1e-5)
+
+
+def test_param_codebooks_reject_restart_and_kmeans():
+    z = jnp.zeros((4, 8))
+    for kw in ({"dead_code_threshold": 1.0}, {"kmeans_init": True}):
+        with pytest.raises(ValueError, match="kind='ema'"):
+            VectorQuantizer(8, 8, kind="learned", **kw).init(jax.random.key(0), z, train=False)
+
+
+def test_dead_code_restart_revives_codes():
+    k, d = 64, 8
+    model = VectorQuantizer(k, d, dead_code_threshold=1.0)
+    sample = lambda seed: _normal(seed, (512, d))
+    variables = _init(model, jax.random.key(0), sample(1), train=False)
+    # 4 codes inside the data, 60 far away from all of it.
+    emb = jnp.concatenate([0.1 * _normal(2, (4, d)), 50.0 + _normal(3, (k - 4, d))])
+    variables = {"vq_stats": {**variables["vq_stats"], "embedding": emb, "embed_sum": emb}}
+    step = functools.partial(_train, model)
+    before = _eval(model, variables, sample(4)).health
+    assert before["unique_fraction"] <= 4 / k
+    health = []
+    for i in range(6):
+        out, variables = step(variables, sample(10 + i), jax.random.key(100 + i))
+        health.append(jax.tree.map(float, out.health))
+    assert health[0]["dead_fraction"] >= (k - 4) / k  # the far codes needed a restart
+    assert health[-1]["dead_fraction"] <= 0.02
+    after = _eval(model, variables, _normal(5, (4096, d)))
+    assert after.health["unique_fraction"] >= 0.95
+    assert after.health["dead_fraction"] == 0.0
+
+
+@pytest.mark.parametrize("kw", [{"dead_code_threshold": 2.0}, {"kmeans_init": True}])
+def test_sharded_update_gives_identical_codebook(kw):
+    devices = jax.devices()
+    assert len(devices) >= 8, "conftest should give 8 host devices"
+    mesh = Mesh(np.array(devices[:8]), ("data",))
+    model = VectorQuantizer(32, 8, **kw)
+    z = _normal(0, (16, 4, 4, 4, 8))  # 1024 vectors
+    variables = _init(model, jax.random.key(1), z, train=False)
+    key = jax.random.key(2)
+
+    def update(v, z, key):
+        out, new = _train(model, v, z, key)
+        return new["vq_stats"], out.indices
+
+    single = jax.jit(update)(variables, z, key)[0]
+    replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    sharded_step = jax.jit(update, in_shardings=(replicated, by_batch, replicated),
+                           out_shardings=(replicated, by_batch))
+    stats, _ = sharded_step(jax.device_put(variables, replicated),
+                            jax.device_put(z, by_batch), key)
+    for name in ("embedding", "cluster_size", "embed_sum", "usage"):
+        shards = [np.asarray(s.data) for s in stats[name].addressable_shards]
+        assert len(shards) == 8
+        for s in shards[1:]:
+            np.testing.assert_array_equal(s, shards[0])
+        np.testing.assert_allclose(shards[0], np.asarray(single[name]), atol=1e-5, rtol=1e-5)
+
+
+def test_kmeans_init_once():
+    k, d = 24, 4
+    centres = np.array([[4.0, 0, 0, 0], [0, -4.0, 0, 0], [0, 0, 4.0, 4.0]], np.float32)
+    labels = np.random.default_rng(0).integers(0, 3, 1024)
+    z = jnp.asarray(centres[labels]) + 0.05 * _normal(1, (1024, d))
+    model = VectorQuantizer(k, d, kmeans_init=True, kmeans_iters=10)
+    variables = _init(model, jax.random.key(2), jnp.zeros_like(z), train=True)
+    assert not bool(variables["vq_stats"]["initialized"])  # init never updates state
+    step = functools.partial(_train, model)
+    out, variables = step(variables, z, jax.random.key(3))
+    stats = variables["vq_stats"]
+    assert bool(stats["initialized"])
+    gap = np.sqrt(((np.asarray(stats["embedding"])[:, None] - centres[None]) ** 2).sum(-1))
+    assert gap.min(1).max() < 0.2  # every code sits at a cluster centre ...
+    assert gap.min(0).max() < 0.2  # ... and every centre has a code
+    assert float(out.losses["commitment"]) < 0.25 * 0.01
+    # A second call must keep the stored codebook (sentinel codes far from the data).
+    far = stats["embedding"] + 100.0
+    variables = {"vq_stats": {**stats, "embedding": far, "embed_sum": far * stats[
+        "cluster_size"][:, None]}}
+    out, variables = step(variables, z, jax.random.key(4))
+    q = np.asarray(out.quantized)
+    assert np.abs(q - np.asarray(z)).min() > 50.0
+    assert bool(variables["vq_stats"]["initialized"])
+
+
+def test_gumbel():
+    k, d = 16, 8
+    model = VectorQuantizer(k, d, kind="gumbel")
+    z = _normal(0, (2, 3, 4, 4, d))
+    variables = _init(model, jax.random.key(1), z, train=True)  # init needs no "vq" rng
+    out, _ = _train(model, variables, z, jax.random.key(2), temperature=0.7)
+    assert out.quantized.shape == z.shape and out.indices.shape == z.shape[:-1]
+    assert set(out.losses) == {"commitment", "kl", "total"}
+    assert float(out.losses["kl"]) > 0.0
+    # The soft mixture is a convex combination of codes; with a tiny temperature it is
+    # (almost) the chosen code.
+    cold, _ = _train(model, variables, z, jax.random.key(2), temperature=1e-4)
+    codes = np.asarray(variables["params"]["embedding"])
+    np.testing.assert_allclose(cold.quantized, codes[np.asarray(cold.indices)], atol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        _train(model, variables, z, jax.random.key(2))
+    # Eval: hard argmax of the 1x1 projection.
+    p = variables["params"]["to_logits"]
+    logits = np.asarray(z).reshape(-1, d) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
+    ev = _eval(model, variables, z)
+    np.testing.assert_array_equal(np.asarray(ev.indices).ravel(), logits.argmax(-1))
+    np.testing.assert_allclose(ev.quantized, codes[np.asarray(ev.indices)], atol=1e-6)
+    # Uniform logits: KL to the uniform prior vanishes.
+    flat = jax.tree.map(jnp.zeros_like, p)
+    ev = _eval(model, {**variables, "params": {**variables["params"], "to_logits": flat}}, z)
+    assert abs(float(ev.losses["kl"])) < 1e-6
+    # Temperature schedule: from start, monotone non-increasing, clipped at end.
+    t = np.asarray(gumbel_temperature(jnp.arange(0, 3000, 10), 1.0, 1 / 16, anneal_steps=2000))
+    assert t[0] == pytest.approx(1.0) and t[-1] == pytest.approx(1 / 16)
+    assert np.all(np.diff(t) <= 0) and t.min() >= 1 / 16 - 1e-7
+    assert float(gumbel_temperature(1000, 1.0, 1 / 16, 2000)) == pytest.approx(0.25, rel=1e-5)
+
+
+def _mixture(n, seed, d=16, components=64):
+    """n draws from a fixed continuous distribution: 64 Gaussians (sigma 0.3) around
+    fixed N(0, 1) centres."""
+    centres = np.random.default_rng(0).standard_normal((components, d))
+    rng = np.random.default_rng(seed)
+    x = centres[rng.integers(0, components, n)] + 0.3 * rng.standard_normal((n, d))
+    return jnp.asarray(x, jnp.float32)
+
+
+def test_short_fit_uses_the_codebook():
+    k, d, batch, steps = 256, 16, 2048, 300
+    batches = _mixture(steps * batch, seed=1, d=d).reshape(steps, batch, d)
+    keys = jax.random.split(jax.random.key(1), steps)
+    probe = _mixture(16384, seed=2, d=d)
+
+    ema = VectorQuantizer(k, d, dead_code_threshold=1.0)
+
+    @jax.jit
+    def fit_ema(variables):
+        def step(v, xs):
+            _, v = _train(ema, v, *xs)
+            return v, None
+        return jax.lax.scan(step, variables, (batches, keys))[0]
+
+    variables = fit_ema(_init(ema, jax.random.key(0), probe[:batch]))
+    ema_usage = float(_eval(ema, variables, probe).health["unique_fraction"])
+
+    learned = VectorQuantizer(k, d, kind="learned")
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def fit_learned(variables):
+        def loss(params, stats, z, key):
+            out, new = learned.apply({"params": params, "vq_stats": stats}, z, train=True,
+                                     rngs={"vq": key}, mutable=["vq_stats"])
+            return out.losses["total"], new["vq_stats"]
+
+        def step(carry, xs):
+            params, stats, opt_state = carry
+            grads, stats = jax.grad(loss, has_aux=True)(params, stats, *xs)
+            updates, opt_state = opt.update(grads, opt_state)
+            return (optax.apply_updates(params, updates), stats, opt_state), None
+
+        carry = (variables["params"], variables["vq_stats"], opt.init(variables["params"]))
+        params, stats, _ = jax.lax.scan(step, carry, (batches, keys))[0]
+        return {"params": params, "vq_stats": stats}
+
+    lv = fit_learned(_init(learned, jax.random.key(0), probe[:batch]))
+    learned_usage = float(_eval(learned, lv, probe).health["unique_fraction"])
+    print(f"\ncodebook usage after {steps} steps (K={k}, D={d}, batch {batch}, 16384-vector "
+          f"probe): ema+restart {ema_usage:.3f}, learned (adam 1e-3) {learned_usage:.3f}")
+    assert ema_usage >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["ema", "learned", "gumbel"])
+def test_bfloat16_input(kind):
+    model = VectorQuantizer(32, 8, kind=kind, dtype=jnp.bfloat16)
+    z = _normal(0, (2, 2, 4, 4, 8)).astype(jnp.bfloat16)
+    variables = _init(model, jax.random.key(1), z, train=False)
+    out, new = _train(model, variables, z, jax.random.key(2), temperature=0.5)
+    ev = _eval(model, new, z)
+    for o in (out, ev):
+        assert o.quantized.dtype == jnp.bfloat16 and o.quantized.shape == z.shape
+        for leaf in jax.tree.leaves((o.quantized, o.losses, o.health)):
+            assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
+    for leaf in jax.tree.leaves(new["vq_stats"]):
+        assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
+    looked_up = model.apply(new, ev.indices, method=VectorQuantizer.lookup)
+    assert looked_up.dtype == jnp.bfloat16 and looked_up.shape == z.shape

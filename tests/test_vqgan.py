@@ -1,0 +1,164 @@
+"""Generator and discriminator: paper shapes and sizes, round trips, fixes, dtypes."""
+
+import importlib
+import json
+import math
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pose_vq import config as config_lib
+from pose_vq import main as main_lib
+from pose_vq.models import layers
+from pose_vq.models.discriminator import PatchDiscriminator
+from pose_vq.models.vqgan import VQGAN
+
+VARIANTS = ["3d_1024", "m2d_1024", "c2d_128", "m2d_3d"]
+
+
+def load(name, arg=None):
+    return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def _apply(spec):
+    """Jitted model application (op-by-op execution is slow on CPU)."""
+    return jax.jit(VQGAN(spec).apply, static_argnames="method")
+
+
+def _init(spec, batch=1, seed=0):
+    x = jax.random.uniform(jax.random.key(seed),
+                           (batch, spec.frames, spec.image_size, spec.image_size, spec.in_channels))
+    k = jax.random.key(1)
+    return x, VQGAN(spec).init({"params": k, "vq": k}, x, train=False)
+
+
+def test_reference_parameter_counts():
+    """The reference's 3D F8 1024-code model: 50,245,571 generator (encoder, decoder,
+    codebook, quant convs) and 11,056,961 discriminator parameters."""
+    v = main_lib.abstract_variables(load("3d_1024"))
+    params = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(v["generator"]["params"]))
+    codebook = v["generator"]["vq_stats"]["quantizer"]["embedding"]
+    assert params + math.prod(codebook.shape) == 50_245_571
+    disc = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(v["discriminator"]["params"]))
+    assert disc == 11_056_961
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("compression", ["f8", "f16", "f32"])
+def test_paper_configs_shapes_at_reduced_size(name, compression):
+    config = load(name, compression)
+    config.data.heatmap_size = 32  # reduced spatial size; F32 still divides it
+    spec = config_lib.generator_spec(config)
+    v = main_lib.abstract_variables(config)
+    clip = jax.ShapeDtypeStruct((2, spec.frames, 32, 32, spec.in_channels), jnp.float32)
+    recon, q = jax.eval_shape(lambda vs, x: VQGAN(spec).apply(vs, x), v["generator"], clip)
+    assert recon.shape == (2, spec.frames, 32, 32, spec.out_channels)
+    assert q.indices.shape == (2, *spec.token_grid())
+    s = spec.spatial_downsamples
+    assert spec.token_grid()[1:] == (32 >> s, 32 >> s)
+    expected_in = {"c2d": 17}.get(config.data.mode, 3)
+    assert (spec.in_channels, spec.out_channels) == (expected_in, 1 if name == "c2d_128" else 3)
+
+
+def test_token_grids_of_the_paper():
+    grid = lambda n, a=None: config_lib.generator_spec(load(n, a)).token_grid()
+    assert grid("3d_1024") == (8, 16, 16) and grid("3d_1024", "f16") == (4, 8, 8)
+    assert grid("3d_1024", "f32") == (2, 4, 4)
+    assert grid("c2d_128") == (1, 16, 16)  # 48 frames, time strided 4, 4, 4
+    assert grid("m2d_3d") == (16, 16, 16)  # time halved one level fewer
+
+
+def test_forward_encode_decode_round_trip():
+    spec = config_lib.generator_spec(load("demo"))
+    x, variables = _init(spec, batch=2)
+    apply = _apply(spec)
+    recon, q = apply(variables, x)
+    tokens = apply(variables, x, method=VQGAN.encode)
+    np.testing.assert_array_equal(tokens, q.indices)
+    decoded = apply(variables, tokens, method=VQGAN.decode_indices)
+    # Equal up to the straight-through estimator's float rounding, z + (e - z) vs e.
+    np.testing.assert_allclose(decoded, recon, atol=1e-4)
+    assert tokens.dtype == jnp.int32 and tokens.shape == (2, 4, 8, 8)
+
+
+def test_batch_elements_are_independent():
+    """GroupNorm everywhere: an example's output does not depend on its batch mates."""
+    spec = config_lib.generator_spec(load("demo"))
+    x, variables = _init(spec, batch=2)
+    apply = _apply(spec)
+    both, _ = apply(variables, x)
+    one, _ = apply(variables, x[:1])
+    np.testing.assert_allclose(both[:1], one, atol=1e-4)  # float32 summation-order noise
+    disc = PatchDiscriminator(16, 3, 8)
+    dv = disc.init(jax.random.key(0), x)
+    disc_apply = jax.jit(disc.apply)
+    np.testing.assert_allclose(disc_apply(dv, x)[:1], disc_apply(dv, x[:1]), atol=1e-4)
+    assert disc.apply(dv, x).shape == (2, 2, 4, 4, 1)
+
+
+def test_attention_residual_adds_the_input():
+    """With its output projection zeroed, the block is the identity (the reference
+    returned the normalised input instead)."""
+    x = jax.random.normal(jax.random.key(0), (1, 2, 4, 4, 8)) * 3 + 1
+    block = layers.NonLocalBlock()
+    v = block.init(jax.random.key(1), x)
+    v = jax.tree_util.tree_map_with_path(
+        lambda p, a: jnp.zeros_like(a) if "proj_out" in jax.tree_util.keystr(p) else a, v)
+    np.testing.assert_allclose(block.apply(v, x), x, atol=1e-6)
+
+
+def test_down_and_up_sampling_shapes():
+    x = jnp.ones((1, 8, 16, 16, 4))
+    for kernel, stride, t in [(3, 2, 4), (2, 1, 8), (3, 4, 2)]:
+        y, _ = layers.Downsample(kernel, stride).init_with_output(jax.random.key(0), x)
+        assert y.shape == (1, t, 8, 8, 4)
+    up = layers.Upsample(3)
+    y, _ = up.init_with_output(jax.random.key(0), x)
+    assert y.shape == (1, 24, 32, 32, 4)
+
+
+def test_bf16_forward_is_finite_with_float32_params():
+    config = load("demo")
+    config.model.dtype = "bfloat16"
+    spec = config_lib.generator_spec(config)
+    x, variables = _init(spec)
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(variables["params"]))
+    recon, q = _apply(spec)(variables, x)
+    assert recon.dtype == jnp.float32 and bool(jnp.isfinite(recon).all())
+    assert bool(jnp.isfinite(q.losses["total"]))
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("data.frames", 60, "data.frames=60 is not divisible"),
+    ("data.mode", "4d", "data.mode='4d'"),
+    ("data.heatmap_size", 100, "data.heatmap_size=100"),
+    ("model.temporal_downsamples", 4, "temporal_downsamples=4 must be in 0..spatial"),
+    ("model.reduce_temporal", True, "reduce_temporal works only at F8"),
+    ("model.norm_groups", 24, "not a multiple of model.norm_groups=24"),
+    ("quantizer.kind", "fsq", "quantizer.kind='fsq'"),
+])
+def test_config_validation_names_the_knob(knob, value, message):
+    config = load("3d_1024")
+    section, key = knob.split(".")
+    config[section][key] = value
+    with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
+        config_lib.validate(config)
+
+
+def test_variant_rejects_unknown_compression():
+    with pytest.raises(ValueError, match="compression 'f64'"):
+        load("3d_1024", "f64")
+
+
+def test_describe_cli_prints_json_last():
+    res = subprocess.run([sys.executable, "-m", "pose_vq.main", "--config=configs/3d_1024.py:f16",
+                          "--mode=describe"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["token_grid"] == [4, 8, 8] and summary["discriminator_params"] == 11_056_961
+    assert summary["generator_params"] > 4e7
+    assert "Total:" in res.stdout
