@@ -100,6 +100,16 @@ class GeneratorSpec:
         return (t, side, side)
 
 
+def _middle(s: GeneratorSpec, h: jax.Array, train: bool) -> jax.Array:
+    """ResBlock, attention, ResBlock at the lowest resolution (called inside a compact
+    method, so the blocks belong to the caller)."""
+    dtype = jnp.dtype(s.dtype)
+    width = s.channels[-1]
+    h = layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train=train)
+    h = layers.NonLocalBlock(dtype)(h)
+    return layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train=train)
+
+
 class Encoder(nn.Module):
     spec: GeneratorSpec
 
@@ -115,10 +125,7 @@ class Encoder(nn.Module):
                     h = layers.NonLocalBlock(dtype)(h)
             if level["down"]:
                 h = layers.Downsample(*level["down"], dtype=dtype, conv_impl=s.conv_impl)(h)
-        width = s.channels[-1]
-        h = block(width)(h, train=train)
-        h = layers.NonLocalBlock(dtype)(h)
-        h = block(width)(h, train=train)
+        h = _middle(s, h, train)
         h = nn.swish(nn.GroupNorm(s.norm_groups, epsilon=1e-6, dtype=dtype)(h))
         return layers.conv3d(s.latent_channels, dtype=dtype, name="conv_out", impl=s.conv_impl)(h)
 
@@ -132,9 +139,7 @@ class Decoder(nn.Module):
         block = lambda w: layers.ResBlock(w, s.dropout, s.norm_groups, dtype, s.conv_impl)
         width = s.channels[-1]
         h = layers.conv3d(width, dtype=dtype, name="conv_in", impl=s.conv_impl)(z.astype(dtype))
-        h = block(width)(h, train=train)
-        h = layers.NonLocalBlock(dtype)(h)
-        h = block(width)(h, train=train)
+        h = _middle(s, h, train)
         for level in s.decoder_levels():
             for _ in range(s.decoder_blocks):
                 h = block(level["width"])(h, train=train)
