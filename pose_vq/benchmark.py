@@ -28,7 +28,7 @@ RENDER_MODES = ("2d", "m2d", "c2d", "3d")  # 2d: one camera, max over limbs
 
 
 def _windows(frames: int):
-    """One reader window per mode kind, from a synthetic root written to a temp dir."""
+    """One 3d-mode reader window (its 2D views serve the 2D modes), from a synthetic root."""
     from pose_vq.data import modes, panoptic, synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
