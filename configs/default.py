@@ -15,7 +15,14 @@ def get_config() -> ml_collections.ConfigDict:
     d.frames = 64  # clip length T
     d.heatmap_size = 128  # clip height = width
     d.tfds_name = "panoptic_heatmaps"  # TFDS dataset; its config is <mode>[_t<T>_s<size>]
-    d.data_dir = "~/tensorflow_datasets"  # TFDS data dir holding the built dataset
+    d.data_dir = "~/tensorflow_datasets"  # TFDS data dir ("": <workdir>/tensorflow_datasets)
+    d.stride = 0  # frames between clip starts when building (0: the builder's default, 90)
+    d.manual_dir = ""  # Panoptic root to build the dataset from when it is missing
+    d.synthetic = False  # no dataset and no manual_dir: write a synthetic root and build it
+    d.synthetic_sequences = 8  # ... sequences (the last quarter for validation)
+    d.synthetic_frames = 300  # ... frames per sequence
+    d.synthetic_people = 2  # ... people per sequence
+    d.worker_count = 0  # grain worker processes for the training loader
 
     c.model = m = ml_collections.ConfigDict()
     m.channels = (64, 64, 128, 128, 256)  # width of each level (reference intermediate_channels)
@@ -61,9 +68,25 @@ def get_config() -> ml_collections.ConfigDict:
     lo.lecam_weight = 0.0  # LeCam regulariser on discriminator logits (0: off)
     lo.lecam_decay = 0.999  # EMA decay of the LeCam anchors
     lo.r1_weight = 0.0  # R1 gradient penalty on real clips (0: off)
+    lo.perceptual_planes = 0  # LPIPS on this many random (clip, frame, channel) planes (0: all)
 
     c.optimizer = o = ml_collections.ConfigDict()
     o.learning_rate = 2.25e-5  # Adam, generator and discriminator
     o.b1 = 0.5
     o.b2 = 0.9
+
+    c.train = t = ml_collections.ConfigDict()
+    t.batch_size = 8  # global batch, split over all devices (the reference trained at 1)
+    t.num_steps = 100_000  # optimiser steps
+    t.ema_decay = 0.999  # EMA of the generator weights used for evaluation and export
+    t.log_every = 50  # steps between scalar summaries
+    t.checkpoint_every = 1000  # steps between checkpoints (and one at the end)
+    t.keep_checkpoints = 3  # checkpoints kept in <workdir>/checkpoints
+    t.eval_every = 5000  # steps between evaluations (0: only at the end)
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.split = "validation"  # split evaluated during training and by --mode=evaluate
+    e.batch_size = 8  # global batch (the last one is padded and masked)
+    e.max_examples = 0  # evaluate only the first N clips of the split (0: all)
+    e.num_videos = 2  # clips written as ground truth | reconstruction | error GIFs
     return c

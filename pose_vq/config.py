@@ -48,6 +48,20 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _check(q.kind == "ema" or not on,
                f"quantizer.{knob} needs quantizer.kind='ema' (a {q.kind} codebook lives in the "
                f"params and is only changed by its optimiser)")
+    n = config.discriminator.num_layers
+    _check(min(d.frames, d.heatmap_size) >= 2 ** (n + 1),
+           f"discriminator.num_layers={n} needs clips of at least {2 ** (n + 1)} frames and "
+           f"pixels (its patch grid would be empty); got {d.frames} frames of {d.heatmap_size}px")
+    tc, ec = config.train, config.eval
+    for knob, value in [("train.batch_size", tc.batch_size), ("train.num_steps", tc.num_steps),
+                        ("train.log_every", tc.log_every),
+                        ("train.checkpoint_every", tc.checkpoint_every),
+                        ("train.keep_checkpoints", tc.keep_checkpoints),
+                        ("eval.batch_size", ec.batch_size)]:
+        _check(value >= 1, f"{knob}={value} must be >= 1")
+    _check(0.0 <= tc.ema_decay < 1.0, f"train.ema_decay={tc.ema_decay} must be in [0, 1)")
+    _check(config.loss.perceptual_planes >= 0,
+           f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
     return config
 
 

@@ -1,32 +1,40 @@
-"""pose_vq entry point: python -m pose_vq.main --config=configs/3d_1024.py --mode=describe.
+"""pose_vq entry point: python -m pose_vq.main --config=configs/3d_1024.py --workdir=DIR.
 
-Thin on purpose: flags, config validation, dispatch. ``--config.<knob>=value`` overrides
-any knob of the config file; a variant takes its compression after a colon
-(``configs/3d_1024.py:f16``).
+Thin on purpose: flags, config validation, multi-process set-up, dispatch to
+``train.train_and_evaluate`` (--mode=train), ``evaluate.evaluate`` (--mode=evaluate) or a
+model summary (--mode=describe). ``--config.<knob>=value`` overrides any knob of the
+config file; a variant takes its compression after a colon (``configs/3d_1024.py:f16``).
 """
 
 from __future__ import annotations
 
 import json
+import logging as pylogging
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from clu import parameter_overview
 from ml_collections import config_flags
 
-from data_builders.panoptic_heatmaps import make_config
 from pose_vq import config as config_lib
+from pose_vq.data import pipeline
 from pose_vq.models.discriminator import PatchDiscriminator
 from pose_vq.models.vqgan import VQGAN
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
-flags.DEFINE_enum("mode", "describe", ["describe"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "describe"], "What to do.")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() (multi-process runs: TPU pods, SLURM, or "
+                  "the coordinator flags below).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 FLAGS = flags.FLAGS
 
 
@@ -75,8 +83,7 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "num_codes": spec.num_codes,
         "generator_params": generator_params,
         "discriminator_params": _count(v["discriminator"]["params"]),
-        "dataset": f"{config.data.tfds_name}/"
-                   f"{make_config(config.data.mode, spec.frames, spec.image_size).name}",
+        "dataset": pipeline.dataset_name(config.data),
     }
     print(f"input clip {summary['input_shape']} -> token grid {grid} "
           f"({summary['tokens_per_clip']} tokens of {spec.num_codes}) -> {summary['target_shape']}")
@@ -84,7 +91,14 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return summary
 
 
+def _quiet_checkpoint_logs() -> None:
+    """orbax logs every save step by step at INFO; keep its warnings only."""
+    logging.get_absl_handler().python_handler.addFilter(
+        lambda record: record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname)
+
+
 def main(argv: list[str]) -> None:
+    _quiet_checkpoint_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
@@ -96,6 +110,21 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"invalid config: {e}") from None
     if FLAGS.mode == "describe":
         describe(config)
+        return
+    if not FLAGS.workdir:
+        raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
+    if FLAGS.distributed or FLAGS.coordinator_address:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id)
+    logging.info("JAX process %d of %d, %d local / %d global devices (%s)",
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices()[0].platform)
+    if FLAGS.mode == "train":
+        from pose_vq import train  # noqa: PLC0415 (heavy imports only when training)
+        train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+        from pose_vq import evaluate  # noqa: PLC0415
+        evaluate.evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,18 @@ them as global arrays sharded along the ``data`` axis of a mesh. The iterator's 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any, Iterator
 
 import grain.python as grain
 import jax
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pose_vq.data import modes
+from data_builders.panoptic_heatmaps import make_config
+from pose_vq.data import modes, synthetic
 
 # Device arrays; everything else in a batch stays on the host as numpy.
 MODEL_KEYS = ("inputs", "targets")
@@ -113,16 +116,68 @@ class GlobalBatches:
 
     def __init__(self, cfg: LoaderConfig, mesh: Mesh):
         self.mesh = mesh
-        self._iter = iter(make_loader(cfg))
+        # The grain iterator: what a checkpoint saves (grain.checkpoint.CheckpointSave).
+        self.host_iterator = iter(make_loader(cfg))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        return to_global(next(self._iter), self.mesh)
+        return to_global(next(self.host_iterator), self.mesh)
 
     def get_state(self) -> bytes:
-        return self._iter.get_state()
+        return self.host_iterator.get_state()
 
     def set_state(self, state: bytes) -> None:
-        self._iter.set_state(state)
+        self.host_iterator.set_state(state)
+
+
+def _build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {"stride": data.stride} if data.stride else {}
+
+
+def dataset_name(data: ml_collections.ConfigDict) -> str:
+    """The TFDS name (``panoptic_heatmaps/<config>``) a config's ``data`` section reads."""
+    config = make_config(data.mode, data.frames, data.heatmap_size, **_build_overrides(data))
+    return f"{data.tfds_name}/{config.name}"
+
+
+def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
+                    ) -> tuple[str, str]:
+    """Return (data_dir, name) of the config's dataset, building it first when it is missing
+    and ``data.manual_dir`` or ``data.synthetic`` says from what.
+
+    A complete build is reused as is. With ``data.synthetic`` and no manual_dir, a
+    synthetic Panoptic root is written once under ``<workdir>/synthetic_panoptic``.
+    """
+    workdir = pathlib.Path(workdir)
+    data_dir = (pathlib.Path(data.data_dir).expanduser() if data.data_dir
+                else workdir / "tensorflow_datasets")
+    name = dataset_name(data)
+    manual_dir = data.manual_dir
+    if not manual_dir and data.synthetic:
+        manual_dir = workdir / "synthetic_panoptic"
+        if not (manual_dir / "splits.json").exists():
+            n = data.synthetic_sequences
+            names = [f"synth_{i:03d}" for i in range(n)]
+            num_val = max(1, n // 4)
+            synthetic.write_synthetic_root(
+                manual_dir, names, num_frames=data.synthetic_frames,
+                num_people=data.synthetic_people, seed=0,
+                splits={"train": names[:-num_val], "validation": names[-num_val:]})
+    if manual_dir:
+        if jax.process_count() > 1:
+            raise ValueError("build the dataset once before a multi-process run "
+                             "(python -m data_builders.panoptic_heatmaps ...) and point "
+                             "data.data_dir at it; data.manual_dir/synthetic build only "
+                             "in single-process runs")
+        from data_builders.panoptic_heatmaps.__main__ import build  # noqa: PLC0415
+        build(manual_dir, data_dir, data.mode, frames=data.frames,
+              heatmap_size=data.heatmap_size, **_build_overrides(data))
+    elif not (data_dir / name).exists():
+        raise FileNotFoundError(
+            f"dataset {name} not found in {data_dir}. Build it with `python -m "
+            f"data_builders.panoptic_heatmaps --manual_dir=PANOPTIC_ROOT --data_dir={data_dir} "
+            f"--config={data.mode} --frames={data.frames} --size={data.heatmap_size}`, or set "
+            f"--config.data.manual_dir=PANOPTIC_ROOT (or data.synthetic=True) to build it here")
+    return str(data_dir), name

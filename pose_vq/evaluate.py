@@ -1,0 +1,181 @@
+"""Evaluation over a whole split: SSIM / PSNR / L1 / T-Std per clip (pose_vq.metrics), the
+quantizer loss, codebook usage and perplexity, for the raw and the EMA generator weights,
+next to the same metrics for an all-zeros prediction (heatmaps are mostly background, so
+an empty output already scores a high SSIM). Results go to the metric writer and to
+``<workdir>/eval_metrics.json``; the first clips are written as comparison GIFs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+from typing import TYPE_CHECKING, Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from pose_vq import metrics, visualize
+from pose_vq.data import pipeline
+
+if TYPE_CHECKING:
+    from pose_vq.train import Models, TrainState
+
+WEIGHT_SETS = ("raw", "ema")
+
+
+def _eval_batch(models: "Models", params: Any, vq_stats: Any, inputs: jax.Array,
+                targets: jax.Array, mask: jax.Array
+                ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """Masked sums of the per-clip metrics, the batch's token histogram, and the
+    reconstructions. Clips are run one by one (vmap), so the quantizer loss is per clip."""
+
+    def one(clip):
+        recon, q = models.generator.apply({"params": params, "vq_stats": vq_stats},
+                                          clip[None], train=False)
+        return recon[0], q.indices[0], q.losses["total"]
+
+    recon, indices, q_loss = jax.vmap(one)(inputs)
+    per_clip = {**metrics.clip_metrics(targets, recon), "q_loss": q_loss}
+    sums = {k: jnp.sum(v * mask) for k, v in per_clip.items()}
+    weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (indices.ndim - 1)), indices.shape)
+    histogram = jnp.zeros((models.spec.num_codes,), jnp.float32).at[indices.ravel()].add(
+        weights.ravel())
+    return sums, histogram, recon
+
+
+def _zeros_batch(targets: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+    per_clip = metrics.clip_metrics(targets, jnp.zeros_like(targets))
+    return {k: jnp.sum(v * mask) for k, v in per_clip.items()}
+
+
+def codebook_stats(histogram: np.ndarray) -> dict[str, float]:
+    """Fraction of codes used and perplexity of the token distribution of a split."""
+    p = histogram / max(histogram.sum(), 1.0)
+    nz = p[p > 0]
+    return {"codebook_usage": float(np.mean(histogram > 0)),
+            "codebook_perplexity": float(np.exp(-np.sum(nz * np.log(nz))))}
+
+
+class Evaluator:
+    """Evaluates train states on one split; each process reads only its share of it."""
+
+    def __init__(self, models: "Models", mesh: Mesh, data_dir: str, name: str,
+                 config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+        ec = config.eval
+        self.models, self.mesh, self.workdir = models, mesh, pathlib.Path(workdir)
+        self.split, self.num_videos = ec.split, ec.num_videos
+        builder = pipeline.open_dataset(data_dir, name)
+        self.source = builder.as_data_source(split=ec.split)
+        self.transform = pipeline.ToModelInputs(pipeline.dataset_mode(builder))
+        self.num_clips = min(len(self.source), ec.max_examples or len(self.source))
+        if not self.num_clips:
+            raise ValueError(f"{name}:{ec.split} has no examples to evaluate")
+        pc = jax.process_count()
+        if ec.batch_size % mesh.size:
+            raise ValueError(f"eval.batch_size={ec.batch_size} is not divisible by the "
+                             f"{mesh.size} devices")
+        self.per_host = ec.batch_size // pc
+        self.indices = list(range(jax.process_index(), self.num_clips, pc))
+        # Every process runs the same number of batches (collectives must match).
+        self.num_batches = math.ceil(math.ceil(self.num_clips / pc) / self.per_host)
+        data = NamedSharding(mesh, PartitionSpec("data"))
+        self._sharding = data
+        self._eval = jax.jit(functools.partial(_eval_batch, models))
+        self._zeros = jax.jit(_zeros_batch)
+
+    def batches(self) -> Iterator[dict[str, jax.Array]]:
+        """Global batches with a ``mask`` that is 0 on padding clips."""
+        shape = self.models.input_shape(self.per_host)
+        target_shape = self.models.target_shape(self.per_host)
+        for b in range(self.num_batches):
+            ids = self.indices[b * self.per_host:(b + 1) * self.per_host]
+            inputs = np.zeros(shape, np.float32)
+            targets = np.zeros(target_shape, np.float32)
+            mask = np.zeros((self.per_host,), np.float32)
+            for j, i in enumerate(ids):
+                example = self.transform.map(self.source[i])
+                inputs[j], targets[j], mask[j] = example["inputs"], example["targets"], 1.0
+            yield {k: jax.make_array_from_process_local_data(self._sharding, v)
+                   for k, v in (("inputs", inputs), ("targets", targets), ("mask", mask))}
+
+    def run(self, state: "TrainState", step: int,
+            writer: metric_writers.MetricWriter | None = None) -> dict[str, Any]:
+        """Evaluate both weight sets; write summaries, GIFs and eval_metrics.json."""
+        weights = {"raw": state.generator, "ema": state.ema_generator}
+        sums = {w: None for w in (*WEIGHT_SETS, "zeros")}
+        histograms = {w: None for w in WEIGHT_SETS}
+        first = None
+        add = lambda a, b: b if a is None else jax.tree_util.tree_map(jnp.add, a, b)
+        for i, batch in enumerate(self.batches()):
+            for w in WEIGHT_SETS:
+                s, h, recon = self._eval(weights[w], state.vq_stats, batch["inputs"],
+                                         batch["targets"], batch["mask"])
+                sums[w], histograms[w] = add(sums[w], s), add(histograms[w], h)
+                if i == 0 and w == "ema":
+                    first = (batch["targets"], recon)
+            sums["zeros"] = add(sums["zeros"], self._zeros(batch["targets"], batch["mask"]))
+        results: dict[str, Any] = {"step": int(step), "split": self.split,
+                                   "num_clips": self.num_clips}
+        for w, s in sums.items():
+            results[w] = {k: float(v) / self.num_clips for k, v in jax.device_get(s).items()}
+            if w in histograms:
+                results[w].update(codebook_stats(np.asarray(jax.device_get(histograms[w]))))
+        if jax.process_index() == 0:
+            path = self.workdir / "eval_metrics.json"
+            path.write_text(json.dumps(results, indent=2) + "\n")
+            logging.info("step %d %s: %s", step, self.split, _headline(results))
+        if writer is not None:
+            writer.write_scalars(step, {f"eval/{w}/{k}": v for w in sums
+                                        for k, v in results[w].items()})
+            self._write_videos(step, *first, writer)
+        return results
+
+    def _write_videos(self, step: int, targets: jax.Array, recon: jax.Array,
+                      writer: metric_writers.MetricWriter) -> None:
+        n = min(self.num_videos, self.num_clips, self.per_host)
+        if not n:
+            return
+        # Process-local rows of the first batch: process 0 holds the split's first clips.
+        targets = np.concatenate([np.asarray(s.data) for s in targets.addressable_shards])
+        recon = np.concatenate([np.asarray(s.data) for s in recon.addressable_shards])
+        images = {}
+        for i in range(n):
+            images[f"eval/reconstruction_{i}"] = visualize.summary_image(targets[i], recon[i],
+                                                                         scale=2)[None]
+            if jax.process_index() == 0:
+                visualize.clip_gif(self.workdir / "videos" / f"step_{step:07d}_clip{i}.gif",
+                                   targets[i], recon[i])
+        writer.write_images(step, images)
+
+
+def _headline(results: dict[str, Any]) -> str:
+    keys = ("ssim", "psnr", "l1", "t_std")
+    return "; ".join(f"{w}: " + ", ".join(f"{k} {results[w][k]:.4f}" for k in keys)
+                     for w in ("raw", "ema", "zeros"))
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split``."""
+    from pose_vq import train  # noqa: PLC0415  (train imports this module)
+
+    workdir = pathlib.Path(workdir)
+    mesh = pipeline.data_mesh()
+    models = train.Models.create(config)
+    manager = train.checkpoint_manager(workdir, config.train.keep_checkpoints)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first "
+                                f"(--mode=train --workdir={workdir})")
+    state = train.restore_state(manager, train.abstract_state(models, mesh, config.seed))
+    data_dir, name = pipeline.prepare_dataset(config.data, workdir)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    results = Evaluator(models, mesh, data_dir, name, config, workdir).run(
+        state, int(state.step), writer)
+    writer.flush()
+    return results

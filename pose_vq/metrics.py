@@ -1,0 +1,138 @@
+"""Clip reconstruction metrics: per-frame SSIM / PSNR / L1 curves and their T-Std.
+
+Re-implements the reference (PyTorch, piq-based) evaluation in JAX so that numbers are
+comparable with the paper. Clips are ``(B, T, H, W, C)`` arrays nominally in [0, 1];
+both target and prediction are clipped to [0, 1] first and everything is computed in
+float32 whatever the input dtype.
+
+Per clip, each metric's per-frame curve gives its mean over frames, its raw standard
+deviation (``*_std``) and the standard deviation of the min-max normalised curve
+(``*_tstd``); ``t_std`` is the mean of the three ``*_tstd`` (the paper's T-Std).
+Standard deviations use ``ddof=1`` (torch's default, as in the reference).
+
+Difference from the reference: it reshapes its ``(b, c, f, x, y)`` SSIM scores to
+``(b*f*c)`` and views them back as ``(b, f, c)``, which mixes channels and frames in its
+per-frame SSIM curve. The SSIM mean is unaffected but its T-Std is not; here the curve
+is computed per frame as intended.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+METRIC_KEYS = ("ssim", "psnr", "l1", "ssim_tstd", "psnr_tstd", "l1_tstd",
+               "ssim_std", "psnr_std", "l1_std", "t_std")
+
+_WIN, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
+# Identical frames have mse 0; flooring it makes their PSNR a finite 100 dB, not inf.
+_MSE_FLOOR = 1e-10
+
+
+def _gaussian_band(n: int) -> np.ndarray:
+    """(n - 10, n) matrix whose row i holds the normalised 11-tap Gaussian at i..i+10.
+
+    Left-multiplying by it is a 'valid' (unpadded) 1-D Gaussian filter along that axis.
+    """
+    taps = np.exp(-((np.arange(_WIN) - _WIN // 2) ** 2) / (2 * _SIGMA**2))
+    taps /= taps.sum()
+    band = np.zeros((n - _WIN + 1, n))
+    for i in range(n - _WIN + 1):
+        band[i, i:i + _WIN] = taps
+    return band.astype(np.float32)
+
+
+def ssim_planes(x: ArrayLike, y: ArrayLike, data_range: float = 1.0) -> Array:
+    """SSIM (Wang et al. 2004) of each (H, W) plane: (..., H, W) -> (...), float32.
+
+    11-tap Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, population statistics,
+    averaged over the valid (unpadded) region; matches scikit-image's
+    ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False)`` and piq.ssim (below 384 px, where piq's default
+    ``downsample=True`` starts average-pooling first). The separable filter is two
+    exact float32 matmuls with banded matrices, which is cheap at heatmap sizes.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.float32)
+    if x.shape != y.shape:
+        raise ValueError(f"ssim_planes: shapes differ, {x.shape} vs {y.shape}")
+    h, w = x.shape[-2:]
+    if min(h, w) < _WIN:
+        raise ValueError(f"ssim_planes: planes must be at least {_WIN}x{_WIN} pixels "
+                         f"(the Gaussian window), got {h}x{w}")
+    # (Co)variances are shift-invariant; centring both planes on their joint mean first
+    # keeps E[x^2] - E[x]^2 from cancelling catastrophically in float32 on flat,
+    # bright planes (where it would otherwise push SSIM above 1).
+    shift = 0.5 * (jnp.mean(x, axis=(-2, -1), keepdims=True)
+                   + jnp.mean(y, axis=(-2, -1), keepdims=True))
+    x, y = x - shift, y - shift
+    g_h, g_w = _gaussian_band(h), _gaussian_band(w)
+    stats = jnp.stack([x, y, x * x, y * y, x * y])
+    mu_x, mu_y, e_xx, e_yy, e_xy = jnp.einsum(
+        "oh,...hw,pw->...op", g_h, stats, g_w, precision=jax.lax.Precision.HIGHEST)
+    var_x = e_xx - mu_x * mu_x
+    var_y = e_yy - mu_y * mu_y
+    cov = e_xy - mu_x * mu_y
+    mu_x, mu_y = mu_x + shift, mu_y + shift
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    return jnp.mean(ssim_map, axis=(-2, -1))
+
+
+def frame_curves(target: ArrayLike, pred: ArrayLike) -> dict[str, Array]:
+    """Per-frame metric curves of (B, T, H, W, C) clips: "ssim", "psnr", "l1", each (B, T).
+
+    SSIM is taken per channel plane then averaged over channels; PSNR uses data range 1
+    and floors the mse at 1e-10, so identical frames score 100 dB rather than inf.
+    """
+    target = jnp.clip(jnp.asarray(target, jnp.float32), 0.0, 1.0)
+    pred = jnp.clip(jnp.asarray(pred, jnp.float32), 0.0, 1.0)
+    if target.shape != pred.shape or target.ndim != 5:
+        raise ValueError("frame_curves: expected two (B, T, H, W, C) clips of equal shape, "
+                         f"got {target.shape} and {pred.shape}")
+    diff = target - pred
+    mse = jnp.mean(diff * diff, axis=(2, 3, 4))
+    ssim = ssim_planes(jnp.moveaxis(target, -1, 2), jnp.moveaxis(pred, -1, 2))
+    return {
+        "ssim": jnp.mean(ssim, axis=-1),
+        "psnr": -10.0 * jnp.log10(jnp.maximum(mse, _MSE_FLOOR)),
+        "l1": jnp.mean(jnp.abs(diff), axis=(2, 3, 4)),
+    }
+
+
+def _normalised_std(curve: Array) -> Array:
+    """ddof=1 std over frames of the min-max normalised curve; 0 for a constant curve.
+
+    The reference would give NaN (0 / 0) for a constant curve; a curve that does not
+    move has no temporal fluctuation, so 0 is the meaningful value.
+    """
+    lo = jnp.min(curve, axis=-1, keepdims=True)
+    span = jnp.max(curve, axis=-1, keepdims=True) - lo
+    flat = span == 0
+    normalised = jnp.where(flat, 0.0, (curve - lo) / jnp.where(flat, 1.0, span))
+    return jnp.std(normalised, axis=-1, ddof=1)
+
+
+def clip_metrics(target: ArrayLike, pred: ArrayLike) -> dict[str, Array]:
+    """Per-clip (B,) float32 metrics, keyed by ``METRIC_KEYS``; jit-able.
+
+    For m in (ssim, psnr, l1): ``m`` is the curve's mean over frames, ``m_tstd`` the
+    std of its min-max normalised curve and ``m_std`` its raw std (both ddof=1, as
+    torch). ``t_std`` is the mean of the three ``m_tstd``. Needs T >= 2 frames.
+    """
+    curves = frame_curves(target, pred)
+    if curves["l1"].shape[1] < 2:
+        raise ValueError("clip_metrics: need at least 2 frames for a std over time, "
+                         f"got clips of shape {jnp.shape(target)}")
+    out = {}
+    for name, curve in curves.items():
+        out[name] = jnp.mean(curve, axis=-1)
+        out[f"{name}_tstd"] = _normalised_std(curve)
+        out[f"{name}_std"] = jnp.std(curve, axis=-1, ddof=1)
+    out["t_std"] = (out["ssim_tstd"] + out["psnr_tstd"] + out["l1_tstd"]) / 3.0
+    return {key: out[key] for key in METRIC_KEYS}

@@ -1,0 +1,153 @@
+"""Clip metrics against scikit-image and an independent NumPy loop over the definitions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from pose_vq import metrics
+
+
+def _sk_ssim(x, y):
+    """The Wang et al. SSIM that the module must reproduce, in float64."""
+    return structural_similarity(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                                 data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False)
+
+
+def _blob(h, w, cy, cx, sigma, amp=1.0):
+    yy, xx = np.mgrid[:h, :w]
+    return amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def _plane_pairs(h, w, rng):
+    """(target, pred) planes: noise, heatmap-like blobs, degenerate and flat cases."""
+    blob = _blob(h, w, h / 2, w / 3, 2.0)
+    broad = np.clip(_blob(h, w, 3, 3, 1.5) + 0.9 * _blob(h, w, h - 3, w - 3, 15.0), 0, 1)
+    return {
+        "uniform": (rng.uniform(size=(h, w)), rng.uniform(size=(h, w))),
+        "shifted_blob": (blob, _blob(h, w, h / 2 + 1.5, w / 3 - 1, 2.0)),
+        "blurred_scaled_blob": (blob, _blob(h, w, h / 2, w / 3, 3.0, amp=0.7)),
+        "identical": (blob, blob),
+        "zeros_pred": (blob, np.zeros((h, w))),
+        # Flat, bright planes: float32 E[x^2] - E[x]^2 cancels badly here unless centred.
+        "flat_bright": (np.ones((h, w)), np.full((h, w), 0.999)),
+        "broad_noisy": (broad, np.clip(broad + rng.normal(0, 1e-3, (h, w)), 0, 1)),
+    }
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (32, 24), (40, 40)])
+def test_ssim_planes_matches_skimage(h, w):
+    pairs = _plane_pairs(h, w, np.random.default_rng(h * w))
+    xs = np.stack([x for x, _ in pairs.values()])
+    ys = np.stack([y for _, y in pairs.values()])
+    got = np.asarray(metrics.ssim_planes(xs, ys))
+    assert got.dtype == np.float32 and got.shape == (len(pairs),)
+    for (name, (x, y)), value in zip(pairs.items(), got):
+        assert value == pytest.approx(_sk_ssim(x, y), abs=1e-5), name
+    assert got[list(pairs).index("identical")] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_planes_leading_dims_and_min_size():
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(size=(2, 3, 11, 13)), rng.uniform(size=(2, 3, 11, 13))
+    got = np.asarray(metrics.ssim_planes(x, y))
+    assert got.shape == (2, 3)
+    want = [[_sk_ssim(x[i, j], y[i, j]) for j in range(3)] for i in range(2)]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        metrics.ssim_planes(np.zeros((10, 16)), np.zeros((10, 16)))
+
+
+def _random_clips(rng, shape=(2, 5, 16, 16, 3), lo=0.0, hi=1.0, noise=0.15):
+    target = rng.uniform(lo, hi, size=shape)
+    pred = target + rng.normal(0.0, noise, size=shape) * rng.uniform(0.2, 1.0, (shape[1], 1, 1, 1))
+    return target.astype(np.float32), pred.astype(np.float32)
+
+
+def test_psnr_and_l1_curves():
+    target, pred = _random_clips(np.random.default_rng(2))
+    curves = metrics.frame_curves(target, pred)
+    assert set(curves) == {"ssim", "psnr", "l1"}
+    t64 = np.clip(target, 0, 1).astype(np.float64)
+    p64 = np.clip(pred, 0, 1).astype(np.float64)
+    want_psnr = [[peak_signal_noise_ratio(t64[b, f], p64[b, f], data_range=1)
+                  for f in range(target.shape[1])] for b in range(target.shape[0])]
+    np.testing.assert_allclose(curves["psnr"], want_psnr, rtol=1e-5)
+    np.testing.assert_allclose(curves["l1"], np.abs(t64 - p64).mean(axis=(2, 3, 4)),
+                               rtol=1e-5)
+
+
+def _reference_clip_metrics(target, pred):
+    """Straight NumPy/scikit-image loop over the definitions, clip by clip."""
+    target = np.clip(np.asarray(target, np.float64), 0, 1)
+    pred = np.clip(np.asarray(pred, np.float64), 0, 1)
+    b, t, _, _, c = target.shape
+    out = {key: np.zeros(b) for key in metrics.METRIC_KEYS}
+    for i in range(b):
+        curves = {"ssim": np.zeros(t), "psnr": np.zeros(t), "l1": np.zeros(t)}
+        for f in range(t):
+            gt, pr = target[i, f], pred[i, f]
+            curves["ssim"][f] = np.mean([_sk_ssim(gt[..., k], pr[..., k]) for k in range(c)])
+            mse = max(np.mean((gt - pr) ** 2), 1e-10)
+            curves["psnr"][f] = 20 * np.log10(1 / np.sqrt(mse))
+            curves["l1"][f] = np.mean(np.abs(gt - pr))
+        for name, curve in curves.items():
+            span = curve.max() - curve.min()
+            normalised = (curve - curve.min()) / span if span > 0 else np.zeros(t)
+            out[name][i] = curve.mean()
+            out[f"{name}_tstd"][i] = np.std(normalised, ddof=1)
+            out[f"{name}_std"][i] = np.std(curve, ddof=1)
+        out["t_std"][i] = np.mean([out[f"{n}_tstd"][i] for n in curves])
+    return out
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-0.3, 1.3)], ids=["in_range", "clipped"])
+def test_clip_metrics_matches_numpy_reference(lo, hi):
+    target, pred = _random_clips(np.random.default_rng(3), lo=lo, hi=hi)
+    if lo < 0:
+        assert (target < 0).any() and (pred > 1).any()  # clipping is exercised
+    got = metrics.clip_metrics(target, pred)
+    want = _reference_clip_metrics(target, pred)
+    assert tuple(got) == metrics.METRIC_KEYS
+    for key in metrics.METRIC_KEYS:
+        assert got[key].shape == (2,) and got[key].dtype == jnp.float32, key
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert (np.asarray(got["t_std"]) > 0).all()  # the curves do move
+
+
+def test_constant_curves_and_identical_clips():
+    rng = np.random.default_rng(4)
+    # Every frame the same: every curve is constant, so its T-Std is 0, not NaN.
+    frame_t, frame_p = _random_clips(rng, shape=(2, 1, 16, 16, 3))
+    got = metrics.clip_metrics(np.repeat(frame_t, 4, axis=1), np.repeat(frame_p, 4, axis=1))
+    for key in ("ssim_tstd", "psnr_tstd", "l1_tstd", "t_std",
+                "ssim_std", "psnr_std", "l1_std"):
+        np.testing.assert_array_equal(got[key], 0.0, err_msg=key)
+    # Perfect reconstruction: finite 100 dB PSNR (mse floored at 1e-10), SSIM 1, L1 0.
+    target, _ = _random_clips(rng, shape=(2, 4, 16, 16, 3))
+    got = metrics.clip_metrics(target, target)
+    np.testing.assert_allclose(got["psnr"], 100.0, rtol=1e-6)
+    np.testing.assert_allclose(got["ssim"], 1.0, atol=1e-6)
+    np.testing.assert_array_equal(got["l1"], 0.0)
+    assert all(np.isfinite(got[key]).all() for key in metrics.METRIC_KEYS)
+
+
+def test_clip_metrics_jit_matches_eager_and_is_float32():
+    target, pred = _random_clips(np.random.default_rng(5), lo=-0.2, hi=1.2)
+    target, pred = jnp.asarray(target, jnp.bfloat16), jnp.asarray(pred, jnp.bfloat16)
+    eager = metrics.clip_metrics(target, pred)
+    jitted = jax.jit(metrics.clip_metrics)(target, pred)
+    for key in metrics.METRIC_KEYS:
+        assert jitted[key].dtype == jnp.float32, key
+        np.testing.assert_allclose(jitted[key], eager[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+
+
+def test_clip_metrics_rejects_bad_shapes():
+    clip = np.zeros((1, 1, 16, 16, 1), np.float32)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        metrics.clip_metrics(clip, clip)
+    with pytest.raises(ValueError, match=r"\(B, T, H, W, C\)"):
+        metrics.clip_metrics(clip[0], clip[0])
