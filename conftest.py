@@ -7,15 +7,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pathlib  # noqa: E402
-import tempfile  # noqa: E402
 
-import jax  # noqa: E402
 import pytest  # noqa: E402
-
-# Training tests re-create the same step in several runs (train, stop, resume): a
-# persistent compilation cache for this session compiles each program once.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="pose_vq_jax_cache_"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 SAMPLE_ROOT = pathlib.Path(__file__).resolve().parent.parent / "shared" / "data" / "panoptic_sample"
 

