@@ -85,8 +85,7 @@ class Evaluator:
         self.indices = list(range(jax.process_index(), self.num_clips, pc))
         # Every process runs the same number of batches (collectives must match).
         self.num_batches = math.ceil(math.ceil(self.num_clips / pc) / self.per_host)
-        data = NamedSharding(mesh, PartitionSpec("data"))
-        self._sharding = data
+        self._sharding = NamedSharding(mesh, PartitionSpec("data"))
         self._eval = jax.jit(functools.partial(_eval_batch, models))
         self._zeros = jax.jit(_zeros_batch)
 

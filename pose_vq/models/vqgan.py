@@ -110,19 +110,27 @@ def _middle(s: GeneratorSpec, h: jax.Array, train: bool) -> jax.Array:
     return layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train=train)
 
 
+def _level(s: GeneratorSpec, h: jax.Array, level: dict, count: int, train: bool) -> jax.Array:
+    """One level's ``count`` ResBlocks, each followed by attention where the level has it
+    (called inside a compact method, so the blocks belong to the caller)."""
+    dtype = jnp.dtype(s.dtype)
+    for _ in range(count):
+        h = layers.ResBlock(level["width"], s.dropout, s.norm_groups, dtype, s.conv_impl)(
+            h, train=train)
+        if level["attention"]:
+            h = layers.NonLocalBlock(dtype)(h)
+    return h
+
+
 class Encoder(nn.Module):
     spec: GeneratorSpec
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         s, dtype = self.spec, jnp.dtype(self.spec.dtype)
-        block = lambda w: layers.ResBlock(w, s.dropout, s.norm_groups, dtype, s.conv_impl)
         h = layers.conv3d(s.channels[0], dtype=dtype, name="conv_in", impl=s.conv_impl)(x.astype(dtype))
         for level in s.encoder_levels():
-            for _ in range(s.encoder_blocks):
-                h = block(level["width"])(h, train=train)
-                if level["attention"]:
-                    h = layers.NonLocalBlock(dtype)(h)
+            h = _level(s, h, level, s.encoder_blocks, train)
             if level["down"]:
                 h = layers.Downsample(*level["down"], dtype=dtype, conv_impl=s.conv_impl)(h)
         h = _middle(s, h, train)
@@ -136,15 +144,11 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
         s, dtype = self.spec, jnp.dtype(self.spec.dtype)
-        block = lambda w: layers.ResBlock(w, s.dropout, s.norm_groups, dtype, s.conv_impl)
         width = s.channels[-1]
         h = layers.conv3d(width, dtype=dtype, name="conv_in", impl=s.conv_impl)(z.astype(dtype))
         h = _middle(s, h, train)
         for level in s.decoder_levels():
-            for _ in range(s.decoder_blocks):
-                h = block(level["width"])(h, train=train)
-                if level["attention"]:
-                    h = layers.NonLocalBlock(dtype)(h)
+            h = _level(s, h, level, s.decoder_blocks, train)
             if level["up"]:
                 h = layers.Upsample(level["up"], dtype=dtype, conv_impl=s.conv_impl)(h)
         h = nn.swish(nn.GroupNorm(s.norm_groups, epsilon=1e-6, dtype=dtype)(h))
