@@ -9,6 +9,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # PRNG seed for initialisation, dropout and the codebook's random choices
+    c.cpu_devices = 0  # CPU-only hosts: split the host into N JAX devices that run the batch
+    #                    data-parallel over the cores (0: JAX's default, one device)
 
     c.data = d = ml_collections.ConfigDict()
     d.mode = "3d"  # c2d | m2d | 3d | m2d_3d (pose_vq.data.modes)
@@ -17,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.tfds_name = "panoptic_heatmaps"  # TFDS dataset; its config is <mode>[_t<T>_s<size>]
     d.data_dir = "~/tensorflow_datasets"  # TFDS data dir ("": <workdir>/tensorflow_datasets)
     d.stride = 0  # frames between clip starts when building (0: the builder's default, 90)
+    d.score_source = "gaussian"  # joint scores when building: gaussian (reference) | ones | confidence
+    d.sigma = 0.75  # Gaussian width of rendered joints and limbs, in heatmap pixels
     d.manual_dir = ""  # Panoptic root to build the dataset from when it is missing
     d.synthetic = False  # no dataset and no manual_dir: write a synthetic root and build it
     d.synthetic_sequences = 8  # ... sequences (the last quarter for validation)

@@ -12,29 +12,37 @@ def get_config(arg: str | None = None):
     c = default.get_config()
     c.data.frames = 16
     c.data.heatmap_size = 32
-    c.model.channels = (16, 32, 64)
+    c.model.channels = (8, 32, 64)  # a narrow full-resolution level: it dominates the step
     c.model.latent_channels = 32
     c.model.encoder_blocks = 1
     c.model.decoder_blocks = 1
     c.model.attention_resolutions = (8,)
     c.model.spatial_downsamples = 2
-    c.model.temporal_downsamples = 2
+    c.model.temporal_downsamples = 1  # 8 x 8 x 8 = 512 tokens per clip
     c.model.norm_groups = 8
     c.model.conv_impl = "folded"  # CPU-sized model: XLA's native 3D conv is slow on CPU
     c.quantizer.num_codes = 256
     c.quantizer.dead_code_threshold = 1.0
     c.discriminator.filters = 16
     c.discriminator.norm_groups = 8
-    c.loss.disc_start = 200
-    c.loss.perceptual_planes = 4  # LPIPS on 4 random planes per step, not all 384 (CPU cost)
+    c.loss.disc_start = 600  # the GAN for the last 100 steps, at a tenth of the weight:
+    c.loss.adversarial_weight = 0.1  # at 1.0 it raised training L1 from 0.068 to 0.09
+    # No LPIPS: on one plane per step it held training L1 above the all-zeros prediction's
+    # through step 150 and made the step 1.6x as long; at weight 0.1, 450 steps ended 2.9 dB
+    # above all-zeros. Without it 700 steps reach +8 dB (README, quick start).
+    c.loss.perceptual_weight = 0.0
     c.optimizer.learning_rate = 1e-3
     c.data.data_dir = ""  # <workdir>/tensorflow_datasets
     c.data.synthetic = True
     c.data.stride = 8
+    c.data.score_source = "ones"  # no per-frame random joint strengths (noise to memorise)
+    c.data.sigma = 1.0  # wider limbs than the reference's 0.75 px: held-out L1 0.44x of
+    #                     all-zeros after 700 steps, against 0.56x at 0.75 px
+    c.cpu_devices = 2  # both cores of a small machine, data-parallel
     c.train.batch_size = 4
-    c.train.num_steps = 300
+    c.train.num_steps = 700
     c.train.log_every = 25
-    c.train.checkpoint_every = 100
+    c.train.checkpoint_every = 200
     c.train.eval_every = 0  # evaluate once, at the end
     c.train.ema_decay = 0.99
     return validate(c)

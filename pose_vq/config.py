@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import typing
+
 import ml_collections
 
 from pose_vq.data import modes
 from pose_vq.models.vqgan import GeneratorSpec
 
 QUANTIZER_KINDS = ("ema", "learned", "gumbel")
+SCORE_SOURCES = typing.get_args(modes.ScoreSource)
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                         ("eval.batch_size", ec.batch_size)]:
         _check(value >= 1, f"{knob}={value} must be >= 1")
     _check(0.0 <= tc.ema_decay < 1.0, f"train.ema_decay={tc.ema_decay} must be in [0, 1)")
+    _check(d.score_source in SCORE_SOURCES,
+           f"data.score_source={d.score_source!r}: choose one of {SCORE_SOURCES}")
+    _check(d.sigma > 0, f"data.sigma={d.sigma} must be > 0")
+    _check(config.cpu_devices >= 0, f"cpu_devices={config.cpu_devices} must be >= 0")
+    for knob, value in [("train.batch_size", tc.batch_size), ("eval.batch_size", ec.batch_size)]:
+        _check(not config.cpu_devices or value % config.cpu_devices == 0,
+               f"{knob}={value} is not divisible by cpu_devices={config.cpu_devices}")
     _check(config.loss.perceptual_planes >= 0,
            f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
     return config

@@ -80,3 +80,13 @@ def test_bad_batch_sizes_are_reported(build_small):
     builder = build_small("3d")
     with pytest.raises(ValueError, match="fewer than one batch"):
         pipeline.make_loader(_cfg(builder, global_batch_size=10_000))
+
+
+def test_dataset_name_spells_only_non_default_build_knobs():
+    from configs import default
+    data = default.get_config().data
+    assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d"
+    data.stride, data.score_source = 8, "ones"
+    assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d_t64_s128_score_sourceones_stride8"
+    data.stride, data.score_source, data.sigma = 90, "gaussian", 0.75  # the defaults, spelled out
+    assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d"

@@ -18,13 +18,15 @@ from pose_vq.models.lpips import perceptual_loss
 
 
 def tiny_config(data_dir, **overrides):
-    """The demo config shrunk to the 8-frame 16 px test dataset, GAN on from step 0."""
+    """The demo config shrunk to the 8-frame 16 px test dataset, with the paper's losses
+    (LPIPS and a full-weight GAN, on from step 0)."""
     c = demo.get_config()
-    c.data.update(frames=8, heatmap_size=16, stride=6, data_dir=str(data_dir), synthetic=False)
+    c.data.update(frames=8, heatmap_size=16, stride=6, score_source="gaussian", sigma=0.75,
+                  data_dir=str(data_dir), synthetic=False)
     c.model.update(channels=(16, 32), spatial_downsamples=1, temporal_downsamples=1)
     c.quantizer.num_codes = 64
     c.discriminator.update(filters=8, num_layers=2)
-    c.loss.update(disc_start=0, perceptual_planes=4)
+    c.loss.update(disc_start=0, perceptual_planes=4, perceptual_weight=1.0, adversarial_weight=1.0)
     c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2, eval_every=0)
     c.eval.update(batch_size=8, max_examples=8, num_videos=1)
     for knob, value in overrides.items():

@@ -140,6 +140,8 @@ def test_bf16_forward_is_finite_with_float32_params():
     ("model.reduce_temporal", True, "reduce_temporal works only at F8"),
     ("model.norm_groups", 24, "not a multiple of model.norm_groups=24"),
     ("quantizer.kind", "fsq", "quantizer.kind='fsq'"),
+    ("data.score_source", "random", "data.score_source='random'"),
+    ("data.sigma", 0.0, "data.sigma=0.0 must be > 0"),
 ])
 def test_config_validation_names_the_knob(knob, value, message):
     config = load("3d_1024")
@@ -162,3 +164,10 @@ def test_describe_cli_prints_json_last():
     assert summary["token_grid"] == [4, 8, 8] and summary["discriminator_params"] == 11_056_961
     assert summary["generator_params"] > 4e7
     assert "Total:" in res.stdout
+
+
+def test_cpu_devices_must_divide_the_batches():
+    config = load("demo")
+    config.cpu_devices = 3
+    with pytest.raises(config_lib.ConfigError, match="train.batch_size=4 is not divisible by cpu_devices=3"):
+        config_lib.validate(config)

@@ -37,8 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stride", type=int, help="frames between window starts (default 90)")
     p.add_argument("--file_format", default="array_record", choices=["array_record", "tfrecord"])
     p.add_argument("--num_shards", type=int, help="shards per split (default: by size)")
+    p.add_argument("--score_source", choices=["gaussian", "ones", "confidence"],
+                   help="joint scores (default gaussian, the reference's)")
+    p.add_argument("--sigma", type=float, help="Gaussian width in heatmap pixels (default 0.75)")
     args = p.parse_args(argv)
-    overrides = {"stride": args.stride} if args.stride else {}
+    overrides = {k: getattr(args, k) for k in ("stride", "score_source", "sigma")
+                 if getattr(args, k) is not None}
     builder = build(args.manual_dir, args.data_dir, args.config, frames=args.frames,
                     heatmap_size=args.size, file_format=args.file_format,
                     num_shards=args.num_shards, **overrides)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from data_builders.panoptic_heatmaps import make_config
+from data_builders.panoptic_heatmaps import PanopticHeatmapsConfig, make_config
 from pose_vq.data import modes, synthetic
 
 # Device arrays; everything else in a batch stays on the host as numpy.
@@ -133,7 +133,12 @@ class GlobalBatches:
 
 
 def _build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
-    return {"stride": data.stride} if data.stride else {}
+    """The builder-config fields the data section sets away from the builder's defaults
+    (defaults are left out, so the dataset's name stays the short one)."""
+    defaults = PanopticHeatmapsConfig(name="defaults")
+    overrides = {"stride": data.stride or defaults.stride, "score_source": data.score_source,
+                 "sigma": data.sigma}
+    return {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
 
 
 def dataset_name(data: ml_collections.ConfigDict) -> str:
