@@ -73,7 +73,8 @@ def test_token_grids_of_the_paper():
 
 
 def test_forward_encode_decode_round_trip():
-    spec = config_lib.generator_spec(load("demo"))
+    config = load("demo")
+    spec = config_lib.generator_spec(config)
     x, variables = _init(spec, batch=2)
     apply = _apply(spec)
     recon, q = apply(variables, x)
@@ -82,7 +83,10 @@ def test_forward_encode_decode_round_trip():
     decoded = apply(variables, tokens, method=VQGAN.decode_indices)
     # Equal up to the straight-through estimator's float rounding, z + (e - z) vs e.
     np.testing.assert_allclose(decoded, recon, atol=1e-4)
-    assert tokens.dtype == jnp.int32 and tokens.shape == (2, 4, 8, 8)
+    m = config.model
+    grid = (config.data.frames // 2**m.temporal_downsamples,
+            *(config.data.heatmap_size // 2**m.spatial_downsamples,) * 2)
+    assert tokens.dtype == jnp.int32 and tokens.shape == (2, *grid) == (2, 8, 8, 8)
 
 
 def test_batch_elements_are_independent():
