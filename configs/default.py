@@ -16,10 +16,10 @@ def get_config() -> ml_collections.ConfigDict:
     d.mode = "3d"  # c2d | m2d | 3d | m2d_3d (pose_vq.data.modes)
     d.frames = 64  # clip length T
     d.heatmap_size = 128  # clip height = width
-    d.tfds_name = "panoptic_heatmaps"  # TFDS dataset; its config is <mode>[_t<T>_s<size>]
+    d.tfds_name = "panoptic_heatmaps"  # TFDS dataset; config <mode>[_t<T>_s<size>_<knob><value>...]
     d.data_dir = "~/tensorflow_datasets"  # TFDS data dir ("": <workdir>/tensorflow_datasets)
     d.stride = 0  # frames between clip starts when building (0: the builder's default, 90)
-    d.score_source = "gaussian"  # joint scores when building: gaussian (reference) | ones | confidence
+    d.score_source = "gaussian"  # joint scores: gaussian (the reference's) | ones | confidence
     d.sigma = 0.75  # Gaussian width of rendered joints and limbs, in heatmap pixels
     d.manual_dir = ""  # Panoptic root to build the dataset from when it is missing
     d.synthetic = False  # no dataset and no manual_dir: write a synthetic root and build it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import typing
 
 import tensorflow_datasets as tfds
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stride", type=int, help="frames between window starts (default 90)")
     p.add_argument("--file_format", default="array_record", choices=["array_record", "tfrecord"])
     p.add_argument("--num_shards", type=int, help="shards per split (default: by size)")
-    p.add_argument("--score_source", choices=["gaussian", "ones", "confidence"],
+    p.add_argument("--score_source", choices=typing.get_args(modes.ScoreSource),
                    help="joint scores (default gaussian, the reference's)")
     p.add_argument("--sigma", type=float, help="Gaussian width in heatmap pixels (default 0.75)")
     args = p.parse_args(argv)
