@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import typing
 
+import jax
 import ml_collections
 
 from pose_vq.data import modes
@@ -73,6 +75,23 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(config.loss.perceptual_planes >= 0,
            f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
     return config
+
+
+# In-process collectives of CPU devices abort after 40 s when one device's thread has not
+# arrived; on a busy machine (another job on the same cores) a demo run's evaluation did.
+CPU_COLLECTIVE_TIMEOUT_S = 3600
+
+
+def configure_cpu_devices(config: ml_collections.ConfigDict) -> None:
+    """Split a CPU host into ``config.cpu_devices`` JAX devices, with collectives that wait
+    out a busy machine. Call before anything touches a JAX backend."""
+    if not config.cpu_devices:
+        return
+    jax.config.update("jax_num_cpu_devices", config.cpu_devices)
+    flag = "--xla_cpu_collective_call_terminate_timeout_seconds"
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" {flag}={CPU_COLLECTIVE_TIMEOUT_S}").strip()
 
 
 def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:

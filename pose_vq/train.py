@@ -41,6 +41,7 @@ from pose_vq.models.quantizer import gumbel_temperature
 from pose_vq.models.vqgan import VQGAN, GeneratorSpec
 
 Params = Any
+CONFIG_FILE = "config.json"  # the run's config, in its workdir
 
 
 @flax.struct.dataclass
@@ -359,6 +360,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by the "
                          f"{mesh.size} devices")
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # what tokenize and visualize rebuild the model from
+        (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2) + "\n")
     models = Models.create(config)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     batches = pipeline.GlobalBatches(pipeline.LoaderConfig(
@@ -418,8 +422,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 break
         if pending is not None:
             _check_finite(*pending, last_saved)
-        if start >= tc.num_steps:
-            logging.info("already at step %d of %d", start, tc.num_steps)
+        if start >= tc.num_steps:  # e.g. the final evaluation was interrupted: redo it
+            logging.info("already at step %d of %d: evaluating", start, tc.num_steps)
+            evaluator.run(state, start, writer)
     finally:
         preemption.restore()
         manager.wait_until_finished()

@@ -181,7 +181,9 @@ class VectorQuantizer(nn.Module):
             losses = {"commitment": self.beta * jnp.mean(jnp.square(x - lax.stop_gradient(e)))}
             if self.kind == "learned":
                 losses["codebook"] = jnp.mean(jnp.square(lax.stop_gradient(x) - e))
-            q = x + lax.stop_gradient(e - x)  # straight-through: d q / d x = identity
+            # Straight-through (d q / d x = identity) when training; the codes themselves
+            # otherwise, so decoding exported token ids reproduces the forward pass exactly.
+            q = x + lax.stop_gradient(e - x) if train else e
             if update and self.kind == "ema":
                 self._ema_update(x, idx)
         losses["total"] = sum(losses.values())
