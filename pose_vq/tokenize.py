@@ -1,0 +1,260 @@
+"""Token export and decoding with a trained checkpoint.
+
+    python -m pose_vq.tokenize --workdir=runs/demo --split=validation [--verify]
+
+encodes a split of the run's heatmap dataset with the latest checkpoint of ``--workdir``
+(EMA generator weights by default) and writes a TFDS dataset of token grids,
+``<output_dir>/motion_tokens/<source config>/1.0.0`` (default output_dir
+``<workdir>/tokens``). Each example holds ``tokens`` (int32, the token grid t x h x w),
+the source example's ``sequence``, ``body_id``, ``start_frame``, its ``index`` in the
+source split, and the ``mode``; the dataset's metadata holds the tokenizer's whole config,
+its checkpoint step and weights, the source dataset and the vocabulary size. Read it back
+from any project with ``tfds.data_source("motion_tokens/<config>", data_dir=...)``.
+
+Decoding is one call: ``Tokenizer.from_workdir(workdir).decode(tokens)`` returns the
+clips the model reconstructs from those tokens, the same arrays evaluation scores.
+``--verify`` decodes the exported tokens and prints their metrics beside the run's
+``eval_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import app, flags
+from tensorflow_datasets.core.dataset_builders import adhoc_builder
+
+from configs import default
+from pose_vq import config as config_lib
+from pose_vq import metrics, train
+from pose_vq.data import pipeline
+
+TOKENS_NAME = "motion_tokens"
+TOKENS_VERSION = "1.0.0"
+WEIGHTS = ("ema", "raw")
+
+
+def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """The config a run was trained with (``<workdir>/config.json``, written by training),
+    over today's defaults, so knobs added since the run keep their default values."""
+    path = pathlib.Path(workdir) / train.CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a pose_vq training workdir?")
+    config = default.get_config()
+    config.update(json.loads(path.read_text()))
+    return config_lib.validate(config)
+
+
+@dataclasses.dataclass
+class Tokenizer:
+    """A trained generator's encoder and decoder, with the weights of one checkpoint."""
+
+    config: ml_collections.ConfigDict
+    models: train.Models
+    variables: dict[str, Any]  # {"params": ..., "vq_stats": ...}
+    step: int
+    weights: str
+
+    @classmethod
+    def from_workdir(cls, workdir: str | pathlib.Path, weights: str = "ema",
+                     step: int | None = None) -> "Tokenizer":
+        """The checkpoint at ``step`` (default: the latest) of a training workdir."""
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights={weights!r}: choose one of {WEIGHTS}")
+        config = load_run_config(workdir)
+        models = train.Models.create(config)
+        manager = train.checkpoint_manager(workdir, config.train.keep_checkpoints)
+        if manager.latest_step() is None:
+            raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first")
+        mesh = pipeline.data_mesh()
+        state = train.restore_state(manager, train.abstract_state(models, mesh, config.seed),
+                                    step=step)
+        params = state.ema_generator if weights == "ema" else state.generator
+        return cls(config, models, {"params": params, "vq_stats": state.vq_stats},
+                   int(state.step), weights)
+
+    @functools.cached_property
+    def _encode(self):
+        return jax.jit(lambda v, x: self.models.generator.apply(v, x, method="encode"))
+
+    @functools.cached_property
+    def _decode(self):
+        return jax.jit(lambda v, t: self.models.generator.apply(v, t, method="decode_indices"))
+
+    def encode(self, clips: Any) -> np.ndarray:
+        """Clips (B, T, H, W, C_in) in [0, 1] -> int32 token grids (B, t, h, w)."""
+        return np.asarray(self._encode(self.variables, jnp.asarray(clips, jnp.float32)))
+
+    def decode(self, tokens: Any) -> np.ndarray:
+        """Token grids (B, t, h, w) -> float32 clips (B, T, H, W, C_out), as reconstructed."""
+        tokens = np.asarray(tokens)
+        grid = self.models.spec.token_grid()
+        if tokens.shape[1:] != tuple(grid) or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"expected integer token grids (B, {', '.join(map(str, grid))}); "
+                             f"got {tokens.dtype} {tokens.shape}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.models.spec.num_codes):
+            raise ValueError(f"token ids must be in [0, {self.models.spec.num_codes}); got "
+                             f"[{tokens.min()}, {tokens.max()}]")
+        return np.asarray(self._decode(self.variables, jnp.asarray(tokens, jnp.int32)))
+
+
+def _batched(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def _split_examples(tokenizer: Tokenizer, source: Sequence[dict[str, Any]],
+                    transform: pipeline.ToModelInputs, batch_size: int
+                    ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, example) pairs of a split's token grids, encoded a batch at a time."""
+    mode = tokenizer.config.data.mode
+    for ids in _batched(len(source), batch_size):
+        examples = [source[i] for i in ids]
+        clips = np.stack([transform.map(e)["inputs"] for e in examples])
+        # Pad to a fixed batch: one compilation for the whole split.
+        padded = np.zeros((batch_size,) + clips.shape[1:], clips.dtype)
+        padded[:len(clips)] = clips
+        tokens = tokenizer.encode(padded)[:len(clips)]
+        for i, e, t in zip(ids, examples, tokens):
+            sequence = e["sequence"].decode() if isinstance(e["sequence"], bytes) else str(e["sequence"])
+            yield f"{i:08d}", {"tokens": t.astype(np.int32), "sequence": sequence,
+                               "body_id": int(e["body_id"]), "start_frame": int(e["start_frame"]),
+                               "index": i, "mode": mode}
+
+
+class _TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
+    """An ad-hoc TFDS builder that also stores dataset-level metadata."""
+
+    def __init__(self, *, metadata: dict[str, Any], **kwargs: Any):
+        self._metadata = metadata
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        info = super()._info()
+        info._metadata = tfds.core.MetadataDict(self._metadata)  # noqa: SLF001 (no public setter)
+        return info
+
+
+def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathlib.Path,
+           workdir: str | pathlib.Path, batch_size: int = 8,
+           file_format: str = "array_record") -> tfds.core.DatasetBuilder:
+    """Encode ``splits`` of the tokenizer's dataset into a ``motion_tokens`` TFDS dataset
+    (array_record: ``tfds.data_source``; tfrecord: ``tfds.load``)."""
+    data_dir, name = pipeline.prepare_dataset(tokenizer.config.data, workdir)
+    builder = pipeline.open_dataset(data_dir, name)
+    transform = pipeline.ToModelInputs(pipeline.dataset_mode(builder))
+    missing = [s for s in splits if s not in builder.info.splits]
+    if missing:
+        raise ValueError(f"{name} has no split {', '.join(missing)} "
+                         f"(it has {', '.join(builder.info.splits)})")
+    grid = tokenizer.models.spec.token_grid()
+    features = tfds.features.FeaturesDict({
+        "tokens": tfds.features.Tensor(shape=tuple(grid), dtype=np.int32),
+        "sequence": tfds.features.Text(),
+        "body_id": np.int32,
+        "start_frame": np.int32,
+        "index": np.int64,
+        "mode": tfds.features.Text(),
+    })
+    metadata = {"tokenizer_config": json.loads(tokenizer.config.to_json_best_effort()),
+                "checkpoint_step": tokenizer.step, "weights": tokenizer.weights,
+                "source_dataset": name, "source_data_dir": str(data_dir),
+                "num_codes": tokenizer.models.spec.num_codes, "token_grid": list(grid),
+                "mode": tokenizer.config.data.mode,
+                "workdir": str(pathlib.Path(workdir).absolute())}
+    split_examples = {s: _split_examples(tokenizer, builder.as_data_source(split=s),
+                                         transform, batch_size) for s in splits}
+    out = _TokenBuilder(
+        name=TOKENS_NAME, version=TOKENS_VERSION, config=name.split("/", 1)[1],
+        features=features, split_datasets=split_examples, metadata=metadata,
+        data_dir=str(output_dir), file_format=file_format, disable_shuffling=True,
+        description="pose_vq token grids of a panoptic_heatmaps dataset.")
+    if out.is_prepared():
+        raise FileExistsError(f"{out.data_dir} already holds an export: delete it or pass "
+                              "another --output_dir")
+    out.download_and_prepare()
+    return out
+
+
+def roundtrip_metrics(tokenizer: Tokenizer, tokens_builder: tfds.core.DatasetBuilder,
+                      split: str, batch_size: int = 8) -> dict[str, float]:
+    """Metrics of the clips decoded from exported tokens against the source targets,
+    averaged over the split as evaluation averages them."""
+    meta = tokens_builder.info.metadata
+    source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
+    transform = pipeline.ToModelInputs(pipeline.dataset_mode(source))
+    targets_source = source.as_data_source(split=split)
+    tokens_source = tokens_builder.as_data_source(split=split)
+    score = jax.jit(metrics.clip_metrics)
+    sums: dict[str, float] = {}
+    for ids in _batched(len(tokens_source), batch_size):
+        rows = [tokens_source[i] for i in ids]
+        recon = tokenizer.decode(np.stack([r["tokens"] for r in rows]))
+        targets = np.stack([transform.map(targets_source[int(r["index"])])["targets"]
+                            for r in rows])
+        for k, v in score(targets, recon).items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    return {k: v / len(tokens_source) for k, v in sums.items()}
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    workdir = pathlib.Path(FLAGS.workdir)
+    config = load_run_config(workdir)
+    config_lib.configure_cpu_devices(config)  # before any JAX backend use
+    tokenizer = Tokenizer.from_workdir(workdir, FLAGS.weights, FLAGS.step)
+    output_dir = pathlib.Path(FLAGS.output_dir or workdir / "tokens")
+    builder = export(tokenizer, FLAGS.split, output_dir, workdir, FLAGS.batch_size,
+                     FLAGS.file_format)
+    counts = {s: builder.info.splits[s].num_examples for s in FLAGS.split}
+    print(f"wrote {builder.info.full_name} to {builder.data_dir}: {counts} clips of "
+          f"{math.prod(tokenizer.models.spec.token_grid())} tokens "
+          f"({tokenizer.weights} weights, step {tokenizer.step})")
+    if FLAGS.verify and FLAGS.file_format == "array_record":
+        evaluated = workdir / "eval_metrics.json"
+        previous = json.loads(evaluated.read_text()) if evaluated.exists() else {}
+        for split in FLAGS.split:
+            found = roundtrip_metrics(tokenizer, builder, split, FLAGS.batch_size)
+            print(f"{split} decoded from tokens: " + ", ".join(
+                f"{k} {found[k]:.6f}" for k in ("ssim", "psnr", "l1", "t_std")))
+            if (previous.get("split"), previous.get("step"), previous.get("num_clips")) == (
+                    split, tokenizer.step, builder.info.splits[split].num_examples):
+                ref = previous[tokenizer.weights]
+                print(f"{split} eval_metrics.json:   " + ", ".join(
+                    f"{k} {ref[k]:.6f}" for k in ("ssim", "psnr", "l1", "t_std")))
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, so importing this module never
+    clashes with another command's flags)."""
+    flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
+    flags.DEFINE_list("split", ["validation"], "Split(s) of the run's dataset to encode.")
+    flags.DEFINE_enum("weights", "ema", list(WEIGHTS), "Generator weights to encode with.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.DEFINE_string("output_dir", None, "TFDS data dir to write into (default <workdir>/tokens).")
+    flags.DEFINE_integer("batch_size", 8, "Clips encoded per call.")
+    flags.DEFINE_enum("file_format", "array_record", ["array_record", "tfrecord"],
+                      "array_record for tfds.data_source / grain, tfrecord for tfds.load.")
+    flags.DEFINE_bool("verify", False, "Decode the exported tokens and print their metrics next "
+                      "to the run's eval_metrics.json.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
