@@ -2,10 +2,13 @@
 synthetic Panoptic root that it writes and builds into the workdir on first use.
 
     python -m pose_vq.main --config=configs/demo.py --workdir=runs/demo
+
+``demo.py:vqvae`` and ``demo.py:dvae`` are the paper's baselines at demo scale
+(pose_vq.config.VARIANTS).
 """
 
 from configs import default
-from pose_vq.config import validate
+from pose_vq.config import apply_variant, validate
 
 
 def get_config(arg: str | None = None):
@@ -45,4 +48,4 @@ def get_config(arg: str | None = None):
     c.train.checkpoint_every = 200
     c.train.eval_every = 0  # evaluate once, at the end
     c.train.ema_decay = 0.99
-    return validate(c)
+    return apply_variant(c, arg) if arg else validate(c)

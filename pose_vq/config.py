@@ -114,3 +114,30 @@ def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
         reduce_temporal=m.reduce_temporal, dropout=m.dropout, norm_groups=m.norm_groups,
         num_codes=q.num_codes, quantizer=tuple(sorted(extra.items())), dtype=m.dtype,
         conv_impl=m.conv_impl)
+
+
+# The paper's comparisons: its model and the two systems it is measured against.
+VARIANTS = {
+    "vqgan": "the paper's model: codebook + discriminator (the config as given)",
+    "vqvae": "ablation without the discriminator (adversarial weight 0): the paper's "
+             "non-adversarial VQ-VAE, for the temporal-instability claim",
+    "dvae": "Gumbel-softmax dVAE baseline, no discriminator: the paper's SSIM baseline",
+}
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """A copy of ``config`` turned into one of ``VARIANTS``; everything else is unchanged.
+
+    The dVAE anneals its temperature over the run's own length, so a short run ends at the
+    final temperature as a long one does.
+    """
+    _check(variant in VARIANTS, f"variant {variant!r}: choose one of {sorted(VARIANTS)}")
+    c = ml_collections.ConfigDict(config.to_dict())
+    if variant in ("vqvae", "dvae"):
+        c.loss.adversarial_weight = 0.0
+    if variant == "dvae":
+        c.quantizer.kind = "gumbel"
+        c.quantizer.dead_code_threshold = 0.0
+        c.quantizer.kmeans_init = False
+        c.quantizer.temperature_anneal_steps = c.train.num_steps
+    return validate(c)

@@ -1,0 +1,252 @@
+"""The paper's analyses, one command each: a vocabulary sweep and a comparison of runs.
+
+    python -m pose_vq.analysis sweep --config=configs/demo.py --workdir=runs/sweep \\
+        --modes=m2d,3d --num_codes=64,128,256,512,1024
+    python -m pose_vq.analysis compare --config=configs/demo.py --workdir=runs/baselines \\
+        --variants=vqgan,vqvae,dvae
+    python -m pose_vq.analysis compare --runs=runs/a,runs/b --workdir=runs/ab
+
+``sweep`` trains and evaluates the config once per (mode, vocabulary size) in
+``<workdir>/<mode>_k<K>`` and writes ``sweep.csv`` and ``sweep.png`` (SSIM, PSNR, L1,
+T-Std, codebook usage and perplexity against the vocabulary, one line per mode: the
+paper's "2D needs 128 codes, 3D needs 1024"). ``compare`` trains the config as each of
+``pose_vq.config.VARIANTS`` (or reads already trained ``--runs``) and writes
+``compare.csv`` and ``compare.md``: one row per run and the paper's two claims, SSIM over
+the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here.
+
+Runs share one dataset (built once under the workdir when the config builds its own).
+A run whose ``eval_metrics.json`` is at its last step is not trained again, and an
+interrupted run resumes from its checkpoint, so rerunning a command only does what is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pose_vq import config as config_lib
+from pose_vq.data import pipeline
+
+FLAGS = flags.FLAGS
+
+COLUMNS = ("ssim", "psnr", "l1", "t_std", "ssim_tstd", "psnr_tstd", "l1_tstd", "q_loss",
+           "codebook_usage", "codebook_perplexity")
+PLOTTED = (("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("l1", "L1"), ("t_std", "T-Std"),
+           ("codebook_usage", "codebook usage"), ("codebook_perplexity", "token perplexity"))
+
+
+def _finished(run_dir: pathlib.Path, num_steps: int) -> dict[str, Any] | None:
+    """The run's final evaluation, or None when it has not reached ``num_steps``."""
+    path = run_dir / "eval_metrics.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("step") == num_steps else None
+
+
+def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
+                ) -> ml_collections.ConfigDict:
+    """A copy of ``config`` that reads its dataset from under ``workdir`` (built there
+    once, synthetic root included, when the config builds its own)."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    data_dir, _ = pipeline.prepare_dataset(c.data, workdir)
+    c.data.data_dir, c.data.manual_dir, c.data.synthetic = data_dir, "", False
+    return c
+
+
+def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
+            ) -> dict[str, dict[str, Any]]:
+    """Train and evaluate each config in ``workdir/<name>`` unless already done there."""
+    from pose_vq import train  # noqa: PLC0415 (heavy imports only when training)
+
+    results = {}
+    for name, config in runs.items():
+        run_dir = workdir / name
+        done = _finished(run_dir, config.train.num_steps)
+        if done is None:
+            logging.info("run %s: training in %s", name, run_dir)
+            train.train_and_evaluate(shared_data(config, workdir), run_dir)
+            done = _finished(run_dir, config.train.num_steps)
+            if done is None:  # stopped early (preemption): rerun the command to go on
+                raise SystemExit(f"run {name} stopped before step {config.train.num_steps}; "
+                                 "rerun the same command to resume it")
+        else:
+            logging.info("run %s: done (step %d), not trained again", name, done["step"])
+        results[name] = done
+    return results
+
+
+def _row(results: dict[str, Any], weights: str) -> dict[str, Any]:
+    row = {k: results[weights].get(k) for k in COLUMNS}
+    row.update({f"zeros_{k}": results["zeros"][k] for k in ("ssim", "psnr", "l1")})
+    row.update(step=results["step"], split=results["split"], num_clips=results["num_clips"])
+    return row
+
+
+def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
+    """One panel per metric against the vocabulary (log scale), one line per mode; the
+    all-zeros prediction's SSIM / PSNR / L1 dashed in the mode's colour."""
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415
+
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
+    for ax, (key, label) in zip(axes.ravel(), PLOTTED):
+        for i, mode in enumerate(modes):
+            mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["num_codes"])
+            sizes = [r["num_codes"] for r in mine]
+            ax.plot(sizes, [r[key] for r in mine], "o-", color=f"C{i}", label=mode)
+            if f"zeros_{key}" in mine[0]:
+                ax.axhline(mine[0][f"zeros_{key}"], color=f"C{i}", ls="--", lw=0.8,
+                           label=f"{mode}: all-zeros")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("vocabulary size")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def sweep(config: ml_collections.ConfigDict, workdir: pathlib.Path, modes: Sequence[str],
+          sizes: Sequence[int], weights: str = "ema") -> list[dict[str, Any]]:
+    """Train ``config`` at each (mode, vocabulary size); write sweep.csv and sweep.png."""
+    runs = {}
+    for mode in modes:
+        for k in sizes:
+            c = ml_collections.ConfigDict(config.to_dict())
+            c.data.mode, c.quantizer.num_codes = mode, int(k)
+            runs[f"{mode}_k{k}"] = config_lib.validate(c)
+    results = run_all(runs, workdir)
+    rows = [{"mode": runs[n].data.mode, "num_codes": runs[n].quantizer.num_codes,
+             **_row(r, weights)} for n, r in results.items()]
+    if jax.process_index() == 0:
+        write_csv(workdir / "sweep.csv", rows)
+        plot_sweep(workdir / "sweep.png", rows)
+        logging.info("wrote %s and %s", workdir / "sweep.csv", workdir / "sweep.png")
+    return rows
+
+
+def _change(new: float, old: float) -> str:
+    return f"{100 * (new - old) / abs(old):+.1f}%" if old else "n/a"
+
+
+def claims(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The paper's two headline comparisons, where the runs to make them are present."""
+    out = []
+    if "vqgan" in rows and "dvae" in rows:
+        out.append(f"SSIM, VQ-GAN over dVAE: {rows['vqgan']['ssim']:.4f} vs "
+                   f"{rows['dvae']['ssim']:.4f} ({_change(rows['vqgan']['ssim'], rows['dvae']['ssim'])}; "
+                   "paper: +9.31%)")
+    if "vqgan" in rows and "vqvae" in rows:
+        out.append(f"T-Std, VQ-GAN against VQ-VAE: {rows['vqgan']['t_std']:.4f} vs "
+                   f"{rows['vqvae']['t_std']:.4f} "
+                   f"({_change(rows['vqgan']['t_std'], rows['vqvae']['t_std'])}; paper: -37.1%)")
+    return out
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
+    lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, row in rows.items():
+        cells = [f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
+            weights: str = "ema") -> str:
+    """Write compare.csv and compare.md for evaluated runs; return the markdown."""
+    rows = {name: _row(r, weights) for name, r in results.items()}
+    keys = ("ssim", "psnr", "l1", "t_std", "codebook_usage", "codebook_perplexity", "step")
+    text = markdown_table(rows, keys)
+    found = claims(rows)
+    if found:
+        text += "\n\n" + "\n".join(f"- {line}" for line in found)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_csv(workdir / "compare.csv", [{"run": n, **r} for n, r in rows.items()])
+        (workdir / "compare.md").write_text(text + "\n")
+    return text
+
+
+def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    results = {}
+    for d in dirs:
+        path = pathlib.Path(d) / "eval_metrics.json"
+        if not path.exists():
+            raise app.UsageError(f"{path} not found: train and evaluate that run first")
+        results[pathlib.Path(d).name] = json.loads(path.read_text())
+    return results
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in ("sweep", "compare"):
+        raise app.UsageError("usage: python -m pose_vq.analysis {sweep|compare} --workdir=DIR ...")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    workdir = pathlib.Path(FLAGS.workdir)
+    config = FLAGS.config
+    if config is None and not (argv[1] == "compare" and FLAGS.runs):
+        raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
+    if config is not None:
+        try:
+            config_lib.validate(config)
+        except config_lib.ConfigError as e:
+            raise app.UsageError(f"invalid config: {e}") from None
+        config_lib.configure_cpu_devices(config)  # before any JAX backend use
+    if argv[1] == "sweep":
+        try:
+            sizes = [int(k) for k in FLAGS.num_codes]
+        except ValueError:
+            raise app.UsageError(f"--num_codes must be integers: {FLAGS.num_codes}") from None
+        rows = sweep(config, workdir, FLAGS.modes, sizes, FLAGS.weights)
+        print(markdown_table({f"{r['mode']} K={r['num_codes']}": r for r in rows},
+                             ("ssim", "psnr", "l1", "t_std", "codebook_usage",
+                              "codebook_perplexity")))
+        return
+    if FLAGS.runs:
+        results = _read_runs(FLAGS.runs)
+    else:
+        try:
+            runs = {v: config_lib.apply_variant(config, v) for v in FLAGS.variants}
+        except config_lib.ConfigError as e:
+            raise app.UsageError(str(e)) from None
+        results = run_all(runs, workdir)
+    print(compare(results, workdir, FLAGS.weights))
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, so importing this module for its
+    functions never clashes with another command's flags)."""
+    config_flags.DEFINE_config_file("config", None, "Base config (configs/*.py[:arg]).",
+                                    lock_config=False)
+    flags.DEFINE_string("workdir", None, "Directory for the runs, the table and the plot.")
+    flags.DEFINE_list("modes", ["m2d", "3d"], "sweep: data modes, one line each in the plot.")
+    flags.DEFINE_list("num_codes", ["64", "128", "256", "512", "1024", "2048"],
+                      "sweep: vocabulary sizes.")
+    flags.DEFINE_list("variants", list(config_lib.VARIANTS), "compare: variants of --config to "
+                      "train (pose_vq.config.VARIANTS).")
+    flags.DEFINE_list("runs", [], "compare: trained workdirs to compare instead of --variants.")
+    flags.DEFINE_enum("weights", "ema", ["ema", "raw"], "Which generator weights' metrics to report.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

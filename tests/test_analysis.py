@@ -1,0 +1,74 @@
+"""The sweep and compare commands end to end at a tiny size: runs trained and evaluated,
+the table, the plot and the paper's claims written, and finished runs not trained again."""
+
+import csv
+import json
+import pathlib
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from pose_vq import analysis
+from pose_vq import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def config(tiny_runs):
+    return tiny_runs[0]
+
+
+def test_sweep_writes_csv_and_plot_for_2d_and_3d(config, tmp_path):
+    rows = analysis.sweep(config, tmp_path, ["m2d", "3d"], [8])
+    with open(tmp_path / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["mode"], int(r["num_codes"])) for r in table] == [("m2d", 8), ("3d", 8)]
+    for r in table:
+        evaluated = json.loads((tmp_path / f"{r['mode']}_k{r['num_codes']}" /
+                                "eval_metrics.json").read_text())
+        assert float(r["ssim"]) == evaluated["ema"]["ssim"]
+        assert float(r["codebook_perplexity"]) == evaluated["ema"]["codebook_perplexity"]
+        assert float(r["zeros_l1"]) == evaluated["zeros"]["l1"]
+    with Image.open(tmp_path / "sweep.png") as image:
+        assert image.size[0] > 600 and image.size[1] > 400
+
+    # Finished runs are read back, not trained again.
+    marker = tmp_path / "3d_k8" / "eval_metrics.json"
+    stamp = marker.stat().st_mtime_ns
+    assert analysis.sweep(config, tmp_path, ["3d"], [8]) == [rows[1]]
+    assert marker.stat().st_mtime_ns == stamp
+    # A run whose training finished but whose evaluation was lost is evaluated again.
+    marker.unlink()
+    assert analysis.sweep(config, tmp_path, ["3d"], [8]) == [rows[1]]
+
+
+def test_compare_variants_and_claims(tiny_runs, tmp_path):
+    config, workdir, results = tiny_runs
+    dvae = config_lib.apply_variant(config, "dvae")
+    assert dvae.quantizer.kind == "gumbel" and dvae.loss.adversarial_weight == 0
+    assert config_lib.apply_variant(config, "vqvae").loss.adversarial_weight == 0
+    assert config.loss.adversarial_weight > 0
+    assert list(results) == ["vqgan", "vqvae", "dvae"]
+    assert results["dvae"]["ema"]["ssim"] != results["vqgan"]["ema"]["ssim"]
+    text = analysis.compare(results, tmp_path)
+    assert "SSIM, VQ-GAN over dVAE" in text and "T-Std, VQ-GAN against VQ-VAE" in text
+    assert (tmp_path / "compare.md").read_text().strip() == text
+    with open(tmp_path / "compare.csv") as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["vqgan", "vqvae", "dvae"]
+
+    # The command line, on already trained runs.
+    done = subprocess.run(
+        [sys.executable, "-m", "pose_vq.analysis", "compare", f"--workdir={tmp_path / 'cmp'}",
+         f"--runs={workdir / 'vqgan'},{workdir / 'dvae'}"],
+        capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "SSIM, VQ-GAN over dVAE" in done.stdout
+    assert (tmp_path / "cmp" / "compare.md").read_text().strip() == done.stdout.strip()
+
+
+def test_unknown_variant_is_a_clear_error(config):
+    with pytest.raises(config_lib.ConfigError, match="variant 'gan'"):
+        config_lib.apply_variant(config, "gan")
