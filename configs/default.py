@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.stride = 0  # frames between clip starts when building (0: the builder's default, 90)
     d.score_source = "gaussian"  # joint scores: gaussian (the reference's) | ones | confidence
     d.sigma = 0.75  # Gaussian width of rendered joints and limbs, in heatmap pixels
+    d.kind = "limb"  # limb | keypoint heatmaps (keypoint: 2D modes; evaluation adds kp_error)
     d.manual_dir = ""  # Panoptic root to build the dataset from when it is missing
     d.synthetic = False  # no dataset and no manual_dir: write a synthetic root and build it
     d.synthetic_sequences = 8  # ... sequences (the last quarter for validation)

@@ -68,6 +68,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(d.score_source in SCORE_SOURCES,
            f"data.score_source={d.score_source!r}: choose one of {SCORE_SOURCES}")
     _check(d.sigma > 0, f"data.sigma={d.sigma} must be > 0")
+    _check(d.kind in ("limb", "keypoint"), f"data.kind={d.kind!r}: choose 'limb' or 'keypoint'")
+    _check(d.kind == "limb" or "3d" not in modes.clip_kinds(modes.MODES[d.mode]),
+           f"data.kind='keypoint' needs a 2D mode (c2d, m2d): data.mode={d.mode!r} renders "
+           "3D limbs only")
     _check(config.cpu_devices >= 0, f"cpu_devices={config.cpu_devices} must be >= 0")
     for knob, value in [("train.batch_size", tc.batch_size), ("eval.batch_size", ec.batch_size)]:
         _check(not config.cpu_devices or value % config.cpu_devices == 0,
@@ -104,8 +108,8 @@ def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
              "kmeans_init": q.kmeans_init, "dead_code_threshold": q.dead_code_threshold,
              "kl_weight": q.kl_weight}
     return GeneratorSpec(
-        in_channels=modes.channels(mode.input_kind),
-        out_channels=modes.channels(mode.target_kind),
+        in_channels=modes.channels(mode.input_kind, config.data.kind),
+        out_channels=modes.channels(mode.target_kind, config.data.kind),
         image_size=config.data.heatmap_size, frames=config.data.frames,
         channels=tuple(m.channels), latent_channels=m.latent_channels,
         encoder_blocks=m.encoder_blocks, decoder_blocks=m.decoder_blocks,

@@ -1,7 +1,9 @@
 """Evaluation over a whole split: SSIM / PSNR / L1 / T-Std per clip (pose_vq.metrics), the
 quantizer loss, codebook usage and perplexity, for the raw and the EMA generator weights,
 next to the same metrics for an all-zeros prediction (heatmaps are mostly background, so
-an empty output already scores a high SSIM). Results go to the metric writer and to
+an empty output already scores a high SSIM). Keypoint-heatmap datasets add the
+keypoint-space error (``metrics.keypoint_errors``) for each prediction and for the target
+itself (the soft-argmax's floor). Results go to the metric writer and to
 ``<workdir>/eval_metrics.json``; the first clips are written as comparison GIFs.
 """
 
@@ -22,7 +24,7 @@ from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pose_vq import metrics, visualize
-from pose_vq.data import pipeline
+from pose_vq.data import modes, pipeline, skeleton
 
 if TYPE_CHECKING:
     from pose_vq.train import Models, TrainState
@@ -30,8 +32,17 @@ if TYPE_CHECKING:
 WEIGHT_SETS = ("raw", "ema")
 
 
-def _eval_batch(models: "Models", params: Any, vq_stats: Any, inputs: jax.Array,
-                targets: jax.Array, mask: jax.Array
+def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
+                 points: jax.Array | None, radius: int) -> dict[str, jax.Array]:
+    """Masked sums over a batch of the per-clip metrics (and keypoint errors with points)."""
+    per_clip = metrics.clip_metrics(targets, pred)
+    if points is not None:
+        per_clip.update(metrics.keypoint_errors(targets, pred, points, radius))
+    return {k: jnp.sum(v * mask) for k, v in per_clip.items()}
+
+
+def _eval_batch(models: "Models", radius: int, params: Any, vq_stats: Any, inputs: jax.Array,
+                targets: jax.Array, mask: jax.Array, points: jax.Array | None
                 ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
     """Masked sums of the per-clip metrics, the batch's token histogram, and the
     reconstructions. Clips are run one by one (vmap), so the quantizer loss is per clip."""
@@ -42,17 +53,32 @@ def _eval_batch(models: "Models", params: Any, vq_stats: Any, inputs: jax.Array,
         return recon[0], q.indices[0], q.losses["total"]
 
     recon, indices, q_loss = jax.vmap(one)(inputs)
-    per_clip = {**metrics.clip_metrics(targets, recon), "q_loss": q_loss}
-    sums = {k: jnp.sum(v * mask) for k, v in per_clip.items()}
+    sums = {**_masked_sums(targets, recon, mask, points, radius), "q_loss": jnp.sum(q_loss * mask)}
     weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (indices.ndim - 1)), indices.shape)
     histogram = jnp.zeros((models.spec.num_codes,), jnp.float32).at[indices.ravel()].add(
         weights.ravel())
     return sums, histogram, recon
 
 
-def _zeros_batch(targets: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-    per_clip = metrics.clip_metrics(targets, jnp.zeros_like(targets))
-    return {k: jnp.sum(v * mask) for k, v in per_clip.items()}
+def _reference_batch(radius: int, targets: jax.Array, mask: jax.Array,
+                     points: jax.Array | None) -> dict[str, dict[str, jax.Array]]:
+    """The all-zeros prediction's sums and, for keypoint data, the target's own keypoint
+    error (what soft-argmax reaches on perfect heatmaps)."""
+    out = {"zeros": _masked_sums(targets, jnp.zeros_like(targets), mask, points, radius)}
+    if points is not None:
+        kp = metrics.keypoint_errors(targets, targets, points, radius)
+        out["target"] = {k: jnp.sum(v * mask) for k, v in kp.items()}
+    return out
+
+
+def _finish(sums: dict[str, float], num_clips: int) -> dict[str, float]:
+    """Split means: per-clip metrics over clips, keypoint errors over present joints."""
+    out = {k: v / num_clips for k, v in sums.items() if not k.startswith("kp_")}
+    if "kp_count" in sums:
+        count = max(sums["kp_count"], 1.0)
+        out.update(kp_error=sums["kp_error_sum"] / count, kp_missed=sums["kp_missed_sum"] / count,
+                   kp_joints=sums["kp_count"])
+    return out
 
 
 def codebook_stats(histogram: np.ndarray) -> dict[str, float]:
@@ -73,7 +99,11 @@ class Evaluator:
         self.split, self.num_videos = ec.split, ec.num_videos
         builder = pipeline.open_dataset(data_dir, name)
         self.source = builder.as_data_source(split=ec.split)
-        self.transform = pipeline.ToModelInputs(pipeline.dataset_mode(builder))
+        self.mode = pipeline.dataset_mode(builder)
+        self.transform = pipeline.ToModelInputs(self.mode)
+        built = builder.info.metadata.get("config", {})
+        self.keypoints = built.get("kind") == "keypoint"
+        radius = metrics.keypoint_radius(built.get("sigma", 0.75))
         self.num_clips = min(len(self.source), ec.max_examples or len(self.source))
         if not self.num_clips:
             raise ValueError(f"{name}:{ec.split} has no examples to evaluate")
@@ -86,44 +116,56 @@ class Evaluator:
         # Every process runs the same number of batches (collectives must match).
         self.num_batches = math.ceil(math.ceil(self.num_clips / pc) / self.per_host)
         self._sharding = NamedSharding(mesh, PartitionSpec("data"))
-        self._eval = jax.jit(functools.partial(_eval_batch, models))
-        self._zeros = jax.jit(_zeros_batch)
+        self._eval = jax.jit(functools.partial(_eval_batch, models, radius))
+        self._reference = jax.jit(functools.partial(_reference_batch, radius))
 
-    def batches(self) -> Iterator[dict[str, jax.Array]]:
-        """Global batches with a ``mask`` that is 0 on padding clips."""
-        shape = self.models.input_shape(self.per_host)
+    def batches(self) -> Iterator[dict[str, jax.Array | None]]:
+        """Global batches with a ``mask`` that is 0 on padding clips and, for keypoint
+        data, the stored joints in target pixels (``points``; NaN on padding)."""
         target_shape = self.models.target_shape(self.per_host)
+        _, t, size, _, c = target_shape
         for b in range(self.num_batches):
             ids = self.indices[b * self.per_host:(b + 1) * self.per_host]
-            inputs = np.zeros(shape, np.float32)
-            targets = np.zeros(target_shape, np.float32)
-            mask = np.zeros((self.per_host,), np.float32)
+            host = {"inputs": np.zeros(self.models.input_shape(self.per_host), np.float32),
+                    "targets": np.zeros(target_shape, np.float32),
+                    "mask": np.zeros((self.per_host,), np.float32)}
+            if self.keypoints:
+                host["points"] = np.full((self.per_host, c, t, skeleton.NUM_JOINTS, 2), np.nan,
+                                         np.float32)
             for j, i in enumerate(ids):
-                example = self.transform.map(self.source[i])
-                inputs[j], targets[j], mask[j] = example["inputs"], example["targets"], 1.0
-            yield {k: jax.make_array_from_process_local_data(self._sharding, v)
-                   for k, v in (("inputs", inputs), ("targets", targets), ("mask", mask))}
+                stored = self.source[i]
+                example = self.transform.map(stored)
+                host["inputs"][j], host["targets"][j] = example["inputs"], example["targets"]
+                host["mask"][j] = 1.0
+                if self.keypoints:
+                    host["points"][j] = modes.joint_pixels(self.mode, stored["joints2d"],
+                                                           stored["joints3d"], size)
+            yield {"points": None, **{k: jax.make_array_from_process_local_data(self._sharding, v)
+                                      for k, v in host.items()}}
 
     def run(self, state: "TrainState", step: int,
             writer: metric_writers.MetricWriter | None = None) -> dict[str, Any]:
         """Evaluate both weight sets; write summaries, GIFs and eval_metrics.json."""
         weights = {"raw": state.generator, "ema": state.ema_generator}
-        sums = {w: None for w in (*WEIGHT_SETS, "zeros")}
+        sums = {w: None for w in (*WEIGHT_SETS, "zeros", "target")}
         histograms = {w: None for w in WEIGHT_SETS}
         first = None
         add = lambda a, b: b if a is None else jax.tree_util.tree_map(jnp.add, a, b)
         for i, batch in enumerate(self.batches()):
             for w in WEIGHT_SETS:
                 s, h, recon = self._eval(weights[w], state.vq_stats, batch["inputs"],
-                                         batch["targets"], batch["mask"])
+                                         batch["targets"], batch["mask"], batch["points"])
                 sums[w], histograms[w] = add(sums[w], s), add(histograms[w], h)
                 if i == 0 and w == "ema":
                     first = (batch["targets"], recon)
-            sums["zeros"] = add(sums["zeros"], self._zeros(batch["targets"], batch["mask"]))
+            for w, s in self._reference(batch["targets"], batch["mask"], batch["points"]).items():
+                sums[w] = add(sums[w], s)
         results: dict[str, Any] = {"step": int(step), "split": self.split,
                                    "num_clips": self.num_clips}
+        sums = {w: s for w, s in sums.items() if s is not None}
         for w, s in sums.items():
-            results[w] = {k: float(v) / self.num_clips for k, v in jax.device_get(s).items()}
+            results[w] = _finish({k: float(v) for k, v in jax.device_get(s).items()},
+                                 self.num_clips)
             if w in histograms:
                 results[w].update(codebook_stats(np.asarray(jax.device_get(histograms[w]))))
         if jax.process_index() == 0:
@@ -155,8 +197,9 @@ class Evaluator:
 
 
 def _headline(results: dict[str, Any]) -> str:
-    keys = ("ssim", "psnr", "l1", "t_std")
-    return "; ".join(f"{w}: " + ", ".join(f"{k} {results[w][k]:.4f}" for k in keys)
+    keys = ("ssim", "psnr", "l1", "t_std", "kp_error")
+    return "; ".join(f"{w}: " + ", ".join(f"{k} {results[w][k]:.4f}" for k in keys
+                                          if k in results[w])
                      for w in ("raw", "ema", "zeros"))
 
 

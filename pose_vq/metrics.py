@@ -18,6 +18,8 @@ is computed per frame as intended.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,3 +138,65 @@ def clip_metrics(target: ArrayLike, pred: ArrayLike) -> dict[str, Array]:
         out[f"{name}_std"] = jnp.std(curve, axis=-1, ddof=1)
     out["t_std"] = (out["ssim_tstd"] + out["psnr_tstd"] + out["l1_tstd"]) / 3.0
     return {key: out[key] for key in METRIC_KEYS}
+
+
+# ------------------------------------------------------------------- keypoint space
+
+KEYPOINT_PRESENT = 0.1  # a joint counts where the target's window peaks above this
+KEYPOINT_FOUND = 0.5  # ... and is missed where the prediction's peak is below this x the target's
+
+
+def keypoint_radius(sigma: float) -> int:
+    """Half-width of the soft-argmax window: 3 sigma (the drawn blob), at least 2 px."""
+    return max(2, math.ceil(3 * sigma))
+
+
+def _window_stats(clips: Array, centre: Array, radius: int) -> tuple[Array, Array, Array]:
+    """Peak, soft-argmax x and y of the (2R+1)^2 window around integer ``centre`` pixels.
+
+    clips (B, T, H, W, C); centre (B, C, T, J, 2) as (x, y). Outside the image counts as 0;
+    an empty window's soft-argmax is its centre.
+    """
+    b, t, h, w, c = clips.shape
+    offsets = jnp.arange(-radius, radius + 1)
+    xs = centre[..., 0, None, None] + offsets[None, :]  # (B, C, T, J, 1, K)
+    ys = centre[..., 1, None, None] + offsets[:, None]  # (B, C, T, J, K, 1)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    index = lambda n, axis: jnp.arange(n).reshape([-1 if i == axis else 1 for i in range(6)])
+    values = clips[index(b, 0), index(t, 2), jnp.clip(ys, 0, h - 1), jnp.clip(xs, 0, w - 1),
+                   index(c, 1)]
+    values = jnp.where(inside, jnp.clip(values, 0.0, 1.0), 0.0)
+    mass = jnp.sum(values, axis=(-2, -1))
+    safe = jnp.where(mass > 0, mass, 1.0)
+    x = jnp.where(mass > 0, jnp.sum(values * xs, axis=(-2, -1)) / safe, centre[..., 0])
+    y = jnp.where(mass > 0, jnp.sum(values * ys, axis=(-2, -1)) / safe, centre[..., 1])
+    return jnp.max(values, axis=(-2, -1)), x, y
+
+
+def keypoint_errors(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
+                    radius: int) -> dict[str, Array]:
+    """Per-clip sums for the keypoint-space error of keypoint heatmap clips; jit-able.
+
+    ``points`` (B, C, T, J, 2) are the stored joints in heatmap pixels (x, y) per target
+    channel (``modes.joint_pixels``; non-finite: absent). For every joint present in the
+    target (its window around the rounded joint peaks above KEYPOINT_PRESENT), the
+    prediction's joint is the soft-argmax (intensity-weighted centroid) of the same
+    window; the error is its distance to the stored joint, in pixels. A joint whose
+    predicted peak is below KEYPOINT_FOUND x the target's is missed and scores ``radius``,
+    so an empty prediction cannot score a small error. Returns (B,) ``kp_error_sum``,
+    ``kp_missed_sum`` and ``kp_count`` (present joints).
+    """
+    target = jnp.asarray(target, jnp.float32)
+    pred = jnp.asarray(pred, jnp.float32)
+    points = jnp.asarray(points, jnp.float32)
+    finite = jnp.all(jnp.isfinite(points), axis=-1)
+    centre = jnp.round(jnp.where(finite[..., None], points, -1e4)).astype(jnp.int32)
+    target_peak, _, _ = _window_stats(target, centre, radius)
+    pred_peak, x, y = _window_stats(pred, centre, radius)
+    present = finite & (target_peak > KEYPOINT_PRESENT)
+    missed = present & (pred_peak < KEYPOINT_FOUND * target_peak)
+    distance = jnp.hypot(x - points[..., 0], y - points[..., 1])
+    error = jnp.where(missed, float(radius), jnp.where(present, distance, 0.0))
+    per_clip = lambda v: jnp.sum(v.astype(jnp.float32), axis=(1, 2, 3))
+    return {"kp_error_sum": per_clip(error), "kp_missed_sum": per_clip(missed),
+            "kp_count": per_clip(present)}

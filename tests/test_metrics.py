@@ -151,3 +151,89 @@ def test_clip_metrics_rejects_bad_shapes():
         metrics.clip_metrics(clip, clip)
     with pytest.raises(ValueError, match=r"\(B, T, H, W, C\)"):
         metrics.clip_metrics(clip[0], clip[0])
+
+
+# ------------------------------------------------------------------- keypoint space
+
+
+def _keypoint_errors_loop(target, pred, points, radius):
+    """Per-joint Python loop: the same definition, written independently."""
+    b, t, h, w, c = target.shape
+    out = np.zeros((3, b))
+    for i in range(b):
+        for ch in range(c):
+            for f in range(t):
+                for j in range(points.shape[3]):
+                    px, py = points[i, ch, f, j]
+                    if not (np.isfinite(px) and np.isfinite(py)):
+                        continue
+                    cx, cy = int(np.round(px)), int(np.round(py))
+                    peak_t = peak_p = mass = sx = sy = 0.0
+                    for y in range(cy - radius, cy + radius + 1):
+                        for x in range(cx - radius, cx + radius + 1):
+                            if 0 <= x < w and 0 <= y < h:
+                                vt = min(max(target[i, f, y, x, ch], 0), 1)
+                                vp = min(max(pred[i, f, y, x, ch], 0), 1)
+                                peak_t, peak_p = max(peak_t, vt), max(peak_p, vp)
+                                mass, sx, sy = mass + vp, sx + vp * x, sy + vp * y
+                    if peak_t <= metrics.KEYPOINT_PRESENT:
+                        continue
+                    out[2, i] += 1
+                    if peak_p < metrics.KEYPOINT_FOUND * peak_t:
+                        out[0, i] += radius
+                        out[1, i] += 1
+                    else:
+                        out[0, i] += np.hypot(sx / mass - px, sy / mass - py)
+    return out
+
+
+def _keypoint_clip(points, size, sigma=0.75):
+    """(C, T, J, 2) points -> (1, T, size, size, C) combined keypoint heatmaps."""
+    from pose_vq.data import heatmaps
+    views = [heatmaps.render_2d(p, np.ones(p.shape[:2]), size, sigma=sigma, kind="keypoint")
+             for p in points]
+    return np.concatenate(views, axis=-1)[None]
+
+
+def test_keypoint_errors_match_loop_oracle():
+    rng = np.random.default_rng(0)
+    b, t, s, c, j = 2, 3, 12, 2, 5
+    points = rng.uniform(-2, s + 1, (b, c, t, j, 2)).astype(np.float32)
+    points[0, 0, 0, 0] = np.nan
+    target = np.concatenate([_keypoint_clip(p, s) for p in points])
+    pred = np.clip(target + rng.normal(0, 0.2, target.shape), -0.2, 1.2).astype(np.float32)
+    pred[1, :, :, :6] = 0  # some joints missed
+    found = jax.jit(metrics.keypoint_errors, static_argnums=3)(target, pred, points, 3)
+    expected = _keypoint_errors_loop(target, pred, points, 3)
+    for k, row in zip(("kp_error_sum", "kp_missed_sum", "kp_count"), expected):
+        np.testing.assert_allclose(found[k], row, rtol=1e-5, atol=1e-4)
+    assert expected[1, 1] > 0 and expected[2].min() > 0
+
+
+def test_keypoint_errors_on_rendered_keypoints():
+    rng = np.random.default_rng(1)
+    s, r = 32, metrics.keypoint_radius(0.75)
+    points = np.full((1, 4, 19, 2), np.nan)  # one channel, 4 frames, 4 joints drawn
+    points[0, :, :4, 0] = [4.3, 12.5, 19.7, 27.2] + rng.uniform(-0.5, 0.5, (4, 4))
+    points[0, :, :4, 1] = rng.uniform(4, s - 4, (4, 4))  # 7+ px apart: disjoint windows
+    target = _keypoint_clip(points, s)
+    points = points[None].astype(np.float32)
+    exact = metrics.keypoint_errors(target, target, points, r)
+    n = exact["kp_count"][0]
+    assert n == 4 * 4 and exact["kp_missed_sum"][0] == 0
+    # The renderer centres blobs at round(c): at most half a pixel's diagonal away.
+    assert exact["kp_error_sum"][0] / n <= np.sqrt(0.5) + 1e-5
+    # A heatmap shifted by 1 or 2 px in y is found that far away (from the rounded
+    # centres), less the tail the window cuts off (0.3 px of the 3 sigma blob at 2 px).
+    rounded = np.round(points)
+    for shift, cut in ((1, 0.005), (2, 0.04)):
+        moved = metrics.keypoint_errors(target, np.roll(target, shift, axis=2), rounded, r)
+        assert shift - cut < moved["kp_error_sum"][0] / n <= shift + 1e-5
+    # Nothing predicted: every joint missed at the window radius.
+    zeros = metrics.keypoint_errors(target, np.zeros_like(target), points, r)
+    assert zeros["kp_missed_sum"][0] == n and zeros["kp_error_sum"][0] == pytest.approx(n * r)
+    # Joints outside the image or NaN are not counted.
+    away = points.copy()
+    away[..., 0, 0] = -50
+    away[..., 1, :] = np.nan
+    assert metrics.keypoint_errors(target, target, away, r)["kp_count"][0] == 4 * 2

@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--score_source", choices=typing.get_args(modes.ScoreSource),
                    help="joint scores (default gaussian, the reference's)")
     p.add_argument("--sigma", type=float, help="Gaussian width in heatmap pixels (default 0.75)")
+    p.add_argument("--kind", choices=["limb", "keypoint"],
+                   help="limb (default) or keypoint heatmaps (keypoint: c2d and m2d)")
     args = p.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("stride", "score_source", "sigma")
+    overrides = {k: getattr(args, k) for k in ("stride", "score_source", "sigma", "kind")
                  if getattr(args, k) is not None}
     builder = build(args.manual_dir, args.data_dir, args.config, frames=args.frames,
                     heatmap_size=args.size, file_format=args.file_format,

@@ -51,6 +51,9 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
             raise ValueError(f"unknown mode {self.mode!r}; choose from {sorted(modes.MODES)}")
         if self.kind not in ("limb", "keypoint") or self.on_error not in ("skip", "raise"):
             raise ValueError(f"bad kind {self.kind!r} or on_error {self.on_error!r}")
+        if self.kind == "keypoint" and "3d" in modes.clip_kinds(modes.MODES[self.mode]):
+            raise ValueError(f"mode {self.mode} renders 3D limbs only; kind='keypoint' "
+                             "needs a 2D mode (c2d, m2d)")
         if min(self.frames, self.heatmap_size, self.stride, self.frame_interval) < 1:
             raise ValueError("frames, heatmap_size, stride and frame_interval must be >= 1")
 

@@ -51,6 +51,11 @@ MODES: dict[str, Mode] = {
 }
 
 
+def clip_kinds(mode: Mode) -> set[str]:
+    """The kinds of clip a mode renders (its input and, when separate, its target)."""
+    return {mode.input_kind, mode.target_kind}
+
+
 def channels(clip_kind: str, kind: Literal["limb", "keypoint"] = "limb") -> int:
     """Channels of a clip of the given kind (c2d: one per limb or joint)."""
     per_item = skeleton.NUM_LIMBS if kind == "limb" else skeleton.NUM_JOINTS
@@ -92,6 +97,28 @@ def render_clips(
             out[key] = heatmaps.render_views(views, scores, size, sigma=sigma, kind=kind,
                                              per_limb=clip_kind == "c2d")
     return out
+
+
+def joint_pixels(mode: Mode, joints2d: np.ndarray, joints3d: np.ndarray, size: int
+                 ) -> np.ndarray:
+    """Where the renderer put each joint in each channel of the mode's *target* clip.
+
+    ``joints2d`` (cameras, T, J, 2) camera pixels and ``joints3d`` (T, J, 3) as stored;
+    returns float32 (C_target, T, J, 2) heatmap pixels as (x = column, y = row), with the
+    renderer's fitting (and clipping, for 3D) applied. For skeleton overlays and the
+    keypoint error.
+    """
+    if mode.target_kind == "3d":
+        joints = np.asarray(joints3d, np.float64)
+        if mode.straighten:
+            joints = panoptic.straighten_by_initial_frame(joints)
+        v = np.clip(heatmaps.scale_and_center(joints[None], size)[0], 0, size - 1)
+        # Volume [x, y, z]; plane 0 drops x (rows y, cols z), 1 drops y (rows x, cols z),
+        # 2 drops z (rows x, cols y).
+        planes = [v[..., [2, 1]], v[..., [2, 0]], v[..., [1, 0]]]
+        return np.stack(planes).astype(np.float32)
+    views = np.asarray(joints2d)[:1] if mode.target_kind == "c2d_max" else np.asarray(joints2d)
+    return heatmaps.scale_and_center(views, size).astype(np.float32)
 
 
 def target_from_input(mode: Mode, clip: np.ndarray) -> np.ndarray:

@@ -137,7 +137,7 @@ def _build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
     (defaults are left out, so the dataset's name stays the short one)."""
     defaults = PanopticHeatmapsConfig(name="defaults")
     overrides = {"stride": data.stride or defaults.stride, "score_source": data.score_source,
-                 "sigma": data.sigma}
+                 "sigma": data.sigma, "kind": data.kind}
     return {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
 
 
