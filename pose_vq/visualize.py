@@ -8,6 +8,13 @@ produces, so panel borders cannot be mistaken for heat.
 
 A comparison frame stacks three rows, top to bottom: ground truth, reconstruction and
 absolute error; each row shows the channels left to right.
+
+As a command, it writes a GIF of one clip of a dataset, of a checkpoint's reconstruction
+of it, or of the clip decoded from an exported token dataset (README, "Tokens"):
+
+    python -m pose_vq.visualize --workdir=runs/demo --split=validation --index=3 --skeleton
+    python -m pose_vq.visualize --dataset=DATA_DIR/panoptic_heatmaps/3d/1.0.0 --index=0
+    python -m pose_vq.visualize --tokens=runs/demo/tokens/motion_tokens/<config>/1.0.0
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from pose_vq.data import skeleton
 
 # Evenly spaced anchors of matplotlib's "inferno" (its 10-colour sampling). Luminance is
 # linear in RGB, so it rises monotonically along the interpolated map as it does here.
@@ -28,6 +38,7 @@ _ANCHORS = np.array([
 _STOPS = np.linspace(0.0, 1.0, len(_ANCHORS))
 SEPARATOR_RGB = (128, 128, 128)  # neutral grey: every inferno colour is strongly tinted
 FRAME_GAP = 2  # summary_image: wider than the 1-pixel channel and row gaps, to tell frames apart
+SKELETON_RGB = (0, 220, 255)  # cyan: far from every inferno colour
 
 
 def colorize(x: np.ndarray) -> np.ndarray:
@@ -140,3 +151,142 @@ def clip_gif(path: str | os.PathLike, target: np.ndarray, recon: np.ndarray, fps
              scale: int = 4) -> pathlib.Path:
     """Write the comparison frames of a clip as a looping GIF; return its path."""
     return write_gif(path, comparison_frames(target, recon, scale=scale), fps=fps)
+
+
+def clip_frames(clip: np.ndarray, scale: int = 1) -> np.ndarray:
+    """One (T, H, W, C) clip -> uint8 RGB (T, H*scale, (C*W + C - 1)*scale, 3), channels
+    left to right (a 3d clip's three planes side by side)."""
+    return _upscale(colorize(channels_side_by_side(np.clip(clip, 0, 1))), scale, axes=(1, 2))
+
+
+def draw_skeleton(frames: np.ndarray, points: np.ndarray, *, rows: int, size: int,
+                  scale: int) -> np.ndarray:
+    """Draw limbs over frames laid out by clip_frames / comparison_frames.
+
+    ``points`` (C, T, J, 2) are (x, y) heatmap pixels per channel (``modes.joint_pixels``);
+    each of the ``rows`` rows of ``size``-pixel panels gets the same skeleton. Non-finite
+    joints are left out. Returns a new uint8 array.
+    """
+    frames = np.array(frames, copy=True)
+    num_channels, t = points.shape[:2]
+    if t != frames.shape[0]:
+        raise ValueError(f"points cover {t} frames, the clip has {frames.shape[0]}")
+    step = (size + 1) * scale  # panel pitch: size pixels and a 1-pixel separator
+    radius = max(1, scale // 2)
+    for f in range(t):
+        image = Image.fromarray(frames[f])
+        draw = ImageDraw.Draw(image)
+        for row in range(rows):
+            for c in range(num_channels):
+                xy = (points[c, f] + 0.5) * scale + np.array([c * step, row * step])
+                ok = np.all(np.isfinite(xy), axis=-1)
+                for a, b in skeleton.LIMBS:
+                    if ok[a] and ok[b]:
+                        draw.line([tuple(xy[a]), tuple(xy[b])], fill=SKELETON_RGB, width=1)
+                for x, y in xy[ok]:
+                    draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                                 outline=SKELETON_RGB)
+        frames[f] = np.asarray(image)
+    return frames
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _source_example(builder: Any, split: str, index: int) -> dict[str, Any]:
+    source = builder.as_data_source(split=split)
+    if not 0 <= index < len(source):
+        raise ValueError(f"{builder.info.full_name}:{split} has {len(source)} examples; "
+                         f"--index={index} is out of range")
+    return source[index]
+
+
+def _clips(flags_: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any, str]:
+    """(target, reconstruction or None, source example, mode, default output name)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415 (only the command needs them)
+
+    from pose_vq import tokenize  # noqa: PLC0415
+    from pose_vq.data import pipeline  # noqa: PLC0415
+
+    if flags_.tokens:
+        tokens = tfds.builder_from_directory(flags_.tokens)
+        meta = tokens.info.metadata
+        row = _source_example(tokens, flags_.split, flags_.index)
+        tokenizer = tokenize.Tokenizer.from_workdir(flags_.workdir or meta["workdir"],
+                                                    meta["weights"], meta["checkpoint_step"])
+        recon = tokenizer.decode(row["tokens"][None])[0]
+        builder = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
+        example = _source_example(builder, flags_.split, int(row["index"]))
+        name = f"tokens_{flags_.split}_{flags_.index}.gif"
+    elif flags_.dataset:
+        builder = tfds.builder_from_directory(flags_.dataset)
+        example, recon = _source_example(builder, flags_.split, flags_.index), None
+        name = f"{builder.builder_config.name}_{flags_.split}_{flags_.index}.gif"
+    elif flags_.workdir:
+        tokenizer = tokenize.Tokenizer.from_workdir(flags_.workdir, flags_.weights)
+        data_dir, dataset = pipeline.prepare_dataset(tokenizer.config.data, flags_.workdir)
+        builder = pipeline.open_dataset(data_dir, dataset)
+        example = _source_example(builder, flags_.split, flags_.index)
+        inputs = pipeline.ToModelInputs(pipeline.dataset_mode(builder)).map(example)["inputs"]
+        recon = tokenizer.decode(tokenizer.encode(inputs[None]))[0]
+        name = f"step_{tokenizer.step:07d}_{flags_.split}_{flags_.index}.gif"
+    else:
+        raise ValueError("give --workdir (a run's reconstruction), --dataset (a dataset "
+                         "clip) or --tokens (an exported token dataset)")
+    mode = pipeline.dataset_mode(builder)
+    target = pipeline.ToModelInputs(mode).map(example)["targets"]
+    return target, recon, example, mode, name
+
+
+def main(argv: list[str]) -> None:
+    from absl import app, flags  # noqa: PLC0415
+
+    from pose_vq.data import modes  # noqa: PLC0415
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        target, recon, example, mode, name = _clips(f)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from None
+    size = target.shape[1]
+    if recon is None:
+        frames, rows = clip_frames(target, f.scale), 1
+    else:
+        frames, rows = comparison_frames(target, recon, f.scale), 3
+    if f.skeleton:
+        points = modes.joint_pixels(mode, np.asarray(example["joints2d"]),
+                                    np.asarray(example["joints3d"]), size)
+        frames = draw_skeleton(frames, points, rows=rows, size=size, scale=f.scale)
+    out = pathlib.Path(f.output or (pathlib.Path(f.workdir or ".") / "videos" / name))
+    write_gif(out, frames, fps=f.fps)
+    print(f"wrote {out}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} "
+          f"({'truth / reconstruction / |error| rows' if rows == 3 else 'the clip'}, "
+          f"{target.shape[-1]} channel(s) left to right)")
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when it runs)."""
+    from absl import flags  # noqa: PLC0415
+
+    flags.DEFINE_string("workdir", None, "A training workdir: show its (EMA) reconstruction "
+                        "of a clip of its dataset (with --tokens: the run that decodes).")
+    flags.DEFINE_string("dataset", None, "A built dataset's version directory, e.g. "
+                        "DATA_DIR/panoptic_heatmaps/3d/1.0.0: show one of its clips.")
+    flags.DEFINE_string("tokens", None, "An exported token dataset's version directory "
+                        "(python -m pose_vq.tokenize prints it): show a decoded clip.")
+    flags.DEFINE_string("split", "validation", "Split to take the clip from.")
+    flags.DEFINE_integer("index", 0, "Index of the clip in the split.")
+    flags.DEFINE_enum("weights", "ema", ["ema", "raw"], "Generator weights (--workdir).")
+    flags.DEFINE_bool("skeleton", False, "Overlay the stored skeleton on every panel.")
+    flags.DEFINE_integer("scale", 4, "Pixels per heatmap pixel.")
+    flags.DEFINE_float("fps", 10, "Frames per second.")
+    flags.DEFINE_string("output", None, "GIF path (default: <workdir or .>/videos/<name>.gif).")
+
+
+if __name__ == "__main__":
+    from absl import app  # noqa: PLC0415
+
+    define_flags()
+    app.run(main)

@@ -1,5 +1,7 @@
 """Tests of the comparison images and GIFs: colormap, layout, frame choice, GIF files."""
 
+import pathlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -121,3 +123,43 @@ def test_clip_gif(tmp_path):
         last = np.asarray(gif.convert("RGB"))
     np.testing.assert_array_equal(last, visualize.comparison_frames(clip, np.zeros_like(clip),
                                                                     scale=scale)[-1])
+
+
+def test_draw_skeleton_marks_joints_in_every_panel():
+    size, scale, c, t = 8, 3, 2, 2
+    frames = visualize.comparison_frames(np.zeros((t, size, size, c)), np.zeros((t, size, size, c)),
+                                         scale=scale)
+    points = np.full((c, t, 19, 2), np.nan, np.float32)
+    points[0, :, 1] = (2, 5)  # channel 0: the nose alone (its limbs' other ends are NaN)
+    points[1, :, 3], points[1, :, 4] = (1, 1), (6, 1)  # channel 1: the l-shoulder - l-elbow limb
+    out = visualize.draw_skeleton(frames, points, rows=3, size=size, scale=scale)
+    cyan = np.all(out == visualize.SKELETON_RGB, axis=-1)
+    pitch = (size + 1) * scale
+    for row in range(3):
+        y0 = row * pitch
+        # A dot around the centre of heatmap pixel (x=2, y=5) of channel 0 ...
+        assert cyan[0, y0 + 5 * scale:y0 + 6 * scale + 2, 2 * scale - 1:3 * scale + 2].any()
+        assert not cyan[0, y0:y0 + size * scale, 4 * scale:size * scale].any()
+        # ... and in channel 1 a line along row y=1 from x=1 to x=6.
+        line = cyan[1, y0 + scale + scale // 2, pitch:pitch + size * scale]
+        assert line[int(1.5 * scale):int(6.5 * scale)].all()
+    assert not cyan[:, :, size * scale:pitch].any()  # nothing in the separator column
+    assert not np.any(np.all(frames == visualize.SKELETON_RGB, axis=-1))  # input untouched
+
+
+def test_visualize_command_writes_gif_of_clip_size(tiny_runs, tmp_path):
+    import subprocess
+    import sys
+
+    run = tiny_runs[1] / "vqgan"
+    out = tmp_path / "clip.gif"
+    subprocess.run([sys.executable, "-m", "pose_vq.visualize", f"--workdir={run}", "--index=1",
+                    "--scale=2", "--skeleton", f"--output={out}"], check=True,
+                   capture_output=True, cwd=pathlib.Path(__file__).resolve().parent.parent)
+    config = tiny_runs[0]
+    t, s = config.data.frames, config.data.heatmap_size
+    with Image.open(out) as gif:
+        assert gif.size == ((3 * s + 2) * 2, (3 * s + 2) * 2)  # 3 planes x 3 rows
+        assert gif.n_frames == t
+        gif.seek(t - 1)
+        assert np.all(np.asarray(gif.convert("RGB")) == visualize.SKELETON_RGB, axis=-1).any()
