@@ -165,7 +165,8 @@ def claims(rows: dict[str, dict[str, Any]]) -> list[str]:
 def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, row in rows.items():
-        cells = [f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+        cells = [f"{row[k]:.4f}" if isinstance(row.get(k), float) else str(row.get(k, "-"))
+                 for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -175,7 +176,10 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
     """Write compare.csv and compare.md for evaluated runs; return the markdown."""
     rows = {name: _row(r, weights) for name, r in results.items()}
     keys = ("ssim", "psnr", "l1", "t_std", "codebook_usage", "codebook_perplexity", "step")
-    text = markdown_table(rows, keys)
+    # The all-zeros prediction of the first run's split: the floor every run must clear.
+    first = next(iter(results.values()))
+    zeros = {k: first["zeros"][k] for k in ("ssim", "psnr", "l1", "t_std")}
+    text = markdown_table({**rows, "(all zeros)": zeros}, keys)
     found = claims(rows)
     if found:
         text += "\n\n" + "\n".join(f"- {line}" for line in found)
