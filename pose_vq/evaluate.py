@@ -150,7 +150,14 @@ class Evaluator:
         sums = {w: None for w in (*WEIGHT_SETS, "zeros", "target")}
         histograms = {w: None for w in WEIGHT_SETS}
         first = None
-        add = lambda a, b: b if a is None else jax.tree_util.tree_map(jnp.add, a, b)
+        # Accumulated on the host in float64, one batch at a time: fewer multi-device
+        # programs in flight (two CPU devices have deadlocked in an all-reduce of eager
+        # adds queued behind the evaluation) and no float32 drift over a long split.
+        def add(total, batch_sums):
+            batch_sums = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64),
+                                                jax.device_get(batch_sums))
+            return batch_sums if total is None else jax.tree_util.tree_map(np.add, total, batch_sums)
+
         for i, batch in enumerate(self.batches()):
             for w in WEIGHT_SETS:
                 s, h, recon = self._eval(weights[w], state.vq_stats, batch["inputs"],
@@ -164,10 +171,9 @@ class Evaluator:
                                    "num_clips": self.num_clips}
         sums = {w: s for w, s in sums.items() if s is not None}
         for w, s in sums.items():
-            results[w] = _finish({k: float(v) for k, v in jax.device_get(s).items()},
-                                 self.num_clips)
+            results[w] = _finish({k: float(v) for k, v in s.items()}, self.num_clips)
             if w in histograms:
-                results[w].update(codebook_stats(np.asarray(jax.device_get(histograms[w]))))
+                results[w].update(codebook_stats(histograms[w]))
         if jax.process_index() == 0:
             path = self.workdir / "eval_metrics.json"
             path.write_text(json.dumps(results, indent=2) + "\n")

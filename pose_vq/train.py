@@ -417,6 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 _save(manager, step, state, batches)
                 last_saved = step
             if (tc.eval_every and step % tc.eval_every == 0) or step == tc.num_steps:
+                manager.wait_until_finished()  # no checkpoint writes beside the evaluation
                 evaluator.run(state, step, writer)
             if final:
                 break
