@@ -214,7 +214,7 @@ def main(argv: list[str]) -> None:
             config_lib.validate(config)
         except config_lib.ConfigError as e:
             raise app.UsageError(f"invalid config: {e}") from None
-        config_lib.configure_cpu_devices(config)  # before any JAX backend use
+        config_lib.configure_jax(config)  # before any JAX backend use
     if argv[1] == "sweep":
         try:
             sizes = [int(k) for k in FLAGS.num_codes]

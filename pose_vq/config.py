@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import typing
 
@@ -47,6 +48,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                f"{name}={width} is not a multiple of model.norm_groups={m.norm_groups}")
     _check(m.conv_impl in ("native", "folded"),
            f"model.conv_impl={m.conv_impl!r}: choose 'native' or 'folded'")
+    _check(0 <= m.remat_levels <= len(m.channels),
+           f"model.remat_levels={m.remat_levels} must be in 0..{len(m.channels)} (levels of "
+           "model.channels)")
+    _check(m.dtype in ("float32", "bfloat16"),
+           f"model.dtype={m.dtype!r}: choose 'float32' or 'bfloat16'")
     _check(q.kind in QUANTIZER_KINDS, f"quantizer.kind={q.kind!r}: choose one of {QUANTIZER_KINDS}")
     _check(q.num_codes >= 2, f"quantizer.num_codes={q.num_codes} must be >= 2")
     for knob, on in [("dead_code_threshold", q.dead_code_threshold > 0), ("kmeans_init", q.kmeans_init)]:
@@ -84,18 +90,38 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # In-process collectives of CPU devices abort after 40 s when one device's thread has not
 # arrived; on a busy machine (another job on the same cores) a demo run's evaluation did.
 CPU_COLLECTIVE_TIMEOUT_S = 3600
+# XLA CPU's YNNPACK kernels for single convolutions and dots were 1.2-8x slower than the
+# fallback's on the model's shapes (BENCHMARKS.md); the CPU path turns them off.
+CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-individual_dot"
 
 
-def configure_cpu_devices(config: ml_collections.ConfigDict) -> None:
-    """Split a CPU host into ``config.cpu_devices`` JAX devices, with collectives that wait
-    out a busy machine. Call before anything touches a JAX backend."""
-    if not config.cpu_devices:
-        return
-    jax.config.update("jax_num_cpu_devices", config.cpu_devices)
-    flag = "--xla_cpu_collective_call_terminate_timeout_seconds"
-    if flag not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" {flag}={CPU_COLLECTIVE_TIMEOUT_S}").strip()
+def _add_xla_flag(flag: str) -> None:
+    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
+def configure_jax(config: ml_collections.ConfigDict) -> None:
+    """Process-wide JAX settings a config asks for; call before anything touches a backend.
+
+    ``cpu_devices`` splits a CPU host into that many devices, with collectives that wait
+    out a busy machine; ``model.conv_impl='folded'`` (the CPU path) sets XLA's CPU
+    convolution flag.
+    """
+    if config.model.conv_impl == "folded":
+        _add_xla_flag(CPU_CONV_FLAG)
+    if config.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", config.cpu_devices)
+        _add_xla_flag(f"--xla_cpu_collective_call_terminate_timeout_seconds={CPU_COLLECTIVE_TIMEOUT_S}")
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """A config saved as JSON (``config.to_json_best_effort()``), laid over today's
+    defaults so knobs added since it was written keep their default values."""
+    from configs import default  # noqa: PLC0415 (configs/ imports this module)
+
+    config = default.get_config()
+    config.update(json.loads(text))
+    return validate(config)
 
 
 def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
@@ -117,7 +143,7 @@ def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
         spatial_downsamples=m.spatial_downsamples, temporal_downsamples=m.temporal_downsamples,
         reduce_temporal=m.reduce_temporal, dropout=m.dropout, norm_groups=m.norm_groups,
         num_codes=q.num_codes, quantizer=tuple(sorted(extra.items())), dtype=m.dtype,
-        conv_impl=m.conv_impl)
+        conv_impl=m.conv_impl, remat_levels=m.remat_levels)
 
 
 # The paper's comparisons: its model and the two systems it is measured against.

@@ -113,7 +113,7 @@ def main(argv: list[str]) -> None:
         return
     if not FLAGS.workdir:
         raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
-    config_lib.configure_cpu_devices(config)  # before any JAX backend use
+    config_lib.configure_jax(config)  # before any JAX backend use
     if FLAGS.distributed or FLAGS.coordinator_address:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id)

@@ -34,7 +34,6 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
-from configs import default
 from pose_vq import config as config_lib
 from pose_vq import metrics, train
 from pose_vq.data import pipeline
@@ -50,9 +49,7 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     path = pathlib.Path(workdir) / train.CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a pose_vq training workdir?")
-    config = default.get_config()
-    config.update(json.loads(path.read_text()))
-    return config_lib.validate(config)
+    return config_lib.from_json(path.read_text())
 
 
 @dataclasses.dataclass
@@ -217,7 +214,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--workdir is required")
     workdir = pathlib.Path(FLAGS.workdir)
     config = load_run_config(workdir)
-    config_lib.configure_cpu_devices(config)  # before any JAX backend use
+    config_lib.configure_jax(config)  # before any JAX backend use
     tokenizer = Tokenizer.from_workdir(workdir, FLAGS.weights, FLAGS.step)
     output_dir = pathlib.Path(FLAGS.output_dir or workdir / "tokens")
     builder = export(tokenizer, FLAGS.split, output_dir, workdir, FLAGS.batch_size,

@@ -15,6 +15,9 @@ CASES = [  # (input shape, kernel, strides, padding)
     ((1, 9, 11, 10, 2), (4, 4, 4), (2, 2, 2), ((1, 1),) * 3),  # odd sizes
     ((1, 7, 12, 9, 2), (4, 4, 4), (2, 2, 2), ((2, 2),) * 3),  # padding > 1
     ((1, 8, 8, 8, 2), (2, 2, 2), (2, 2, 2), "VALID"),
+    ((1, 9, 9, 9, 2), (3, 3, 3), (2, 2, 2), "VALID"),  # the encoder's down-sampling
+    ((1, 4, 4, 4, 3), (4, 4, 4), (1, 1, 1), ((1, 1),) * 3),  # outputs smaller than the kernel
+    ((1, 2, 3, 2, 3), (1, 1, 1), (1, 1, 1), "VALID"),  # 1x1x1 (quant conv, shortcut)
 ]
 
 
@@ -35,3 +38,17 @@ def test_folded_equals_native(shape, kernel, strides, padding):
     g_folded = jax.grad(loss(folded), argnums=(0, 1))(params, x)
     for a, b in zip(jax.tree_util.tree_leaves(g_native), jax.tree_util.tree_leaves(g_folded)):
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", [(2, 3, 1, 1), (3, 4, 1, 2), (5, 3, 2, 0),
+                                                    (4, 4, 1, 1), (9, 3, 1, 1)])
+def test_conv2d_equals_xla(size, kernel, stride, pad):
+    """layers.conv2d's matmul path (outputs shorter than the kernel) and its XLA path
+    against lax.conv_general_dilated."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.random((2, size, size + 1, 3), np.float32))
+    k = jnp.asarray(rng.random((kernel, kernel, 3, 4), np.float32))
+    pads = ((pad, pad), (pad, pad))
+    want = jax.lax.conv_general_dilated(x, k, (stride, stride), pads,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layers.conv2d(x, k, (stride, stride), pads), want, rtol=1e-5)

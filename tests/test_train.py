@@ -64,6 +64,24 @@ def run_steps(config, devices, batch, steps=2):
     return state
 
 
+def assert_states_close(one, other, learning_rate, steps):
+    """Two train states equal to 1e-5, save for the float-noise amplifiers of
+    test_step_on_8_devices_equals_1_device's docstring."""
+    compared, outside, lr_bound = 0, 0, 2 * learning_rate * steps
+    for name in ("generator", "vq_stats", "discriminator", "ema_generator"):
+        flat_one = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(one, name)))
+        flat_other = jax.tree_util.tree_leaves(jax.device_get(getattr(other, name)))
+        for (path, a), b in zip(flat_one, flat_other):
+            key = jax.tree_util.keystr(path)
+            if "NonLocalBlock" in key and "['k']['bias']" in key:
+                continue
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            np.testing.assert_allclose(b, a, atol=lr_bound, rtol=1e-5, err_msg=f"{name}{key}")
+            outside += int(np.sum(np.abs(b - a) > 1e-5 + 1e-5 * np.abs(a)))
+            compared += a.size
+    assert compared > 10_000 and outside <= compared / 10_000, (outside, compared)
+
+
 def test_step_on_8_devices_equals_1_device(data_dir):
     """Two steps on a batch split over 8 devices equal them on 1 device, to 1e-5.
 
@@ -83,78 +101,7 @@ def test_step_on_8_devices_equals_1_device(data_dir):
     batch = first_batch(config)
     one = run_steps(config, jax.devices()[:1], batch)
     eight = run_steps(config, jax.devices(), batch)
-    compared, outside, lr_bound = 0, 0, 2 * 2.25e-5 * 2
-    for name in ("generator", "vq_stats", "discriminator", "ema_generator"):
-        flat_one = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(one, name)))
-        flat_eight = jax.tree_util.tree_leaves(jax.device_get(getattr(eight, name)))
-        for (path, a), b in zip(flat_one, flat_eight):
-            key = jax.tree_util.keystr(path)
-            if "NonLocalBlock" in key and "['k']['bias']" in key:
-                continue
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            np.testing.assert_allclose(b, a, atol=lr_bound, rtol=1e-5, err_msg=f"{name}{key}")
-            outside += int(np.sum(np.abs(b - a) > 1e-5 + 1e-5 * np.abs(a)))
-            compared += a.size
-    assert compared > 10_000 and outside <= compared / 10_000, (outside, compared)
-
-
-def test_generator_gradient_is_the_generator_objective_alone(data_dir):
-    """generator_gradients (one VJP, adaptive weight from the last conv's VJP) equals
-    jax.grad of the plainly written objective, which has no discriminator loss in it;
-    the reference's leak (the D hinge loss's gradient) would be far outside tolerance."""
-    config = tiny_config(data_dir)
-    models = train.Models.create(config)
-    state = train.init_state(models, 0)
-    batch = {k: jnp.asarray(v) for k, v in first_batch(config).items()}
-    x, target = batch["inputs"], batch["targets"]
-    key = jax.random.key(7)
-    grads, _, aux = jax.jit(functools.partial(train.generator_gradients, models))(
-        state, x, target, key)
-
-    k_vq, k_dropout, k_planes = jax.random.split(key, 3)
-
-    def recon_of(params):
-        (recon, q), _ = models.generator.apply(
-            {"params": params, "vq_stats": state.vq_stats}, x, train=True,
-            rngs={"vq": k_vq, "dropout": k_dropout}, mutable=["vq_stats", "intermediates"])
-        return recon, q.losses["total"]
-
-    def rec_loss(params):
-        recon, _ = recon_of(params)
-        a, b = train._sample_planes(recon, target, config.loss.perceptual_planes, k_planes)
-        return losses.l1(recon, target) + perceptual_loss(models.lpips_params, a, b)
-
-    def adv_loss(params):
-        recon, _ = recon_of(params)
-        return losses.generator_adversarial_loss(models.discriminator.apply(state.discriminator,
-                                                                            recon))
-
-    def with_kernel(params, kernel):
-        decoder = {**params["decoder"], "conv_out": {**params["decoder"]["conv_out"],
-                                                     "kernel": kernel}}
-        return {**params, "decoder": decoder}
-
-    kernel = state.generator["decoder"]["conv_out"]["kernel"]
-    weight = losses.adaptive_weight(lambda k: rec_loss(with_kernel(state.generator, k)),
-                                    lambda k: adv_loss(with_kernel(state.generator, k)), kernel)
-
-    def objective(params):
-        _, q_total = recon_of(params)
-        return rec_loss(params) + q_total + weight * adv_loss(params)
-
-    oracle = jax.jit(jax.grad(objective))(state.generator)
-    np.testing.assert_allclose(aux["scalars"]["gan_adaptive_weight"], weight, rtol=1e-4)
-    scale = max(np.abs(g).max() for g in leaves(oracle))
-    for a, b in zip(leaves(oracle), leaves(grads)):
-        np.testing.assert_allclose(b, a, atol=1e-4 * scale, rtol=1e-3)
-
-    def leak(params):  # the reference's bug: D's hinge loss differentiated into G
-        recon, _ = recon_of(params)
-        disc = lambda c: models.discriminator.apply(state.discriminator, c)
-        return losses.hinge_discriminator_loss(disc(target), disc(recon))
-
-    leaked = jax.jit(jax.grad(leak))(state.generator)
-    assert max(np.abs(g).max() for g in leaves(leaked)) > 100 * 1e-4 * scale
+    assert_states_close(one, eight, 2.25e-5, steps=2)
 
 
 def saved_iterator_state(workdir, step):

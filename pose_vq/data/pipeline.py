@@ -37,6 +37,7 @@ class LoaderConfig:
     shuffle: bool = True
     num_epochs: int | None = None  # None: repeat forever
     worker_count: int = 0  # grain worker processes (>0 needs absl.app.run around main)
+    shard: tuple[int, int] | None = None  # (index, count) to read; None: this JAX process's
 
 
 def open_dataset(data_dir: str, name: str) -> tfds.core.DatasetBuilder:
@@ -73,14 +74,13 @@ class ToModelInputs(grain.MapTransform):
 
 def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
     """A grain DataLoader yielding this process's numpy batches."""
-    process_count = jax.process_count()
+    index, process_count = cfg.shard or (jax.process_index(), jax.process_count())
     if cfg.global_batch_size % process_count:
         raise ValueError(f"global batch {cfg.global_batch_size} is not divisible by "
                          f"{process_count} processes")
     builder = open_dataset(cfg.data_dir, cfg.name)
     source = builder.as_data_source(split=cfg.split)
-    shard = grain.ShardOptions(shard_index=jax.process_index(), shard_count=process_count,
-                               drop_remainder=True)
+    shard = grain.ShardOptions(shard_index=index, shard_count=process_count, drop_remainder=True)
     per_host = cfg.global_batch_size // process_count
     if len(source) // process_count < per_host:
         raise ValueError(f"{cfg.name}:{cfg.split} has {len(source)} examples, fewer than one "

@@ -16,16 +16,34 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
+           pads: Any = ((0, 0), (0, 0))) -> jax.Array:
+    """An NHWC x HWIO convolution. When an output side is shorter than the kernel's it runs
+    as one matmul over the kernel's shifted copies of the input (im2col): XLA's CPU
+    convolution takes 10-100x longer there (BENCHMARKS.md); the result is the same."""
+    kh, kw, c, o = kernel.shape
+    out = [(n + lo + hi - k) // s + 1
+           for n, (lo, hi), k, s in zip(x.shape[1:3], pads, (kh, kw), strides)]
+    if min(out) >= max(kh, kw):
+        return jax.lax.conv_general_dilated(x, kernel, strides, pads,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    (sh, sw), (oh, ow) = strides, out
+    patches = jnp.concatenate([x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                               for i in range(kh) for j in range(kw)], axis=-1)
+    return patches @ kernel.reshape(kh * kw * c, o)
+
+
 class Conv3D(nn.Module):
     """A 3D convolution with a (kt, kh, kw, C, O) kernel, computed natively or "folded".
 
-    ``folded`` (for CPUs, where XLA's native 3D convolution is slow) stacks the kt frames
-    each output frame sees along channels and runs one 2D convolution with the kernel
-    reshaped to (kh, kw, kt * C, O): the same function and the same parameters, so a
-    checkpoint works with either. It covers stride 1 in time. A stride-2 conv with even
-    kernel sides (the discriminator's) becomes a space-to-depth rearrangement and a
+    ``folded`` is the CPU path (XLA's native 3D convolution is slow on CPUs): it stacks
+    the kt frames each output frame sees along channels and runs one 2D convolution
+    (``conv2d``) with the kernel reshaped to (kh, kw, kt * C, O): the same function and
+    parameters, so a checkpoint works with either. A stride-2 conv with even kernel
+    sides (the discriminator's) first becomes a space-to-depth rearrangement and a
     stride-1 conv with half the kernel, whose input gradient is ~20x cheaper on CPU than
-    XLA's dilated transposed conv. Other cases run natively.
+    XLA's dilated transposed conv. Accelerators use ``native``.
     """
 
     features: int
@@ -43,11 +61,11 @@ class Conv3D(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (kt, kh, kw, x.shape[-1], self.features),
                             jnp.float32).astype(self.dtype)
         x = x.astype(self.dtype)
-        pads = self._pads(x.shape)
+        pads = self._pads()
         if self.impl == "folded" and self.strides == (2, 2, 2) and kt % 2 == kh % 2 == kw % 2 == 0:
             y = self._space_to_depth(x, kernel, pads)
-        elif self.impl == "folded" and self.strides[0] == 1 and kt > 1:
-            y = self._folded(x, kernel, pads)
+        elif self.impl == "folded":
+            y = _folded(x, kernel, self.strides, pads)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, self.strides, pads,
                                              dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
@@ -56,25 +74,12 @@ class Conv3D(nn.Module):
                                ).astype(self.dtype)
         return y
 
-    def _pads(self, shape) -> list[tuple[int, int]]:
+    def _pads(self) -> list[tuple[int, int]]:
         if self.padding == "VALID":
             return [(0, 0)] * 3
         if self.padding == "SAME":
             return [((k - 1) // 2, k // 2) for k in self.kernel_size]
         return [tuple(p) for p in self.padding]
-
-    def _folded(self, x, kernel, pads, strides=None):
-        kt, kh, kw, c, o = kernel.shape
-        x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
-        frames = x.shape[1] - kt + 1
-        stacked = jnp.concatenate([x[:, i:i + frames] for i in range(kt)], axis=-1)
-        b, t, h, w, _ = stacked.shape
-        folded_kernel = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, o)
-        y = jax.lax.conv_general_dilated(stacked.reshape(b * t, h, w, kt * c), folded_kernel,
-                                         (strides or self.strides)[1:], pads[1:],
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y.reshape(b, t, *y.shape[1:])
-
 
     def _space_to_depth(self, x, kernel, pads):
         """Stride 2, even kernel 2k: y[o] = sum_a sum_b x[2(o + a) + b] w[2a + b] over
@@ -92,12 +97,22 @@ class Conv3D(nn.Module):
         kt, kh, kw, _, o = kernel.shape
         k = kernel.reshape(kt // 2, 2, kh // 2, 2, kw // 2, 2, c, o)
         k = jnp.transpose(k, (0, 2, 4, 1, 3, 5, 6, 7)).reshape(kt // 2, kh // 2, kw // 2, 8 * c, o)
-        if kt // 2 > 1:
-            y = self._folded(x, k, [(0, 0)] * 3, strides=(1, 1, 1))
-        else:
-            y = jax.lax.conv_general_dilated(x, k, (1, 1, 1), [(0, 0)] * 3,
-                                             dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-        return y
+        return _folded(x, k, (1, 1, 1), [(0, 0)] * 3)
+
+
+def _folded(x: jax.Array, kernel: jax.Array, strides, pads) -> jax.Array:
+    """A 3D convolution as one 2D convolution over the kt (strided) frames each output
+    frame reads, stacked along channels."""
+    kt, kh, kw, c, o = kernel.shape
+    x = jnp.pad(x, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
+    st = strides[0]
+    frames = (x.shape[1] - kt) // st + 1
+    stacked = jnp.concatenate([x[:, i:i + st * (frames - 1) + 1:st] for i in range(kt)], axis=-1)
+    b, t, h, w, _ = stacked.shape
+    folded_kernel = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, o)
+    y = conv2d(stacked.reshape(b * t, h, w, kt * c), folded_kernel, tuple(strides[1:]),
+               tuple(tuple(p) for p in pads[1:]))
+    return y.reshape(b, t, *y.shape[1:])
 
 
 def conv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), *, strides=(1, 1, 1),
@@ -111,16 +126,22 @@ def conv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), *, strides=(
 
 class ResBlock(nn.Module):
     """GN -> swish -> conv -> GN -> swish -> dropout -> conv, plus a (1x1x1 when the
-    width changes) shortcut."""
+    width changes) shortcut. ``remat`` recomputes the block's activations in the backward
+    pass instead of keeping them (same parameters and function)."""
 
     features: int
     dropout: float = 0.0
     norm_groups: int = 32
     dtype: Dtype = jnp.float32
     conv_impl: str = "native"
+    remat: bool = False
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        body = nn.remat(ResBlock._body, static_argnums=(2,)) if self.remat else ResBlock._body
+        return body(self, x, train)
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    def _body(self, x: jax.Array, train: bool) -> jax.Array:
         norm = lambda: nn.GroupNorm(num_groups=self.norm_groups, epsilon=1e-6, dtype=self.dtype,
                                     param_dtype=jnp.float32)
         h = conv3d(self.features, dtype=self.dtype, impl=self.conv_impl)(nn.swish(norm()(x)))
@@ -140,9 +161,13 @@ class NonLocalBlock(nn.Module):
     """
 
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute in the backward pass (the (N, N) scores are not kept)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return (nn.remat(NonLocalBlock._body) if self.remat else NonLocalBlock._body)(self, x)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def _body(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
         h = nn.GroupNorm(num_groups=1, epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)(x)
         proj = lambda name: conv3d(c, (1, 1, 1), dtype=self.dtype, name=name)

