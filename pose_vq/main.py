@@ -1,9 +1,9 @@
 """pose_vq entry point: python -m pose_vq.main --config=configs/3d_1024.py --workdir=DIR.
 
 Thin on purpose: flags, config validation, multi-process set-up, dispatch to
-``train.train_and_evaluate`` (--mode=train), ``evaluate.evaluate`` (--mode=evaluate) or a
-model summary (--mode=describe). ``--config.<knob>=value`` overrides any knob of the
-config file; a variant takes its compression after a colon (``configs/3d_1024.py:f16``).
+``train.train_and_evaluate`` (--mode=train), ``evaluate.evaluate`` (--mode=evaluate), a
+model summary (--mode=describe) or the dataset build alone (--mode=build_data).
+``--config.<knob>=value`` overrides any knob of the config file; a variant takes its compression after a colon (``configs/3d_1024.py:f16``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from pose_vq.models.vqgan import VQGAN
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "describe"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "describe", "build_data"],
+                  "What to do (build_data: build the config's dataset from data.manual_dir "
+                  "or data.synthetic into data.data_dir, then stop).")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-process runs: TPU pods, SLURM, or "
                   "the coordinator flags below).")
@@ -110,6 +112,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"invalid config: {e}") from None
     if FLAGS.mode == "describe":
         describe(config)
+        return
+    if FLAGS.mode == "build_data":  # e.g. once, before a multi-process run
+        data_dir, name = pipeline.prepare_dataset(config.data, FLAGS.workdir or ".")
+        print(f"{name} is ready in {data_dir}")
         return
     if not FLAGS.workdir:
         raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")

@@ -4,6 +4,7 @@ same global batches on a 2-device mesh; each process reads only its shard of the
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -24,17 +25,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def write_config_file(config, directory) -> pathlib.Path:
+    """A config file (``--config=...``) that returns ``config``."""
+    (directory / "run_config.json").write_text(config.to_json_best_effort())
+    path = directory / "run_config.py"
+    path.write_text("import pathlib\nfrom pose_vq import config\n\n\ndef get_config():\n"
+                    f"    return config.from_json(pathlib.Path({str(directory / 'run_config.json')!r})"
+                    ".read_text())\n")
+    return path
+
+
 def _launch(config, workdir, tmp_path):
     """Both processes of the run, as a user starts them on two hosts."""
-    (tmp_path / "run_config.json").write_text(config.to_json_best_effort())
-    (tmp_path / "run_config.py").write_text(
-        "import pathlib\nfrom pose_vq import config\n\n\ndef get_config():\n"
-        f"    return config.from_json(pathlib.Path({str(tmp_path / 'run_config.json')!r})"
-        ".read_text())\n")
+    config_file = write_config_file(config, tmp_path)
     env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device per process
     address = f"localhost:{_free_port()}"
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "pose_vq.main", f"--config={tmp_path / 'run_config.py'}",
+        [sys.executable, "-m", "pose_vq.main", f"--config={config_file}",
          f"--workdir={workdir}", f"--coordinator_address={address}", "--num_processes=2",
          f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True) for i in range(2)]
@@ -92,3 +99,20 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
         assert f"shard_index={i}, shard_count=2" in sampler, sampler
     results = json.loads((workdir / "eval_metrics.json").read_text())
     assert results["step"] == STEPS and results["num_clips"] == config.eval.max_examples
+
+
+def test_launch_scripts_print_the_documented_commands():
+    """launch/*.sh with DRY_RUN=1: valid bash that ends in the documented training command
+    (nothing is run against an account)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DRY_RUN": "1", "BUCKET": "gs://bucket"}
+    tpu = subprocess.run(["bash", str(root / "launch" / "tpu_vm.sh"), "all"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert "tpu-vm create pose-vq" in tpu and "--worker=all" in tpu
+    assert "--mode=build_data" in tpu
+    assert "pose_vq.main\\ --config=configs/3d_1024.py" in tpu and "--distributed" in tpu
+    gpu = subprocess.run(["bash", str(root / "launch" / "gpu.sh"), "all"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert "jax\\[cuda12\\]" in gpu and "--mode=build_data" in gpu
+    assert "--config=configs/3d_1024.py --workdir=runs/3d_f8" in gpu
+    assert "--config.model.dtype=bfloat16" in gpu

@@ -1,0 +1,71 @@
+"""python -m pose_vq.benchmark: FLOP counting against the formula, the --compare grid, and
+the encode and pipeline commands end to end on the tiny test model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import app
+from jax.sharding import NamedSharding, PartitionSpec
+
+from configs import demo
+from pose_vq import benchmark
+from pose_vq.data import pipeline
+from tests.test_multihost import write_config_file
+from tests.test_train import data_dir, tiny_config  # noqa: F401 (data_dir is a fixture)
+
+
+def test_flops_of_a_sharded_matmul_are_summed_over_devices():
+    mesh = pipeline.data_mesh()
+    b, n = mesh.size, 64
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    a = jax.device_put(jnp.ones((b, n, n)), sharding)
+    compiled = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a)).lower(a).compile()
+    assert benchmark._flops(compiled) == pytest.approx(2 * b * n**3, rel=0.01)
+
+
+def test_compare_grid_types_values_and_combines_them():
+    rows = benchmark.compare_grid(demo.get_config(), [
+        "model.dtype=float32,bfloat16", "model.remat_levels=0,1",
+        "model.channels=(8,16);(16,32)"])
+    assert len(rows) == 8
+    changed, config = rows[-1]
+    assert changed == {"model.dtype": "bfloat16", "model.remat_levels": 1,
+                       "model.channels": (16, 32)}
+    assert config.model.remat_levels == 1 and tuple(config.model.channels) == (16, 32)
+    assert demo.get_config().model.remat_levels == 0  # the base config is untouched
+    with pytest.raises(app.UsageError, match="no knob model.width"):
+        benchmark.compare_grid(demo.get_config(), ["model.width=1,2"])
+    with pytest.raises(app.UsageError, match="not a boolean"):
+        benchmark.compare_grid(demo.get_config(), ["data.synthetic=yes"])
+
+
+def _run(tmp_path, *args):
+    env = {**os.environ, "XLA_FLAGS": ""}  # devices: the config's cpu_devices
+    res = subprocess.run([sys.executable, "-m", "pose_vq.benchmark", *args, "--json"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
+def test_encode_and_pipeline_commands(data_dir, tmp_path):  # noqa: F811
+    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0})
+    config_file = str(write_config_file(config, tmp_path))
+    (row,) = _run(tmp_path, "encode", f"--config={config_file}", "--batch_sizes=2", "--steps=1")
+    assert row["what"] == "encode" and row["batch"] == 2
+    assert row["devices"] == config.cpu_devices == 2  # the config splits the host
+    assert row["seconds"] > 0 and row["gflops"] > 0 and row["xla_gib_per_device"] > 0
+    assert 0 < row["utilisation"] < 10 and row["peak_tflops_per_device"] > 0
+    np.testing.assert_allclose(row["examples_per_sec_per_device"], 2 / row["seconds"] / 2)
+
+    (result,) = _run(tmp_path, "pipeline", f"--config={config_file}", "--batches=3",
+                     "--steps=1")
+    loader, step = result["loader"], result["step"]
+    assert loader["dataset"] == pipeline.dataset_name(config.data)
+    assert loader["batch"] == step["batch"] == config.train.batch_size
+    assert loader["examples_per_sec"] > 0 and step["what"] == "step" and step["gflops"] > 0
