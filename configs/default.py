@@ -76,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     lo.lecam_decay = 0.999  # EMA decay of the LeCam anchors
     lo.r1_weight = 0.0  # R1 gradient penalty on real clips (0: off)
     lo.perceptual_planes = 0  # LPIPS on this many random (clip, frame, channel) planes (0: all)
+    lo.perceptual_chunk = 0  # planes per LPIPS pass, recomputed in the backward (0: all at once)
 
     c.optimizer = o = ml_collections.ConfigDict()
     o.learning_rate = 2.25e-5  # Adam, generator and discriminator

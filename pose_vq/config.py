@@ -84,6 +84,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                f"{knob}={value} is not divisible by cpu_devices={config.cpu_devices}")
     _check(config.loss.perceptual_planes >= 0,
            f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
+    _check(config.loss.perceptual_chunk >= 0,
+           f"loss.perceptual_chunk={config.loss.perceptual_chunk} must be >= 0 (0: one pass)")
     return config
 
 
@@ -93,11 +95,27 @@ CPU_COLLECTIVE_TIMEOUT_S = 3600
 # XLA CPU's YNNPACK kernels for single convolutions and dots were 1.2-8x slower than the
 # fallback's on the model's shapes (BENCHMARKS.md); the CPU path turns them off.
 CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-individual_dot"
+# XLA CPU's pipeline expands optimisation barriers before CSE, which then merges the
+# recomputation of jax.checkpoint (model.remat_levels, loss.perceptual_chunk) back into
+# the forward pass: remat saved no memory on CPU (BENCHMARKS.md). Skipping that pass keeps
+# the barriers, as GPU and TPU do; a program without barriers compiles as before.
+CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}  # per-compile form
+CPU_REMAT_FLAG = f"--xla_disable_hlo_passes={CPU_REMAT_OPTIONS['xla_disable_hlo_passes']}"
 
 
 def _add_xla_flag(flag: str) -> None:
-    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    """Add ``flag`` to XLA_FLAGS unless the user set that flag; a user's own
+    ``--xla_disable_hlo_passes=a,b`` list gets this pass appended instead."""
+    key, value = flag.split("=", 1)
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    for i, existing in enumerate(flags):
+        if existing.startswith(key + "="):
+            if key == "--xla_disable_hlo_passes" and value not in existing.split("=", 1)[1].split(","):
+                flags[i] = f"{existing},{value}"
+            break
+    else:
+        flags.append(flag)
+    os.environ["XLA_FLAGS"] = " ".join(flags)
 
 
 def configure_jax(config: ml_collections.ConfigDict) -> None:
@@ -105,8 +123,9 @@ def configure_jax(config: ml_collections.ConfigDict) -> None:
 
     ``cpu_devices`` splits a CPU host into that many devices, with collectives that wait
     out a busy machine; ``model.conv_impl='folded'`` (the CPU path) sets XLA's CPU
-    convolution flag.
+    convolution flag; XLA CPU always keeps remat's optimisation barriers.
     """
+    _add_xla_flag(CPU_REMAT_FLAG)
     if config.model.conv_impl == "folded":
         _add_xla_flag(CPU_CONV_FLAG)
     if config.cpu_devices:

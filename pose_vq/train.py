@@ -154,7 +154,8 @@ def generator_gradients(models: Models, state: TrainState, x: jax.Array, target:
         if models.lpips_params is not None:
             a, b = _sample_planes(r, target, lc.perceptual_planes, k_planes)
             terms["perceptual"] = perceptual_loss(models.lpips_params, a, b,
-                                                  dtype=jnp.dtype(config.model.dtype))
+                                                  dtype=jnp.dtype(config.model.dtype),
+                                                  chunk_size=lc.perceptual_chunk or None)
         return lc.l1_weight * terms["l1"] + lc.perceptual_weight * terms["perceptual"], terms
 
     def adversarial_loss(r):

@@ -26,7 +26,13 @@ def test_flops_of_a_sharded_matmul_are_summed_over_devices():
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     a = jax.device_put(jnp.ones((b, n, n)), sharding)
     compiled = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a)).lower(a).compile()
-    assert benchmark._flops(compiled) == pytest.approx(2 * b * n**3, rel=0.01)
+    flops, lower_bound = benchmark._flops(compiled, mesh.size)
+    assert flops == pytest.approx(2 * b * n**3, rel=0.01) and not lower_bound
+    # A loop's body is counted once: the row says its FLOPs are a lower bound.
+    k = 4
+    looped = jax.jit(lambda a: jax.lax.map(lambda m: m @ m, a)).lower(jnp.ones((k, n, n)))
+    flops, lower_bound = benchmark._flops(looped.compile(), 1)
+    assert lower_bound and flops == pytest.approx(2 * n**3, rel=0.01)  # of 2 * k * n**3
 
 
 def test_compare_grid_types_values_and_combines_them():

@@ -223,8 +223,9 @@ def perceptual_loss(params: Params, x: Array, y: Array, *, dtype: Any = jnp.floa
 
     ``params`` (from :func:`load_lpips_params`, bare or as ``{'params': ...}``) are held
     constant (stop_gradient); gradients flow to ``x`` and ``y``. ``chunk_size`` runs the
-    planes through VGG that many at a time (``lax.map``) to bound activation memory;
-    ``dtype`` is the VGG activation dtype.
+    planes through VGG that many at a time (``lax.map``), each chunk recomputed in the
+    backward pass (``jax.checkpoint``), so activation memory is one chunk's rather than
+    every plane's; ``dtype`` is the VGG activation dtype.
     """
     if x.shape != y.shape:
         raise ValueError(f"clip shapes differ: {x.shape} vs {y.shape}")
@@ -238,6 +239,6 @@ def perceptual_loss(params: Params, x: Array, y: Array, *, dtype: Any = jnp.floa
     if chunk_size is None or chunk_size >= px.shape[0]:
         d = dist(px, py)
     else:
-        d = jax.lax.map(lambda ab: dist(ab[0][None], ab[1][None])[0], (px, py),
-                        batch_size=chunk_size)
+        one_plane = jax.checkpoint(lambda ab: dist(ab[0][None], ab[1][None])[0])
+        d = jax.lax.map(one_plane, (px, py), batch_size=chunk_size)
     return jnp.mean(d)
