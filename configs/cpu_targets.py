@@ -25,6 +25,6 @@ def get_config(arg: str | None = None):
     c.data.heatmap_size = size
     c.model.channels = channels
     c.model.latent_channels = latent
-    c.model.conv_impl = "folded"
+    c.model.conv_impl = "winograd"
     c.loss.disc_start = 0  # the adversarial terms on, as in the step being compared
     return validate(c)

@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
     c.model.spatial_downsamples = 2
     c.model.temporal_downsamples = 1  # 8 x 8 x 8 = 512 tokens per clip
     c.model.norm_groups = 8
-    c.model.conv_impl = "folded"  # CPU-sized model: XLA's native 3D conv is slow on CPU
+    c.model.conv_impl = "winograd"  # CPU-sized model: XLA's native 3D conv is slow on CPU
     c.quantizer.num_codes = 256
     c.quantizer.dead_code_threshold = 1.0
     c.discriminator.filters = 16

@@ -13,6 +13,7 @@ from pose_vq.data import modes
 from pose_vq.models.vqgan import GeneratorSpec
 
 QUANTIZER_KINDS = ("ema", "learned", "gumbel")
+CONV_IMPLS = ("native", "folded", "winograd")  # see layers.Conv3D; the last two: CPU paths
 SCORE_SOURCES = typing.get_args(modes.ScoreSource)
 
 
@@ -46,8 +47,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                         *[(f"model.channels[{i}]", w) for i, w in enumerate(m.channels)]]:
         _check(width % m.norm_groups == 0,
                f"{name}={width} is not a multiple of model.norm_groups={m.norm_groups}")
-    _check(m.conv_impl in ("native", "folded"),
-           f"model.conv_impl={m.conv_impl!r}: choose 'native' or 'folded'")
+    _check(m.conv_impl in CONV_IMPLS,
+           f"model.conv_impl={m.conv_impl!r}: choose one of {CONV_IMPLS}")
     _check(0 <= m.remat_levels <= len(m.channels),
            f"model.remat_levels={m.remat_levels} must be in 0..{len(m.channels)} (levels of "
            "model.channels)")
@@ -122,11 +123,11 @@ def configure_jax(config: ml_collections.ConfigDict) -> None:
     """Process-wide JAX settings a config asks for; call before anything touches a backend.
 
     ``cpu_devices`` splits a CPU host into that many devices, with collectives that wait
-    out a busy machine; ``model.conv_impl='folded'`` (the CPU path) sets XLA's CPU
+    out a busy machine; a CPU ``model.conv_impl`` (folded, winograd) sets XLA's CPU
     convolution flag; XLA CPU always keeps remat's optimisation barriers.
     """
     _add_xla_flag(CPU_REMAT_FLAG)
-    if config.model.conv_impl == "folded":
+    if config.model.conv_impl != "native":
         _add_xla_flag(CPU_CONV_FLAG)
     if config.cpu_devices:
         jax.config.update("jax_num_cpu_devices", config.cpu_devices)

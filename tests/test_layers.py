@@ -1,5 +1,5 @@
-"""The folded CPU convolutions compute the same function as XLA's native 3D convolution
-(same parameters), for values and gradients."""
+"""The CPU convolutions (folded, winograd) compute the same function as XLA's native 3D
+convolution (same parameters), for values and gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +18,18 @@ CASES = [  # (input shape, kernel, strides, padding)
     ((1, 9, 9, 9, 2), (3, 3, 3), (2, 2, 2), "VALID"),  # the encoder's down-sampling
     ((1, 4, 4, 4, 3), (4, 4, 4), (1, 1, 1), ((1, 1),) * 3),  # outputs smaller than the kernel
     ((1, 2, 3, 2, 3), (1, 1, 1), (1, 1, 1), "VALID"),  # 1x1x1 (quant conv, shortcut)
+    ((1, 18, 6, 5, 3), (3, 3, 3), (1, 1, 1), "SAME"),  # winograd F(4, 3), 18 = 4 * 5 - 2
+    ((2, 16, 5, 6, 4), (3, 3, 3), (1, 1, 1), ((0, 2), (1, 1), (1, 1))),  # F(4, 3), 16 frames
+    ((1, 3, 6, 6, 2), (3, 3, 3), (1, 1, 1), "SAME"),  # 3 frames: winograd falls back to folded
 ]
 
 
+@pytest.mark.parametrize("impl", ["folded", "winograd"])
 @pytest.mark.parametrize("shape,kernel,strides,padding", CASES)
-def test_folded_equals_native(shape, kernel, strides, padding):
+def test_cpu_convolutions_equal_native(shape, kernel, strides, padding, impl):
     x = jnp.asarray(np.random.default_rng(0).random(shape, np.float32))
     native = layers.conv3d(5, kernel, strides=strides, padding=padding, impl="native")
-    folded = layers.conv3d(5, kernel, strides=strides, padding=padding, impl="folded")
+    folded = layers.conv3d(5, kernel, strides=strides, padding=padding, impl=impl)
     params = native.init(jax.random.key(0), x)
     y_native, y_folded = native.apply(params, x), folded.apply(params, x)
     assert y_native.shape == y_folded.shape
@@ -52,3 +56,13 @@ def test_conv2d_equals_xla(size, kernel, stride, pad):
     want = jax.lax.conv_general_dilated(x, k, (stride, stride), pads,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(layers.conv2d(x, k, (stride, stride), pads), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("frames,convs", [(18, 6), (8, 4), (3, 1)])
+def test_winograd_takes_its_path(frames, convs):
+    """F(4, 3) runs 6 2D convolutions, F(2, 3) 4, and clips too short for either the one
+    folded convolution: the equality test above covers each branch."""
+    x = jnp.ones((1, frames, 6, 6, 2))
+    conv = layers.conv3d(3, impl="winograd")
+    jaxpr = jax.make_jaxpr(conv.apply)(conv.init(jax.random.key(0), x), x)
+    assert str(jaxpr).count("conv_general_dilated") == convs

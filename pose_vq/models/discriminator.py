@@ -23,7 +23,7 @@ class PatchDiscriminator(nn.Module):
     num_layers: int = 3
     norm_groups: int = 32
     dtype: str = "float32"
-    conv_impl: str = "native"  # folded: faster stride-1 layers on CPU, same params
+    conv_impl: str = "native"  # folded / winograd: faster layers on CPU, same params
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -35,15 +36,18 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
 
 
 class Conv3D(nn.Module):
-    """A 3D convolution with a (kt, kh, kw, C, O) kernel, computed natively or "folded".
+    """A 3D convolution with a (kt, kh, kw, C, O) kernel, computed natively, "folded" or
+    "winograd": the same function and parameters, so a checkpoint works with any.
 
-    ``folded`` is the CPU path (XLA's native 3D convolution is slow on CPUs): it stacks
+    ``folded`` is a CPU path (XLA's native 3D convolution is slow on CPUs): it stacks
     the kt frames each output frame sees along channels and runs one 2D convolution
-    (``conv2d``) with the kernel reshaped to (kh, kw, kt * C, O): the same function and
-    parameters, so a checkpoint works with either. A stride-2 conv with even kernel
-    sides (the discriminator's) first becomes a space-to-depth rearrangement and a
-    stride-1 conv with half the kernel, whose input gradient is ~20x cheaper on CPU than
-    XLA's dilated transposed conv. Accelerators use ``native``.
+    (``conv2d``) with the kernel reshaped to (kh, kw, kt * C, O). A stride-2 conv with
+    even kernel sides (the discriminator's) first becomes a space-to-depth rearrangement
+    and a stride-1 conv with half the kernel, whose input gradient is ~20x cheaper on CPU
+    than XLA's dilated transposed conv. ``winograd`` is ``folded`` except for 3-tap convs
+    of stride 1 in time (every ResBlock's and up-sampling's), which it computes with
+    Winograd's minimal filtering over frames (``_temporal_winograd``): half the
+    multiply-adds. Accelerators use ``native``.
     """
 
     features: int
@@ -62,9 +66,13 @@ class Conv3D(nn.Module):
                             jnp.float32).astype(self.dtype)
         x = x.astype(self.dtype)
         pads = self._pads()
-        if self.impl == "folded" and self.strides == (2, 2, 2) and kt % 2 == kh % 2 == kw % 2 == 0:
+        cpu_path = self.impl in ("folded", "winograd")
+        if cpu_path and self.strides == (2, 2, 2) and kt % 2 == kh % 2 == kw % 2 == 0:
             y = self._space_to_depth(x, kernel, pads)
-        elif self.impl == "folded":
+        elif (self.impl == "winograd" and kt == 3 and self.strides[0] == 1
+              and x.shape[1] + sum(pads[0]) - 2 >= WINOGRAD_MIN_FRAMES):
+            y = _temporal_winograd(x, kernel, self.strides[1:], pads)
+        elif cpu_path:
             y = _folded(x, kernel, self.strides, pads)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, self.strides, pads,
@@ -113,6 +121,62 @@ def _folded(x: jax.Array, kernel: jax.Array, strides, pads) -> jax.Array:
     y = conv2d(stacked.reshape(b * t, h, w, kt * c), folded_kernel, tuple(strides[1:]),
                tuple(tuple(p) for p in pads[1:]))
     return y.reshape(b, t, *y.shape[1:])
+
+
+# Winograd's F(m, 3): m outputs of a 3-tap correlation from m + 2 inputs with m + 2
+# products instead of 3m (Lavin & Gray, arXiv 1509.09308). (B^T, G, A^T) per m: inputs
+# d -> B^T d, taps g -> G g, products p -> A^T p. Interpolation points 0, +-1 (m = 2) and
+# 0, +-1, +-2 (m = 4), each with the point at infinity.
+_WINOGRAD = {
+    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),
+        np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]])),
+    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]),
+        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]])),
+}
+WINOGRAD_MIN_FRAMES = 4  # shorter outputs: the folded conv does no more work
+WINOGRAD_F4_FRAMES = 16  # from this many output frames F(4, 3), below it F(2, 3)
+
+
+def _combine(coefficients: np.ndarray, arrays: list[jax.Array]) -> jax.Array:
+    """sum_i coefficients[i] * arrays[i], skipping zeros and multiplying by +-1 for free."""
+    total = None
+    for c, a in zip(coefficients, arrays):
+        if c == 0:
+            continue
+        term = a if c == 1 else -a if c == -1 else a * jnp.asarray(c, a.dtype)
+        total = term if total is None else total + term
+    return total
+
+
+def _temporal_winograd(x: jax.Array, kernel: jax.Array, spatial_strides, pads) -> jax.Array:
+    """A 3-tap, stride-1-in-time 3D convolution with Winograd's F(m, 3) over frames.
+
+    The frames are cut into tiles of m + 2 (stride m) and transformed by B^T into m + 2
+    streams; stream j is convolved in 2D (``conv2d``) with the kernel's transformed tap
+    j, and A^T turns the m + 2 results into m output frames. Per m output frames that is
+    m + 2 2D convolutions over C channels where the folded conv does m over 3C: 2x (m=4)
+    or 1.5x (m=2) fewer multiply-adds, and no 3x-stacked copy of the input. Exact in real
+    arithmetic; in float32 within ~1e-5 of the direct conv (tested).
+    """
+    (lo, hi), spatial_pads = pads[0], tuple(tuple(p) for p in pads[1:])
+    b, t, h, w, c = x.shape
+    frames = t + lo + hi - 2
+    m = 4 if frames >= WINOGRAD_F4_FRAMES else 2
+    tiles = -(-frames // m)
+    x = jnp.pad(x, ((0, 0), (lo, tiles * m + 2 - t - lo), (0, 0), (0, 0), (0, 0)))
+    input_transform, kernel_transform, output_transform = _WINOGRAD[m]
+    taps = jnp.einsum("ji,ihwco->jhwco", kernel_transform.astype(np.float32),
+                      kernel.astype(jnp.float32)).astype(kernel.dtype)
+    shifted = [x[:, i:i + m * (tiles - 1) + 1:m].reshape(b * tiles, h, w, c) for i in range(m + 2)]
+    streams = [conv2d(_combine(input_transform[j], shifted), taps[j], tuple(spatial_strides),
+                      spatial_pads) for j in range(m + 2)]
+    y = jnp.stack([_combine(output_transform[r], streams) for r in range(m)], axis=1)
+    return y.reshape(b, tiles * m, *y.shape[2:])[:, :frames]
 
 
 def conv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), *, strides=(1, 1, 1),

@@ -50,7 +50,7 @@ class GeneratorSpec:
     num_codes: int = 1024
     quantizer: tuple[tuple[str, Any], ...] = ()  # extra VectorQuantizer fields
     dtype: str = "float32"
-    conv_impl: str = "native"  # native | folded (faster 3x3x3 convs on CPU, same params)
+    conv_impl: str = "native"  # native | folded | winograd (faster convs on CPU, same params)
     remat_levels: int = 0  # highest-resolution levels (each end) recomputed in the backward
 
     def encoder_levels(self) -> list[dict]:
