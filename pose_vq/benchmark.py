@@ -5,6 +5,7 @@
         [--batch_sizes=1,2] [--compare=model.dtype=float32,bfloat16] [--compare=...]
     python -m pose_vq.benchmark encode --config=configs/3d_1024.py [--batch_sizes=1]
     python -m pose_vq.benchmark pipeline --config=configs/demo.py [--workdir=DIR]
+    python -m pose_vq.benchmark conv --config=configs/3d_1024.py [--batch_sizes=1]
 
 ``render``: seconds per sample of each mode's heatmap rendering at the paper size, from
 real reader windows of a synthetic Panoptic root, next to the slow oracle of the test
@@ -23,6 +24,10 @@ process's peak RSS (or the accelerator's peak bytes in use).
 
 ``pipeline``: the grain loader's rate on the config's dataset (built first if the config
 says how) beside the rate at which the training step consumes examples.
+
+``conv``: one 3x3x3 convolution (width to width) at each level of the config's encoder,
+as each ``model.conv_impl`` computes it, forward and forward + backward, with the
+largest difference from the native result; one process, with the CPU paths' XLA flag set.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-COMMANDS = ("render", "step", "encode", "pipeline")
+COMMANDS = ("render", "step", "encode", "pipeline", "conv")
 
 RENDER_MODES = ("2d", "m2d", "c2d", "3d")  # 2d: one camera, max over limbs
 
@@ -385,6 +390,61 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
             "examples_per_sec": config.train.batch_size / seconds}
 
 
+# --------------------------------------------------------------------------- conv
+
+
+def bench_conv(config: ml_collections.ConfigDict, batch: int, repeats: int) -> list[dict]:
+    """Seconds per call of a level's 3x3x3 conv under every conv_impl (same parameters)."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from pose_vq import config as config_lib  # noqa: PLC0415
+    from pose_vq.models import layers  # noqa: PLC0415
+
+    spec = config_lib.generator_spec(config)
+    frames, side, rows = spec.frames, spec.image_size, []
+    for n, level in enumerate(spec.encoder_levels()):
+        width = level["width"]
+        x = jnp.asarray(np.random.default_rng(n).random((batch, frames, side, side, width),
+                                                        np.float32))
+        gflop = 2 * batch * frames * side * side * 27 * width * width / 1e9
+        native = None
+        for impl in config_lib.CONV_IMPLS:
+            conv = layers.conv3d(width, impl=impl)
+            params = conv.init(jax.random.key(0), x)  # the same for every impl
+            forward = jax.jit(conv.apply)
+            grads = jax.jit(jax.grad(lambda p, x, conv=conv: jnp.sum(conv.apply(p, x) ** 2),
+                                     argnums=(0, 1)))
+            y = forward(params, x)
+            native = y if native is None else native
+            rows.append({"level": n, "shape": [batch, frames, side, side, width], "impl": impl,
+                         "forward_s": _time(lambda: forward(params, x), repeats),
+                         "forward_backward_s": _time(lambda: grads(params, x), repeats),
+                         "gflop": gflop, "max_abs_diff": float(jnp.max(jnp.abs(y - native)))})
+        if level["down"]:
+            kernel, stride = level["down"]
+            frames, side = (frames + 1 - kernel) // stride + 1, side // 2
+    return rows
+
+
+def print_conv_table(rows: list[dict]) -> None:
+    print(f"# conv benchmark on {platform.node()}: one 3x3x3 conv per encoder level")
+    print(f"{'level':>5} {'shape':<22} {'impl':<9} {'fwd s':>8} {'fwd+bwd s':>10} "
+          f"{'GFLOP':>7} {'fwd GF/s':>9} {'vs folded':>10} {'max |diff|':>10}")
+    folded = {r["level"]: r for r in rows if r["impl"] == "folded"}
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        ref = folded[r["level"]]
+        print(f"{r['level']:5d} {shape:<22} {r['impl']:<9} {r['forward_s']:8.3f} "
+              f"{r['forward_backward_s']:10.3f} {r['gflop']:7.1f} "
+              f"{r['gflop'] / r['forward_s']:9.0f} "
+              f"{ref['forward_backward_s'] / r['forward_backward_s']:9.2f}x "
+              f"{r['max_abs_diff']:10.1e}")
+    print("GFLOP: a direct 3x3x3 convolution's multiply-adds x 2 (Winograd does fewer, so its "
+          "GF/s is an equivalent rate); vs folded: forward+backward speed relative to the folded "
+          "conv; max |diff|: largest difference from the native output")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -411,6 +471,12 @@ def main(argv: list[str]) -> None:
     batch_sizes = [int(b) for b in FLAGS.batch_sizes] or [config.train.batch_size]
     if what in ("step", "encode"):
         _print(run_rows(what, config, batch_sizes, FLAGS.compare, FLAGS.steps), print_model_table)
+        return
+    if what == "conv":
+        config.model.conv_impl = "folded"  # for configure_jax: the CPU paths' XLA flag
+        config_lib.configure_jax(config)
+        _print(bench_conv(config, batch_sizes[0] if FLAGS.batch_sizes else 1, FLAGS.steps),
+               print_conv_table)
         return
     config_lib.configure_jax(config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -444,13 +510,13 @@ def _print(rows: list[dict], table) -> None:
 def define_flags() -> None:
     """The command's flags (defined only when it runs, so importing this module never
     clashes with another command's flags)."""
-    config_flags.DEFINE_config_file("config", None, "step/encode/pipeline: configs/*.py[:arg].",
+    config_flags.DEFINE_config_file("config", None, "step/encode/pipeline/conv: configs/*.py[:arg].",
                                     lock_config=False)
     flags.DEFINE_list("batch_sizes", [], "step/encode: global batch sizes, one row each "
-                      "(default: the config's train.batch_size).")
+                      "(default: the config's train.batch_size); conv: the first (default 1).")
     flags.DEFINE_multi_string("compare", [], "step/encode: knob=v1,v2 (';' between values "
                               "that contain commas); rows for every combination.")
-    flags.DEFINE_integer("steps", 3, "step/encode/pipeline: timed calls after compilation.")
+    flags.DEFINE_integer("steps", 3, "step/encode/pipeline/conv: timed calls after compilation.")
     flags.DEFINE_integer("batches", 20, "pipeline: timed loader batches.")
     flags.DEFINE_string("workdir", None, "pipeline: where the config builds its dataset "
                         "(default: a temporary directory).")

@@ -75,3 +75,17 @@ def test_encode_and_pipeline_commands(data_dir, tmp_path):  # noqa: F811
     assert loader["dataset"] == pipeline.dataset_name(config.data)
     assert loader["batch"] == step["batch"] == config.train.batch_size
     assert loader["examples_per_sec"] > 0 and step["what"] == "step" and step["gflops"] > 0
+
+
+def test_conv_command_times_every_impl_per_level(tmp_path):
+    config = demo.get_config()
+    config.data.update(frames=8, heatmap_size=16)
+    config.model.update(channels=(8, 16), spatial_downsamples=1)
+    config.discriminator.num_layers = 2
+    config_file = str(write_config_file(config, tmp_path))
+    rows = _run(tmp_path, "conv", f"--config={config_file}", "--steps=1")
+    assert [(r["level"], r["impl"]) for r in rows] == [
+        (level, impl) for level in (0, 1) for impl in ("native", "folded", "winograd")]
+    assert [r["shape"] for r in rows[::3]] == [[1, 8, 16, 16, 8], [1, 4, 8, 8, 16]]
+    assert all(r["forward_s"] > 0 and r["forward_backward_s"] > 0 for r in rows)
+    assert all(r["max_abs_diff"] < 1e-4 for r in rows) and rows[0]["max_abs_diff"] == 0
