@@ -138,7 +138,7 @@ _WINOGRAD = {
         np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                   [0, 1, -1, 8, -8, 1]])),
 }
-WINOGRAD_MIN_FRAMES = 4  # shorter outputs: the folded conv does no more work
+WINOGRAD_MIN_FRAMES = 4  # shorter outputs (the deepest levels, little of the work) stay folded
 WINOGRAD_F4_FRAMES = 16  # from this many output frames F(4, 3), below it F(2, 3)
 
 
