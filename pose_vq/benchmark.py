@@ -473,8 +473,7 @@ def main(argv: list[str]) -> None:
         _print(run_rows(what, config, batch_sizes, FLAGS.compare, FLAGS.steps), print_model_table)
         return
     if what == "conv":
-        config.model.conv_impl = "folded"  # for configure_jax: the CPU paths' XLA flag
-        config_lib.configure_jax(config)
+        config_lib.enable_cpu_conv_flag()  # before any backend use, as configure_jax does
         _print(bench_conv(config, batch_sizes[0] if FLAGS.batch_sizes else 1, FLAGS.steps),
                print_conv_table)
         return

@@ -119,6 +119,11 @@ def _add_xla_flag(flag: str) -> None:
     os.environ["XLA_FLAGS"] = " ".join(flags)
 
 
+def enable_cpu_conv_flag() -> None:
+    """Set XLA's CPU convolution flag, as the CPU conv paths (folded, winograd) want it."""
+    _add_xla_flag(CPU_CONV_FLAG)
+
+
 def configure_jax(config: ml_collections.ConfigDict) -> None:
     """Process-wide JAX settings a config asks for; call before anything touches a backend.
 
@@ -128,7 +133,7 @@ def configure_jax(config: ml_collections.ConfigDict) -> None:
     """
     _add_xla_flag(CPU_REMAT_FLAG)
     if config.model.conv_impl != "native":
-        _add_xla_flag(CPU_CONV_FLAG)
+        enable_cpu_conv_flag()
     if config.cpu_devices:
         jax.config.update("jax_num_cpu_devices", config.cpu_devices)
         _add_xla_flag(f"--xla_cpu_collective_call_terminate_timeout_seconds={CPU_COLLECTIVE_TIMEOUT_S}")
