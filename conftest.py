@@ -7,8 +7,25 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
+
+# One compilation cache for the run, subprocesses included: the tests compile the same
+# tiny programs many times (a run resumed twice, the Tokenizer after training, ...).
+# A fresh directory per run, so no test depends on an earlier run's state.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JIT_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pose_vq_jit_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "_JIT_CACHE" in globals():
+        shutil.rmtree(_JIT_CACHE, ignore_errors=True)
+
 
 SAMPLE_ROOT = pathlib.Path(__file__).resolve().parent.parent / "shared" / "data" / "panoptic_sample"
 

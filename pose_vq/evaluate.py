@@ -13,7 +13,7 @@ import functools
 import json
 import math
 import pathlib
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +23,9 @@ from absl import logging
 from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pose_vq import metrics, visualize
+from pose_vq import checkpointing, metrics, visualize
 from pose_vq.data import modes, pipeline, skeleton
-
-if TYPE_CHECKING:
-    from pose_vq.train import Models, TrainState
+from pose_vq.state import GeneratorState, Models, TrainState
 
 WEIGHT_SETS = ("raw", "ema")
 
@@ -41,7 +39,7 @@ def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
     return {k: jnp.sum(v * mask) for k, v in per_clip.items()}
 
 
-def _eval_batch(models: "Models", radius: int, params: Any, vq_stats: Any, inputs: jax.Array,
+def _eval_batch(models: Models, radius: int, params: Any, vq_stats: Any, inputs: jax.Array,
                 targets: jax.Array, mask: jax.Array, points: jax.Array | None
                 ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
     """Masked sums of the per-clip metrics, the batch's token histogram, and the
@@ -92,7 +90,7 @@ def codebook_stats(histogram: np.ndarray) -> dict[str, float]:
 class Evaluator:
     """Evaluates train states on one split; each process reads only its share of it."""
 
-    def __init__(self, models: "Models", mesh: Mesh, data_dir: str, name: str,
+    def __init__(self, models: Models, mesh: Mesh, data_dir: str, name: str,
                  config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
         ec = config.eval
         self.models, self.mesh, self.workdir = models, mesh, pathlib.Path(workdir)
@@ -143,7 +141,7 @@ class Evaluator:
             yield {"points": None, **{k: jax.make_array_from_process_local_data(self._sharding, v)
                                       for k, v in host.items()}}
 
-    def run(self, state: "TrainState", step: int,
+    def run(self, state: TrainState | GeneratorState, step: int,
             writer: metric_writers.MetricWriter | None = None) -> dict[str, Any]:
         """Evaluate both weight sets; write summaries, GIFs and eval_metrics.json."""
         weights = {"raw": state.generator, "ema": state.ema_generator}
@@ -210,17 +208,12 @@ def _headline(results: dict[str, Any]) -> str:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-    """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split``."""
-    from pose_vq import train  # noqa: PLC0415  (train imports this module)
-
+    """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split`` (its
+    generator alone is read)."""
     workdir = pathlib.Path(workdir)
     mesh = pipeline.data_mesh()
-    models = train.Models.create(config)
-    manager = train.checkpoint_manager(workdir, config.train.keep_checkpoints)
-    if manager.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first "
-                                f"(--mode=train --workdir={workdir})")
-    state = train.restore_state(manager, train.abstract_state(models, mesh, config.seed))
+    models = Models.create(config)
+    state = checkpointing.restore_generator(workdir, models, mesh)
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     results = Evaluator(models, mesh, data_dir, name, config, workdir).run(

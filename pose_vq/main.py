@@ -22,8 +22,7 @@ from ml_collections import config_flags
 
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
-from pose_vq.models.discriminator import PatchDiscriminator
-from pose_vq.models.vqgan import VQGAN
+from pose_vq.state import Models
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                 lock_config=True)
@@ -46,18 +45,16 @@ def _count(tree: Any) -> int:
 
 def abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Shapes of the generator's and discriminator's variables, without allocating them."""
-    spec = config_lib.generator_spec(config)
-    clip = jnp.zeros((1, spec.frames, spec.image_size, spec.image_size, spec.in_channels))
-    target = jnp.zeros(clip.shape[:-1] + (spec.out_channels,))
+    models = Models.create(config)
+    clip = jnp.zeros(models.input_shape(1))
     key = jax.random.key(0)
-    generator = jax.eval_shape(lambda: VQGAN(spec).init(
+    generator = jax.eval_shape(lambda: models.generator.init(
         {"params": key, "vq": key, "dropout": key}, clip, train=False))
-    disc = PatchDiscriminator(config.discriminator.filters, config.discriminator.num_layers,
-                              config.discriminator.norm_groups, config.model.dtype,
-                              config.model.conv_impl)
-    discriminator = jax.eval_shape(lambda: disc.init(key, target))
-    tokens = jax.eval_shape(lambda v: VQGAN(spec).apply(v, clip, method=VQGAN.encode), generator)
-    return {"spec": spec, "generator": generator, "discriminator": discriminator,
+    discriminator = jax.eval_shape(
+        lambda: models.discriminator.init(key, jnp.zeros(models.target_shape(1))))
+    tokens = jax.eval_shape(lambda v: models.generator.apply(v, clip, method="encode"),
+                            generator)
+    return {"spec": models.spec, "generator": generator, "discriminator": discriminator,
             "tokens": tokens}
 
 

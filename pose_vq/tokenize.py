@@ -34,22 +34,14 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
+from pose_vq import checkpointing, metrics
 from pose_vq import config as config_lib
-from pose_vq import metrics, train
 from pose_vq.data import pipeline
+from pose_vq.state import Models
 
 TOKENS_NAME = "motion_tokens"
 TOKENS_VERSION = "1.0.0"
 WEIGHTS = ("ema", "raw")
-
-
-def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """The config a run was trained with (``<workdir>/config.json``, written by training),
-    over today's defaults, so knobs added since the run keep their default values."""
-    path = pathlib.Path(workdir) / train.CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a pose_vq training workdir?")
-    return config_lib.from_json(path.read_text())
 
 
 @dataclasses.dataclass
@@ -57,7 +49,7 @@ class Tokenizer:
     """A trained generator's encoder and decoder, with the weights of one checkpoint."""
 
     config: ml_collections.ConfigDict
-    models: train.Models
+    models: Models
     variables: dict[str, Any]  # {"params": ..., "vq_stats": ...}
     step: int
     weights: str
@@ -68,14 +60,9 @@ class Tokenizer:
         """The checkpoint at ``step`` (default: the latest) of a training workdir."""
         if weights not in WEIGHTS:
             raise ValueError(f"weights={weights!r}: choose one of {WEIGHTS}")
-        config = load_run_config(workdir)
-        models = train.Models.create(config)
-        manager = train.checkpoint_manager(workdir, config.train.keep_checkpoints)
-        if manager.latest_step() is None:
-            raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first")
-        mesh = pipeline.data_mesh()
-        state = train.restore_state(manager, train.abstract_state(models, mesh, config.seed),
-                                    step=step)
+        config = checkpointing.load_run_config(workdir)
+        models = Models.create(config)
+        state = checkpointing.restore_generator(workdir, models, pipeline.data_mesh(), step)
         params = state.ema_generator if weights == "ema" else state.generator
         return cls(config, models, {"params": params, "vq_stats": state.vq_stats},
                    int(state.step), weights)
@@ -213,7 +200,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     workdir = pathlib.Path(FLAGS.workdir)
-    config = load_run_config(workdir)
+    config = checkpointing.load_run_config(workdir)
     config_lib.configure_jax(config)  # before any JAX backend use
     tokenizer = Tokenizer.from_workdir(workdir, FLAGS.weights, FLAGS.step)
     output_dir = pathlib.Path(FLAGS.output_dir or workdir / "tokens")

@@ -10,11 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import app
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import demo
-from pose_vq import benchmark
+from pose_vq.benchmarks import harness, model
 from pose_vq.data import pipeline
 from tests.test_multihost import write_config_file
 from tests.test_train import data_dir, tiny_config  # noqa: F401 (data_dir is a fixture)
@@ -26,17 +25,17 @@ def test_flops_of_a_sharded_matmul_are_summed_over_devices():
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     a = jax.device_put(jnp.ones((b, n, n)), sharding)
     compiled = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a)).lower(a).compile()
-    flops, lower_bound = benchmark._flops(compiled, mesh.size)
+    flops, lower_bound = harness.xla_flops(compiled, mesh.size)
     assert flops == pytest.approx(2 * b * n**3, rel=0.01) and not lower_bound
     # A loop's body is counted once: the row says its FLOPs are a lower bound.
     k = 4
     looped = jax.jit(lambda a: jax.lax.map(lambda m: m @ m, a)).lower(jnp.ones((k, n, n)))
-    flops, lower_bound = benchmark._flops(looped.compile(), 1)
+    flops, lower_bound = harness.xla_flops(looped.compile(), 1)
     assert lower_bound and flops == pytest.approx(2 * n**3, rel=0.01)  # of 2 * k * n**3
 
 
 def test_compare_grid_types_values_and_combines_them():
-    rows = benchmark.compare_grid(demo.get_config(), [
+    rows = model.compare_grid(demo.get_config(), [
         "model.dtype=float32,bfloat16", "model.remat_levels=0,1",
         "model.channels=(8,16);(16,32)"])
     assert len(rows) == 8
@@ -45,10 +44,10 @@ def test_compare_grid_types_values_and_combines_them():
                        "model.channels": (16, 32)}
     assert config.model.remat_levels == 1 and tuple(config.model.channels) == (16, 32)
     assert demo.get_config().model.remat_levels == 0  # the base config is untouched
-    with pytest.raises(app.UsageError, match="no knob model.width"):
-        benchmark.compare_grid(demo.get_config(), ["model.width=1,2"])
-    with pytest.raises(app.UsageError, match="not a boolean"):
-        benchmark.compare_grid(demo.get_config(), ["data.synthetic=yes"])
+    with pytest.raises(model.CompareError, match="no knob model.width"):
+        model.compare_grid(demo.get_config(), ["model.width=1,2"])
+    with pytest.raises(model.CompareError, match="not a boolean"):
+        model.compare_grid(demo.get_config(), ["data.synthetic=yes"])
 
 
 def _run(tmp_path, *args):

@@ -5,8 +5,9 @@ import pathlib
 
 import pytest
 
-from pose_vq import evaluate, metrics, train
+from pose_vq import evaluate, metrics
 from pose_vq.data import pipeline
+from pose_vq.state import Models, create_state
 from tests.test_train import tiny_config
 
 
@@ -16,8 +17,8 @@ def _evaluate(build_small, tmp_path, **data):
         "data.mode": "m2d", "loss.perceptual_weight": 0.0, "eval.num_videos": 0,
         "eval.max_examples": 0, **{f"data.{k}": v for k, v in data.items()}})
     mesh = pipeline.data_mesh()
-    models = train.Models.create(config)
-    state = train.create_state(models, mesh, config.seed)
+    models = Models.create(config)
+    state = create_state(models, mesh, config.seed)
     return evaluate.Evaluator(models, mesh, config.data.data_dir,
                               pipeline.dataset_name(config.data), config, tmp_path).run(state, 0)
 

@@ -12,8 +12,9 @@ import sys
 import jax
 import numpy as np
 
-from pose_vq import train
+from pose_vq import checkpointing, step
 from pose_vq.data import pipeline
+from pose_vq.state import Models, abstract_state, create_state
 from tests.test_train import assert_states_close, data_dir, tiny_config  # noqa: F401
 
 STEPS = 3
@@ -59,9 +60,9 @@ def _single_process(config):
     """The same steps in this process on 2 devices, each global batch assembled from the
     two processes' shards (shard i fills the batch's half i, as on the mesh)."""
     mesh = pipeline.data_mesh(jax.devices()[:2])
-    models = train.Models.create(config)
-    state = train.create_state(models, mesh, config.seed)
-    step_fn = train.make_train_step(models, mesh, state)
+    models = Models.create(config)
+    state = create_state(models, mesh, config.seed)
+    step_fn = step.make_train_step(models, mesh, state, None)
     shards = [iter(pipeline.make_loader(pipeline.LoaderConfig(
         data_dir=config.data.data_dir, name=pipeline.dataset_name(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
@@ -85,9 +86,9 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     _launch(config, workdir, tmp_path)
 
     models, mesh, expected = _single_process(config)
-    manager = train.checkpoint_manager(workdir, 1)
+    manager = checkpointing.checkpoint_manager(workdir, 1)
     assert manager.latest_step() == STEPS
-    restored = train.restore_state(manager, train.abstract_state(models, mesh, config.seed))
+    restored = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
     assert int(restored.step) == STEPS
     assert_states_close(expected, restored, config.optimizer.learning_rate, STEPS)
 

@@ -241,10 +241,10 @@ def test_gumbel():
     ev = _eval(model, {**variables, "params": {**variables["params"], "to_logits": flat}}, z)
     assert abs(float(ev.losses["kl"])) < 1e-6
     # Temperature schedule: from start, monotone non-increasing, clipped at end.
-    t = np.asarray(gumbel_temperature(jnp.arange(0, 3000, 10), 1.0, 1 / 16, anneal_steps=2000))
+    t = np.asarray(gumbel_temperature(1.0, 1 / 16, anneal_steps=2000)(jnp.arange(0, 3000, 10)))
     assert t[0] == pytest.approx(1.0) and t[-1] == pytest.approx(1 / 16)
     assert np.all(np.diff(t) <= 0) and t.min() >= 1 / 16 - 1e-7
-    assert float(gumbel_temperature(1000, 1.0, 1 / 16, 2000)) == pytest.approx(0.25, rel=1e-5)
+    assert float(gumbel_temperature(1.0, 1 / 16, 2000)(1000)) == pytest.approx(0.25, rel=1e-5)
 
 
 def _mixture(n, seed, d=16, components=64):

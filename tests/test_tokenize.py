@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from pose_vq import evaluate, tokenize, train
+from pose_vq import checkpointing, evaluate, tokenize
 from pose_vq.data import pipeline
 
 
@@ -53,8 +53,7 @@ def test_roundtrip_metrics_equal_evaluation(run_dir, tmp_path):
     tok = tokenize.Tokenizer.from_workdir(run_dir)
     config = tok.config
     config.eval.max_examples = 0
-    state = train.restore_state(train.checkpoint_manager(run_dir, 3), train.abstract_state(
-        tok.models, pipeline.data_mesh(), config.seed))
+    state = checkpointing.restore_generator(run_dir, tok.models, pipeline.data_mesh())
     data_dir, name = pipeline.prepare_dataset(config.data, run_dir)
     expected = evaluate.Evaluator(tok.models, pipeline.data_mesh(), data_dir, name, config,
                                   tmp_path).run(state, 1)["ema"]

@@ -1,6 +1,7 @@
 """The training step and loop: device-count independence, exact resumption, the
-generator gradient against a plain jax.grad oracle (no discriminator loss in it), and
-non-finite losses stopping training with the last good checkpoint kept."""
+generator gradient against a plain jax.grad oracle (no discriminator loss in it, a
+stop-gradient adaptive weight), and non-finite losses stopping training with the last
+good checkpoint kept."""
 
 import functools
 import json
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 
 from configs import demo
-from pose_vq import losses, train
+from pose_vq import checkpointing, train
+from pose_vq import step as step_lib
 from pose_vq.data import pipeline
 from pose_vq.models.lpips import perceptual_loss
+from pose_vq.state import Models, abstract_state, create_state, init_state
 
 
 def tiny_config(data_dir, **overrides):
@@ -55,9 +58,9 @@ def leaves(tree):
 
 def run_steps(config, devices, batch, steps=2):
     mesh = pipeline.data_mesh(devices)
-    models = train.Models.create(config)
-    state = train.create_state(models, mesh, config.seed)
-    step_fn = train.make_train_step(models, mesh, state)
+    models = Models.create(config)
+    state = create_state(models, mesh, config.seed)
+    step_fn = step_lib.make_train_step(models, mesh, state, step_lib.load_perceptual(config))
     for _ in range(steps):
         state, _, finite = step_fn(state, pipeline.to_global(batch, mesh))
         assert bool(finite)
@@ -104,6 +107,87 @@ def test_step_on_8_devices_equals_1_device(data_dir):
     assert_states_close(one, eight, 2.25e-5, steps=2)
 
 
+def _generator_objective_oracle(models, perceptual, state, x, target, key, *, leak=False,
+                                stop_weight=True):
+    """jax.grad of the generator objective written out plainly: L1 + LPIPS + codebook terms
+    + adaptive weight x hinge generator loss, the weight the ratio of two explicit
+    gradient norms at the decoder's last kernel. ``leak`` adds the discriminator's hinge
+    loss (the reference's bug); ``stop_weight=False`` lets the gradient flow through the
+    adaptive weight. Returns (gradient, adaptive weight)."""
+    lc = models.config.loss
+    k_vq, k_dropout, k_planes = jax.random.split(key, 3)
+
+    def forward(params):
+        (recon, q), _ = models.generator.apply(
+            {"params": params, "vq_stats": state.vq_stats}, x, train=True,
+            rngs={"vq": k_vq, "dropout": k_dropout}, mutable=["vq_stats", "intermediates"])
+        return recon, q.losses["total"]
+
+    def rec_loss(params):
+        recon, _ = forward(params)
+        a, b = step_lib.sample_planes(recon, target, lc.perceptual_planes, k_planes)
+        return (lc.l1_weight * jnp.mean(jnp.abs(recon - target))
+                + lc.perceptual_weight * perceptual_loss(perceptual, a, b))
+
+    disc = lambda clip: models.discriminator.apply(state.discriminator, clip)
+    adv_loss = lambda params: -jnp.mean(disc(forward(params)[0]))
+
+    def with_kernel(params, kernel):
+        decoder = {**params["decoder"], "conv_out": {**params["decoder"]["conv_out"],
+                                                     "kernel": kernel}}
+        return {**params, "decoder": decoder}
+
+    def weight(params):
+        kernel = params["decoder"]["conv_out"]["kernel"]
+        g_rec = jax.grad(lambda k: rec_loss(with_kernel(params, k)))(kernel)
+        g_adv = jax.grad(lambda k: adv_loss(with_kernel(params, k)))(kernel)
+        w = lc.adaptive_weight_scale * jnp.clip(
+            jnp.linalg.norm(g_rec) / (jnp.linalg.norm(g_adv) + 1e-4), 0, lc.adaptive_weight_max)
+        return jax.lax.stop_gradient(w) if stop_weight else w
+
+    def objective(params):
+        recon, q_total = forward(params)
+        total = rec_loss(params) + q_total + lc.adversarial_weight * weight(params) * adv_loss(params)
+        if leak:
+            total += (jnp.mean(jax.nn.relu(1.0 - disc(target)))
+                      + jnp.mean(jax.nn.relu(1.0 + disc(recon)))) / 2
+        return total
+
+    return jax.jit(jax.grad(objective))(state.generator), weight(state.generator)
+
+
+def _relative_error(grads, oracle):
+    flat = lambda tree: np.concatenate([x.ravel() for x in leaves(tree)]).astype(np.float64)
+    return float(np.linalg.norm(flat(grads) - flat(oracle)) / np.linalg.norm(flat(oracle)))
+
+
+def test_generator_gradient_is_the_generator_objective_alone(data_dir):
+    """step.generator_gradients (one VJP of the generator; the adaptive weight from the
+    last conv's VJP) equals jax.grad of the plainly written objective to 1e-5 relative,
+    and the tolerance is tight: the reference's leak (D's hinge loss differentiated into
+    G) and a weight without stop-gradient both land far outside it."""
+    config = tiny_config(data_dir)
+    models = Models.create(config)
+    perceptual = step_lib.load_perceptual(config)
+    state = init_state(models, 0)
+    batch = {k: jnp.asarray(v) for k, v in first_batch(config, size=2).items()}
+    x, target = batch["inputs"], batch["targets"]
+    key = jax.random.key(7)
+    grads, _, aux = jax.jit(functools.partial(step_lib.generator_gradients, models,
+                                              perceptual))(state, x, target, key)
+    oracle, weight = _generator_objective_oracle(models, perceptual, state, x, target, key)
+    np.testing.assert_allclose(aux["scalars"]["gan_adaptive_weight"], weight, rtol=1e-5)
+    assert float(weight) > 0.01  # the adversarial term is really in the objective
+    error = _relative_error(grads, oracle)
+    assert error < 1e-5, error
+    scale = max(np.abs(g).max() for g in leaves(oracle))
+    for a, b in zip(leaves(oracle), leaves(grads)):  # and leaf by leaf, near-zero ones too
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * scale)
+    for bug in ({"leak": True}, {"stop_weight": False}):
+        wrong, _ = _generator_objective_oracle(models, perceptual, state, x, target, key, **bug)
+        assert _relative_error(grads, wrong) > 100 * 1e-5, bug
+
+
 def saved_iterator_state(workdir, step):
     files = list((pathlib.Path(workdir) / "checkpoints" / str(step) / "data").glob("*.json"))
     assert len(files) == 1, files
@@ -145,10 +229,44 @@ def test_nan_batch_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_pa
     with pytest.raises(FloatingPointError,
                        match=r"non-finite loss at step 3: .*loss/l1.*last checkpoint \(step 2\)"):
         train.train_and_evaluate(config, tmp_path)
-    manager = train.checkpoint_manager(tmp_path, 3)
+    manager = checkpointing.checkpoint_manager(tmp_path, 3)
     assert manager.all_steps() == [2]
-    models = train.Models.create(config)
+    models = Models.create(config)
     mesh = pipeline.data_mesh()
-    state = train.restore_state(manager, train.abstract_state(models, mesh, config.seed))
+    state = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
     assert int(state.step) == 2
     assert all(np.isfinite(x).all() for x in leaves(state.generator))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path, monkeypatch):
+    """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
+    checkpoint interval, stops without evaluating, and a rerun resumes from step 2."""
+    import os
+    import signal
+
+    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
+                                      "train.checkpoint_every": 100})
+    next_batch = pipeline.GlobalBatches.__next__
+    calls = {"n": 0}
+
+    def preempted(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next_batch(self)
+
+    monkeypatch.setattr(pipeline.GlobalBatches, "__next__", preempted)
+    handler = signal.getsignal(signal.SIGTERM)
+    state = train.train_and_evaluate(config, tmp_path)
+    assert int(state.step) == 2
+    assert checkpointing.checkpoint_manager(tmp_path).all_steps() == [2]
+    assert not (tmp_path / "eval_metrics.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler  # the loop's own handler is gone
+    monkeypatch.setattr(pipeline.GlobalBatches, "__next__", next_batch)
+    assert int(train.train_and_evaluate(config, tmp_path).step) == 4
+
+
+def test_hparams_are_flat_scalars():
+    flat = train.hparams(demo.get_config())
+    assert flat["model.channels"] == "(8, 32, 64)" and flat["quantizer.num_codes"] == 256
+    assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())

@@ -34,6 +34,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 KINDS = ("ema", "learned", "gumbel")
@@ -50,12 +51,11 @@ class QuantizerOutput:
     health: dict[str, jax.Array]  # unique_fraction, perplexity, dead_fraction
 
 
-def gumbel_temperature(step: jax.Array | int, start: float = 1.0, end: float = 1 / 16,
-                       anneal_steps: int = 100_000) -> jax.Array:
-    """Gumbel-softmax temperature: exponential decay from ``start`` to ``end`` over
-    ``anneal_steps`` steps, then held at ``end``."""
-    rate = jnp.log(end / start) / anneal_steps
-    return jnp.maximum(start * jnp.exp(rate * jnp.asarray(step, jnp.float32)), end)
+def gumbel_temperature(start: float = 1.0, end: float = 1 / 16,
+                       anneal_steps: int = 100_000) -> optax.Schedule:
+    """Gumbel-softmax temperature by step: exponential decay from ``start`` to ``end``
+    over ``anneal_steps`` steps, then held at ``end``."""
+    return optax.exponential_decay(start, anneal_steps, end / start, end_value=end)
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:

@@ -1,0 +1,100 @@
+"""What every benchmark shares: timing after a warm-up, XLA's FLOP and memory analyses,
+a matmul peak measured beside the model, one row per fresh process, and printing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+
+def machine() -> str:
+    """This host in a few words, for a table's heading."""
+    return (f"{platform.node()}: {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores")
+
+
+def time_calls(fn: Callable[[], Any], repeats: int) -> float:
+    """Mean seconds per call after one warm-up call (waits for JAX's async results)."""
+    import jax  # noqa: PLC0415
+
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
+def matmul_peak(mesh, dtype) -> float:
+    """FLOP/s per device of a large matmul on every device of the mesh at once."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
+
+    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    a = jax.device_put(jnp.ones((mesh.size, n, n), dtype), sharding)
+    mm = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a), out_shardings=sharding)
+    seconds = time_calls(lambda: mm(a), repeats=5 if n == 2048 else 20)
+    return 2 * n**3 / seconds
+
+
+def xla_memory_gib(compiled) -> float:
+    """XLA's arguments + outputs + temporaries per device of a compiled program."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return float("nan")
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+            - m.alias_size_in_bytes) / 2**30
+
+
+def xla_flops(compiled, devices: int) -> tuple[float, bool]:
+    """FLOPs of one call summed over the ``devices`` it runs on (XLA's cost analysis is per
+    device), and whether that is a lower bound: XLA counts a loop's body once (e.g. the
+    LPIPS chunks of ``loss.perceptual_chunk``)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    has_loop = " while(" in compiled.as_text()
+    return float(cost.get("flops", float("nan"))) * devices, has_loop
+
+
+def peak_memory_gib() -> float:
+    """The accelerator's peak bytes in use, or this process's peak RSS on a CPU."""
+    import jax  # noqa: PLC0415
+
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_fresh(module: str, *args: str) -> dict:
+    """``python -m module args...`` in a fresh process (clean memory peaks, its own XLA
+    flags); its last stdout line is the row, as JSON. Raises with the process's stderr."""
+    res = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                         check=False)
+    if res.returncode:
+        raise RuntimeError((res.stderr.strip().splitlines() or ["?"])[-1][:200]
+                           + "\n" + res.stderr[-2000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def emit(rows: list[dict], table: Callable[[list[dict]], None], as_json: bool) -> None:
+    """One JSON object per row, or the command's table."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=_plain))
+    else:
+        table(rows)
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else str(x)

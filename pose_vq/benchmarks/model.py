@@ -1,0 +1,181 @@
+"""``step`` and ``encode``: the whole training step (generator with LPIPS, discriminator,
+adaptive weight, EMA) of a config on random clips, or clips to token ids. One row per
+batch size and per combination of ``--compare`` values (``knob=v1,v2``; ``;`` separates
+values that contain commas), each in a fresh process on all local devices with the batch
+split over them: seconds per step after compilation, examples/s/device, FLOPs from XLA's
+cost analysis, the FLOP rate against a matmul peak measured in the same process in the
+model's dtype, XLA's memory per device and the process's (or accelerator's) peak."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from pose_vq.benchmarks import harness
+
+
+class CompareError(ValueError):
+    """A --compare value that names no knob or does not parse as the knob's type."""
+
+
+def parse_value(text: str, current: Any) -> Any:
+    """A command-line value for a knob, typed like the knob's current value."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{text!r} is not a boolean")
+        return text.lower() in ("true", "1")
+    if isinstance(current, (int, float)):
+        return type(current)(text)
+    if isinstance(current, (tuple, list)):
+        return tuple(ast.literal_eval(text))
+    return text
+
+
+def compare_grid(config: ml_collections.ConfigDict, compare: list[str]
+                 ) -> list[tuple[dict[str, Any], ml_collections.ConfigDict]]:
+    """Every combination of the ``knob=v1,v2`` values, as (changed knobs, config)."""
+    knobs = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    axes = []
+    for spec in compare:
+        knob, sep, values = spec.partition("=")
+        if not sep or not values:
+            raise CompareError(f"--compare={spec}: expected knob=value1,value2")
+        if knob not in knobs:
+            raise CompareError(f"--compare={spec}: the config has no knob {knob}")
+        try:
+            axes.append([(knob, parse_value(v, knobs[knob]))
+                         for v in values.split(";" if ";" in values else ",")])
+        except (ValueError, SyntaxError) as e:
+            raise CompareError(f"--compare={spec}: {e}") from None
+    rows = []
+    for combo in itertools.product(*axes):
+        c = ml_collections.ConfigDict(config.to_dict())
+        c.update_from_flattened_dict(dict(combo))
+        rows.append((dict(combo), c))
+    return rows
+
+
+def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps: int) -> dict:
+    """One row of the step or encode table (in its own process: see ``run_rows``)."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
+
+    from pose_vq import step as step_lib  # noqa: PLC0415
+    from pose_vq.data import pipeline  # noqa: PLC0415
+    from pose_vq.models.vqgan import VQGAN  # noqa: PLC0415
+    from pose_vq.state import Models, create_state  # noqa: PLC0415
+
+    config.train.batch_size = batch
+    models = Models.create(config)
+    mesh = pipeline.data_mesh()
+    if batch % mesh.size:
+        raise ValueError(f"batch {batch} is not divisible by the {mesh.size} devices")
+    data = NamedSharding(mesh, PartitionSpec("data"))
+    rng = np.random.default_rng(0)
+    clips = lambda shape: jax.device_put(rng.uniform(size=shape).astype(np.float32), data)
+    start = time.perf_counter()
+    if what == "step":
+        state = create_state(models, mesh, config.seed)
+        batch_arrays = {"inputs": clips(models.input_shape(batch)),
+                        "targets": clips(models.target_shape(batch))}
+        step_fn = step_lib.make_train_step(models, mesh, state, step_lib.load_perceptual(config))
+        compiled = step_fn.lower(state, batch_arrays).compile()
+        holder = [state]
+
+        def run():
+            holder[0], _, finite = compiled(holder[0], batch_arrays)
+            return finite
+    else:
+        x = clips(models.input_shape(batch))
+        variables = jax.jit(lambda: models.generator.init(
+            {"params": jax.random.key(0), "vq": jax.random.key(1)}, x[:1]))()
+        encode = jax.jit(lambda v, x: models.generator.apply(v, x, method=VQGAN.encode),
+                         out_shardings=data)
+        compiled = encode.lower(variables, x).compile()
+        run = lambda: compiled(variables, x)
+    compile_s = time.perf_counter() - start
+    seconds = harness.time_calls(run, steps)
+    flops, flops_lower_bound = harness.xla_flops(compiled, mesh.size)
+    peak = harness.matmul_peak(mesh, jnp.dtype(config.model.dtype))
+    return {
+        "what": what, "batch": batch, "devices": mesh.size, "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind, "dtype": config.model.dtype,
+        "seconds": seconds, "examples_per_sec_per_device": batch / seconds / mesh.size,
+        "gflops": flops / 1e9, "flops_lower_bound": flops_lower_bound,
+        "tflops_per_sec": flops / seconds / 1e12,
+        "peak_tflops_per_device": peak / 1e12,
+        "utilisation": flops / seconds / (peak * mesh.size),
+        "xla_gib_per_device": harness.xla_memory_gib(compiled),
+        "peak_gib": harness.peak_memory_gib(), "compile_seconds": compile_s,
+    }
+
+
+def run_rows(what: str, config: ml_collections.ConfigDict, batch_sizes: list[int],
+             compare: list[str], steps: int) -> list[dict]:
+    """Measure every (compare combination, batch size), each in a fresh process; a row
+    that fails keeps its error's last line."""
+    rows = []
+    for changed, c in compare_grid(config, compare):
+        for batch in batch_sizes:
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump({"what": what, "batch": batch, "steps": steps,
+                           "config": c.to_json_best_effort()}, f)
+            try:
+                rows.append({**harness.run_fresh("pose_vq.benchmarks.model", f.name),
+                             "changed": changed})
+            except RuntimeError as e:
+                rows.append({"what": what, "batch": batch, "changed": changed,
+                             "error": str(e).splitlines()[0]})
+            finally:
+                os.unlink(f.name)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    ok = [r for r in rows if "error" not in r]
+    if ok:
+        r = ok[0]
+        print(f"# {r['what']} benchmark on {harness.machine()}: {r['platform']} "
+              f"({r['device_kind']}), {r['devices']} device(s)")
+    print(f"{'changed':<34} {'batch':>5} {'s/step':>8} {'ex/s/dev':>9} {'GFLOP':>9} "
+          f"{'TFLOP/s':>8} {'peak':>7} {'util':>6} {'XLA GiB':>8} {'peak GiB':>8} "
+          f"{'vs 1st':>7}")
+    first = ok[0]["examples_per_sec_per_device"] if ok else None
+    for r in rows:
+        changed = ",".join(f"{k.split('.')[-1]}={v}" for k, v in r["changed"].items()) or "-"
+        if "error" in r:
+            print(f"{changed:<34} {r['batch']:5d} failed: {r['error']}")
+            continue
+        bound = "+" if r.get("flops_lower_bound") else " "
+        print(f"{changed:<34} {r['batch']:5d} {r['seconds']:8.3f} "
+              f"{r['examples_per_sec_per_device']:9.2f} {r['gflops']:8.1f}{bound}"
+              f"{r['tflops_per_sec']:8.3f} {r['peak_tflops_per_device']:7.3f} "
+              f"{100 * r['utilisation']:5.1f}% {r['xla_gib_per_device']:8.2f} "
+              f"{r['peak_gib']:8.2f} {r['examples_per_sec_per_device'] / first:6.2f}x")
+    print("s/step: mean after compilation; peak: measured matmul TFLOP/s per device in the "
+          "model's dtype; util: model FLOP rate / (peak x devices); XLA GiB: arguments + "
+          "outputs + temporaries per device; peak GiB: the process's peak RSS (CPU) or the "
+          "device's peak bytes in use; vs 1st: examples/s/device relative to the first row; "
+          "+: the program loops (e.g. loss.perceptual_chunk) and XLA counts a loop body "
+          "once, so its FLOPs, TFLOP/s and util are lower bounds")
+
+
+if __name__ == "__main__":  # one row, in the fresh process run_rows starts
+    from pose_vq import config as config_lib
+
+    with open(sys.argv[1]) as f:
+        job = json.load(f)
+    row_config = config_lib.from_json(job["config"])
+    config_lib.configure_jax(row_config)
+    print(json.dumps(measure_row(job["what"], row_config, job["batch"], job["steps"])))

@@ -1,0 +1,102 @@
+"""A run's files in its workdir: the config it was trained with and its orbax checkpoints
+(the train state and the data iterator's position).
+
+Training saves and restores whole states; evaluation, export and visualisation restore
+the generator alone (``restore_generator``), so they never read optimiser states or the
+discriminator.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from pose_vq import config as config_lib
+from pose_vq.data import pipeline
+from pose_vq.state import GeneratorState, Models, TrainState, abstract_generator_state
+
+CONFIG_FILE = "config.json"  # the run's config, in its workdir
+
+
+def write_run_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
+    """Keep the run's config in its workdir (process 0): what export and visualisation
+    rebuild the model from."""
+    if jax.process_index() == 0:
+        path = pathlib.Path(workdir) / CONFIG_FILE
+        path.write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """The config a run was trained with (``<workdir>/config.json``), over today's
+    defaults, so knobs added since the run keep their default values."""
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a pose_vq training workdir?")
+    return config_lib.from_json(path.read_text())
+
+
+def checkpoint_manager(workdir: str | pathlib.Path, keep: int | None = None, every: int = 1,
+                       read_only: bool = False) -> ocp.CheckpointManager:
+    """The run's checkpoints, the last ``keep`` kept (None: all). ``should_save(step)``
+    holds every ``every`` steps and at a preemption sync point (orbax's default would
+    also save the first step of a run)."""
+    policy = ocp.checkpoint_managers.AnySavePolicy([
+        ocp.checkpoint_managers.FixedIntervalPolicy(every),
+        ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
+    return ocp.CheckpointManager(
+        pathlib.Path(workdir).absolute() / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
+                                             create=not read_only, read_only=read_only),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler()})
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: TrainState,
+         batches: pipeline.GlobalBatches) -> None:
+    """Save the state and the loader's position at ``step`` (asynchronously; whether to
+    is the loop's call, through ``manager.should_save``)."""
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeSave(state),
+        data=grain.checkpoint.CheckpointSave(batches.host_iterator)), force=True)
+
+
+def _require_checkpoint(manager: ocp.CheckpointManager) -> None:
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first")
+
+
+def restore_state(manager: ocp.CheckpointManager, abstract: TrainState,
+                  batches: pipeline.GlobalBatches | None = None, step: int | None = None
+                  ) -> TrainState:
+    """The whole state at ``step`` (default: the latest); also positions ``batches``
+    there."""
+    _require_checkpoint(manager)
+    step = manager.latest_step() if step is None else step
+    items = {"state": ocp.args.PyTreeRestore(abstract, restore_args=_restore_args(abstract))}
+    if batches is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(batches.host_iterator)
+    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def restore_generator(workdir: str | pathlib.Path, models: Models, mesh: jax.sharding.Mesh,
+                      step: int | None = None) -> GeneratorState:
+    """The generator's part of the checkpoint at ``step`` (default: the latest) of a
+    workdir, read alone (orbax partial restore) and replicated on ``mesh``."""
+    manager = checkpoint_manager(workdir, read_only=True)
+    _require_checkpoint(manager)
+    step = manager.latest_step() if step is None else step
+    abstract = abstract_generator_state(models, mesh, models.config.seed)
+    item = ocp.args.PyTreeRestore(abstract, restore_args=_restore_args(abstract),
+                                  partial_restore=True)
+    return GeneratorState(**manager.restore(step, args=ocp.args.Composite(state=item))["state"])
+
+
+def _restore_args(abstract: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+        abstract)

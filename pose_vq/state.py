@@ -1,0 +1,129 @@
+"""The models a config defines and the train state they are trained in.
+
+``Models`` holds what one config fixes and nothing trainable (modules, optimisers, shapes);
+``TrainState`` holds everything a checkpoint stores besides the data iterator. States are
+created directly in their sharding on the mesh (``jit(init, out_shardings=...)``), so no
+host ever holds a full unsharded copy first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from pose_vq import config as config_lib
+from pose_vq.models.discriminator import PatchDiscriminator
+from pose_vq.models.vqgan import VQGAN, GeneratorSpec
+
+Params = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the data iterator."""
+
+    step: jax.Array  # optimiser steps taken
+    rng: jax.Array  # base PRNG key (uint32 key data); step keys are fold_in(rng, step)
+    generator: Params
+    vq_stats: Params  # the codebook's EMA state and usage ("vq_stats" collection)
+    discriminator: Params
+    generator_opt: optax.OptState
+    discriminator_opt: optax.OptState
+    ema_generator: Params  # EMA of the generator weights, for evaluation and export
+    lecam: jax.Array  # EMA anchors of the mean real and fake logits (LeCam)
+
+
+@flax.struct.dataclass
+class GeneratorState:
+    """The fields of a TrainState that encoding, decoding and evaluation need (both read
+    the same attributes): a generator-only restore reads these and never the optimiser
+    states or the discriminator."""
+
+    step: jax.Array
+    generator: Params
+    vq_stats: Params
+    ema_generator: Params
+
+
+GENERATOR_FIELDS = tuple(f.name for f in dataclasses.fields(GeneratorState))
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """The modules and optimisers one config defines (nothing trainable, no weights)."""
+
+    config: ml_collections.ConfigDict
+    spec: GeneratorSpec
+    generator: VQGAN
+    discriminator: PatchDiscriminator
+    generator_tx: optax.GradientTransformation
+    discriminator_tx: optax.GradientTransformation
+
+    @classmethod
+    def create(cls, config: ml_collections.ConfigDict) -> "Models":
+        spec = config_lib.generator_spec(config)
+        d, o = config.discriminator, config.optimizer
+        tx = lambda: optax.adam(o.learning_rate, b1=o.b1, b2=o.b2)
+        return cls(config=config, spec=spec, generator=VQGAN(spec),
+                   discriminator=PatchDiscriminator(d.filters, d.num_layers, d.norm_groups,
+                                                    config.model.dtype, config.model.conv_impl),
+                   generator_tx=tx(), discriminator_tx=tx())
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        s = self.spec
+        return (batch, s.frames, s.image_size, s.image_size, s.in_channels)
+
+    def target_shape(self, batch: int) -> tuple[int, ...]:
+        return self.input_shape(batch)[:-1] + (self.spec.out_channels,)
+
+
+def init_state(models: Models, seed: int) -> TrainState:
+    """A fresh state (call under jit with out_shardings to create it sharded)."""
+    key = jax.random.PRNGKey(seed)
+    k_gen, k_vq, k_disc, k_train = jax.random.split(key, 4)
+    clip = jnp.zeros(models.input_shape(1), jnp.float32)
+    variables = models.generator.init({"params": k_gen, "vq": k_vq, "dropout": k_vq}, clip,
+                                      train=False)
+    generator = variables["params"]
+    discriminator = models.discriminator.init(k_disc, jnp.zeros(models.target_shape(1)))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), rng=k_train, generator=generator,
+        vq_stats=variables["vq_stats"], discriminator=discriminator,
+        generator_opt=models.generator_tx.init(generator),
+        discriminator_opt=models.discriminator_tx.init(discriminator),
+        ema_generator=jax.tree_util.tree_map(jnp.copy, generator),
+        lecam=jnp.zeros((2,), jnp.float32))
+
+
+def replicated(mesh: Mesh, tree: Any) -> Any:
+    """A full copy of every leaf on every device of the mesh."""
+    return jax.tree_util.tree_map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
+
+
+def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
+    """A fresh state, created directly in its (replicated) sharding on the mesh."""
+    init = functools.partial(init_state, models, seed)
+    return jax.jit(init, out_shardings=replicated(mesh, jax.eval_shape(init)))()
+
+
+def abstract_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of a state: what a restore needs."""
+    abstract = jax.eval_shape(functools.partial(init_state, models, seed))
+    return jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+        replicated(mesh, abstract))
+
+
+def abstract_generator_state(models: Models, mesh: Mesh, seed: int) -> dict[str, Any]:
+    """The GeneratorState fields of ``abstract_state``: what a generator-only restore
+    reads."""
+    state = abstract_state(models, mesh, seed)
+    return {name: getattr(state, name) for name in GENERATOR_FIELDS}
