@@ -94,7 +94,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         state = create_state(models, mesh, config.seed)
         writer.write_hparams(hparams(config))
     start = int(state.step)
-    step_fn = step_lib.make_train_step(models, mesh, state, step_lib.load_perceptual(config))
+    step_fn = step_lib.make_train_step(models, mesh, state)
+    perceptual = step_lib.load_perceptual(config, mesh)
     evaluator = evaluate.Evaluator(models, mesh, data_dir, name, config, workdir)
 
     report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer)
@@ -106,7 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         for step in range(start + 1, tc.num_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 batch = next(batches)
-                state, update, finite = step_fn(state, {k: batch[k] for k in pipeline.MODEL_KEYS})
+                state, update, finite = step_fn(
+                    state, {k: batch[k] for k in pipeline.MODEL_KEYS}, perceptual)
             if pending is not None:
                 _check_finite(*pending, last_saved)
             pending = (step, update, finite)

@@ -62,7 +62,7 @@ def _single_process(config):
     mesh = pipeline.data_mesh(jax.devices()[:2])
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
-    step_fn = step.make_train_step(models, mesh, state, None)
+    step_fn = step.make_train_step(models, mesh, state)
     shards = [iter(pipeline.make_loader(pipeline.LoaderConfig(
         data_dir=config.data.data_dir, name=pipeline.dataset_name(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
@@ -70,7 +70,7 @@ def _single_process(config):
     for _ in range(STEPS):
         parts = [next(s) for s in shards]
         batch = {k: np.concatenate([p[k] for p in parts]) for k in pipeline.MODEL_KEYS}
-        state, _, finite = step_fn(state, pipeline.to_global(batch, mesh))
+        state, _, finite = step_fn(state, pipeline.to_global(batch, mesh), None)
         assert bool(finite)
     return models, mesh, state
 

@@ -1,6 +1,6 @@
 """The training step and loop: device-count independence, exact resumption, the
 generator gradient against a plain jax.grad oracle (no discriminator loss in it, a
-stop-gradient adaptive weight), and non-finite losses stopping training with the last
+stop-gradient adaptive weight), pre-emption, and non-finite losses stopping training with the last
 good checkpoint kept."""
 
 import functools
@@ -60,9 +60,10 @@ def run_steps(config, devices, batch, steps=2):
     mesh = pipeline.data_mesh(devices)
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
-    step_fn = step_lib.make_train_step(models, mesh, state, step_lib.load_perceptual(config))
+    step_fn = step_lib.make_train_step(models, mesh, state)
+    perceptual = step_lib.load_perceptual(config, mesh)
     for _ in range(steps):
-        state, _, finite = step_fn(state, pipeline.to_global(batch, mesh))
+        state, _, finite = step_fn(state, pipeline.to_global(batch, mesh), perceptual)
         assert bool(finite)
     return state
 
@@ -107,13 +108,12 @@ def test_step_on_8_devices_equals_1_device(data_dir):
     assert_states_close(one, eight, 2.25e-5, steps=2)
 
 
-def _generator_objective_oracle(models, perceptual, state, x, target, key, *, leak=False,
-                                stop_weight=True):
-    """jax.grad of the generator objective written out plainly: L1 + LPIPS + codebook terms
-    + adaptive weight x hinge generator loss, the weight the ratio of two explicit
-    gradient norms at the decoder's last kernel. ``leak`` adds the discriminator's hinge
-    loss (the reference's bug); ``stop_weight=False`` lets the gradient flow through the
-    adaptive weight. Returns (gradient, adaptive weight)."""
+def _generator_objective_oracle(models, perceptual, state, x, target, key):
+    """jax.grad of the generator objective written out plainly, term by term: L1 + LPIPS,
+    the codebook terms, and the adaptive weight x the hinge generator loss, the weight a
+    constant (stop-gradient): the ratio of the two losses' gradient norms at the
+    decoder's last kernel. Returns (gradient, weight, gradient of the discriminator's
+    hinge loss: what the reference's bug added)."""
     lc = models.config.loss
     k_vq, k_dropout, k_planes = jax.random.split(key, 3)
 
@@ -124,36 +124,24 @@ def _generator_objective_oracle(models, perceptual, state, x, target, key, *, le
         return recon, q.losses["total"]
 
     def rec_loss(params):
-        recon, _ = forward(params)
+        recon = forward(params)[0]
         a, b = step_lib.sample_planes(recon, target, lc.perceptual_planes, k_planes)
         return (lc.l1_weight * jnp.mean(jnp.abs(recon - target))
                 + lc.perceptual_weight * perceptual_loss(perceptual, a, b))
 
     disc = lambda clip: models.discriminator.apply(state.discriminator, clip)
-    adv_loss = lambda params: -jnp.mean(disc(forward(params)[0]))
-
-    def with_kernel(params, kernel):
-        decoder = {**params["decoder"], "conv_out": {**params["decoder"]["conv_out"],
-                                                     "kernel": kernel}}
-        return {**params, "decoder": decoder}
-
-    def weight(params):
-        kernel = params["decoder"]["conv_out"]["kernel"]
-        g_rec = jax.grad(lambda k: rec_loss(with_kernel(params, k)))(kernel)
-        g_adv = jax.grad(lambda k: adv_loss(with_kernel(params, k)))(kernel)
-        w = lc.adaptive_weight_scale * jnp.clip(
-            jnp.linalg.norm(g_rec) / (jnp.linalg.norm(g_adv) + 1e-4), 0, lc.adaptive_weight_max)
-        return jax.lax.stop_gradient(w) if stop_weight else w
-
-    def objective(params):
-        recon, q_total = forward(params)
-        total = rec_loss(params) + q_total + lc.adversarial_weight * weight(params) * adv_loss(params)
-        if leak:
-            total += (jnp.mean(jax.nn.relu(1.0 - disc(target)))
-                      + jnp.mean(jax.nn.relu(1.0 + disc(recon)))) / 2
-        return total
-
-    return jax.jit(jax.grad(objective))(state.generator), weight(state.generator)
+    g_rec = jax.grad(rec_loss)(state.generator)
+    g_q = jax.grad(lambda p: forward(p)[1])(state.generator)
+    g_adv = jax.grad(lambda p: -jnp.mean(disc(forward(p)[0])))(state.generator)
+    last = lambda g: g["decoder"]["conv_out"]["kernel"]
+    weight = lc.adaptive_weight_scale * jnp.clip(
+        jnp.linalg.norm(last(g_rec)) / (jnp.linalg.norm(last(g_adv)) + 1e-4),
+        0, lc.adaptive_weight_max)
+    oracle = jax.tree_util.tree_map(
+        lambda r, q, a: r + q + lc.adversarial_weight * weight * a, g_rec, g_q, g_adv)
+    hinge = lambda p: (jnp.mean(jax.nn.relu(1.0 - disc(target)))
+                       + jnp.mean(jax.nn.relu(1.0 + disc(forward(p)[0])))) / 2
+    return oracle, weight, jax.grad(hinge)(state.generator)
 
 
 def _relative_error(grads, oracle):
@@ -165,27 +153,30 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
     """step.generator_gradients (one VJP of the generator; the adaptive weight from the
     last conv's VJP) equals jax.grad of the plainly written objective to 1e-5 relative,
     and the tolerance is tight: the reference's leak (D's hinge loss differentiated into
-    G) and a weight without stop-gradient both land far outside it."""
+    G) would move the gradient far outside it."""
     config = tiny_config(data_dir)
     models = Models.create(config)
-    perceptual = step_lib.load_perceptual(config)
     state = init_state(models, 0)
-    batch = {k: jnp.asarray(v) for k, v in first_batch(config, size=2).items()}
-    x, target = batch["inputs"], batch["targets"]
-    key = jax.random.key(7)
-    grads, _, aux = jax.jit(functools.partial(step_lib.generator_gradients, models,
-                                              perceptual))(state, x, target, key)
-    oracle, weight = _generator_objective_oracle(models, perceptual, state, x, target, key)
-    np.testing.assert_allclose(aux["scalars"]["gan_adaptive_weight"], weight, rtol=1e-5)
+    batch = {k: jnp.asarray(v) for k, v in first_batch(config, size=1).items()}
+
+    @jax.jit
+    def both(perceptual, state, x, target, key):
+        grads, _, aux = step_lib.generator_gradients(models, perceptual, state, x, target, key)
+        return (grads, aux["scalars"]["gan_adaptive_weight"],
+                *_generator_objective_oracle(models, perceptual, state, x, target, key))
+
+    grads, found_weight, oracle, weight, leak = both(
+        step_lib.load_perceptual(config), state, batch["inputs"], batch["targets"],
+        jax.random.key(7))
+    np.testing.assert_allclose(found_weight, weight, rtol=1e-5)
     assert float(weight) > 0.01  # the adversarial term is really in the objective
     error = _relative_error(grads, oracle)
     assert error < 1e-5, error
     scale = max(np.abs(g).max() for g in leaves(oracle))
     for a, b in zip(leaves(oracle), leaves(grads)):  # and leaf by leaf, near-zero ones too
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * scale)
-    for bug in ({"leak": True}, {"stop_weight": False}):
-        wrong, _ = _generator_objective_oracle(models, perceptual, state, x, target, key, **bug)
-        assert _relative_error(grads, wrong) > 100 * 1e-5, bug
+    leaked = jax.tree_util.tree_map(jnp.add, oracle, leak)
+    assert _relative_error(grads, leaked) > 100 * 1e-5
 
 
 def saved_iterator_state(workdir, step):

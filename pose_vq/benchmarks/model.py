@@ -89,12 +89,13 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         state = create_state(models, mesh, config.seed)
         batch_arrays = {"inputs": clips(models.input_shape(batch)),
                         "targets": clips(models.target_shape(batch))}
-        step_fn = step_lib.make_train_step(models, mesh, state, step_lib.load_perceptual(config))
-        compiled = step_fn.lower(state, batch_arrays).compile()
+        perceptual = step_lib.load_perceptual(config, mesh)
+        compiled = step_lib.make_train_step(models, mesh, state).lower(
+            state, batch_arrays, perceptual).compile()
         holder = [state]
 
         def run():
-            holder[0], _, finite = compiled(holder[0], batch_arrays)
+            holder[0], _, finite = compiled(holder[0], batch_arrays, perceptual)
             return finite
     else:
         x = clips(models.input_shape(batch))
