@@ -165,7 +165,8 @@ def draw_skeleton(frames: np.ndarray, points: np.ndarray, *, rows: int, size: in
 
     ``points`` (C, T, J, 2) are (x, y) heatmap pixels per channel (``modes.joint_pixels``);
     each of the ``rows`` rows of ``size``-pixel panels gets the same skeleton. Non-finite
-    joints are left out. Returns a new uint8 array.
+    joints (absent ones: ``joint_pixels`` makes them NaN) and their limbs are left out.
+    Returns a new uint8 array.
     """
     frames = np.array(frames, copy=True)
     num_channels, t = points.shape[:2]
@@ -257,7 +258,8 @@ def main(argv: list[str]) -> None:
         frames, rows = comparison_frames(target, recon, f.scale), 3
     if f.skeleton:
         points = modes.joint_pixels(mode, np.asarray(example["joints2d"]),
-                                    np.asarray(example["joints3d"]), size)
+                                    np.asarray(example["joints3d"]), size,
+                                    example.get("present"))
         frames = draw_skeleton(frames, points, rows=rows, size=size, scale=f.scale)
     out = pathlib.Path(f.output or (pathlib.Path(f.workdir or ".") / "videos" / name))
     write_gif(out, frames, fps=f.fps)

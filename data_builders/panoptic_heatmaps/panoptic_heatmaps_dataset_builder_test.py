@@ -50,6 +50,7 @@ def test_stored_example_matches_reader_and_renderer(build_small, synthetic_root)
     assert [c.decode() for c in ex["cameras"]] == list(window.cameras)
     np.testing.assert_array_equal(ex["joints3d"], window.joints3d)
     np.testing.assert_array_equal(ex["joints2d"], window.joints2d)
+    np.testing.assert_array_equal(ex["present"], window.present)
     key = f"{seq}/{body:04d}/{start:08d}"
     rng = np.random.default_rng([cfg.seed, zlib.crc32(key.encode())])
     clip = modes.render_clips(modes.MODES["m2d"], window, size=16, rng=rng)["heatmaps"]
@@ -148,6 +149,12 @@ def test_builds_from_real_panoptic_sample(tmp_path):
     ex = ds[0]
     assert ex["sequence"] == b"160906_band1" and 168 <= ex["start_frame"] <= 180
     assert ex["heatmaps"].shape == (8, 32, 32, 3) and ex["heatmaps"].max() > 200
+    # Unreconstructed joints are stored as read, marked absent.
+    assert not all(ds[i]["present"].all() for i in range(len(ds)))
+    assert builder.info.metadata["read_summary"]["train"] == {
+        "files_found": 20, "files_read": 20, "empty_frames": 0, "bodies_read": 60,
+        "bodies_kept": 60, "tracks": 3, "windows": 12, "windows_kept": len(ds),
+        "dropped_visibility": 12 - len(ds), "sequences": 1, "examples": len(ds)}
     # The untouched sample (reference split lists) builds its train split too.
     assert set(build(SAMPLE, tmp_path / "data2", "m2d", frames=8, heatmap_size=32,
                      stride=4).info.splits) == {"train"}
