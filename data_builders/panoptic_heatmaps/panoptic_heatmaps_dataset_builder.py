@@ -62,12 +62,16 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
 
 def make_config(mode: str, frames: int | None = None, heatmap_size: int | None = None,
                 **overrides) -> PanopticHeatmapsConfig:
-    """A named config for a mode; non-default sizes get their own name, e.g. 3d_t16_s32."""
+    """A named config for a mode; non-default sizes get their own name, e.g. 3d_t16_s32.
+
+    ``on_error`` is left out of the name: it changes whether a build stops, not what it holds.
+    """
     frames = frames or (48 if mode == "c2d" else 64)
     heatmap_size = heatmap_size or 128
-    default = frames == (48 if mode == "c2d" else 64) and heatmap_size == 128 and not overrides
+    named = {k: v for k, v in overrides.items() if k != "on_error"}
+    default = frames == (48 if mode == "c2d" else 64) and heatmap_size == 128 and not named
     name = mode if default else f"{mode}_t{frames}_s{heatmap_size}" + "".join(
-        f"_{k}{v}" for k, v in sorted(overrides.items()))
+        f"_{k}{v}" for k, v in sorted(named.items()))
     return PanopticHeatmapsConfig(
         name=name, mode=mode, frames=frames, heatmap_size=heatmap_size,
         description=f"{mode} heatmaps, {frames} frames, {heatmap_size}px", **overrides)
