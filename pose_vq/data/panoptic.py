@@ -63,7 +63,7 @@ EXO_CAMERAS: tuple[str, ...] = tuple(f"00_{n:02d}" for n in (1, 2, 4, 6, 7, 10, 
 REFERENCE_AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 POSE_DIR = "hdPose3d_stage1_coco19"
-_POSE_FILE = re.compile(r"body3DScene_(\d+)\.json$")
+POSE_FILE = re.compile(r"body3DScene_(\d+)\.json$")
 ErrorPolicy = Literal["skip", "raise"]
 
 # Plausibility limits of what a capture studio can produce (centimetres).
@@ -255,7 +255,7 @@ def pose_files(root: str | pathlib.Path, sequence: str) -> list[tuple[int, pathl
         raise PanopticDataError(f"{folder}: pose folder not found")
     found = []
     for p in folder.iterdir():
-        m = _POSE_FILE.search(p.name)
+        m = POSE_FILE.search(p.name)
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
