@@ -136,8 +136,8 @@ class Evaluator:
                 host["inputs"][j], host["targets"][j] = example["inputs"], example["targets"]
                 host["mask"][j] = 1.0
                 if self.keypoints:
-                    host["points"][j] = modes.joint_pixels(self.mode, stored["joints2d"],
-                                                           stored["joints3d"], size)
+                    host["points"][j] = modes.joint_pixels(
+                        self.mode, stored["joints2d"], stored["joints3d"], size, stored.get("present"))
             yield {"points": None, **{k: jax.make_array_from_process_local_data(self._sharding, v)
                                       for k, v in host.items()}}
 

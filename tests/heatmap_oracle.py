@@ -84,3 +84,20 @@ def oracle_3d(pts, scores, sigma, size):
             vol = np.maximum(vol, np.where(box, val * np.exp(-d2 / (2 * sigma**2)), 0))
         out.append(np.stack([vol.max(0), vol.max(1), vol.max(2)], -1))
     return np.stack(out)
+
+
+def far_heat(planes, segments, reach):
+    """The largest value of (T, H, W) planes farther than ``reach`` pixels from every
+    segment of their frame. ``segments`` (T, S, 2, 2): endpoint pairs as (x = column,
+    y = row), NaN where a frame has fewer than S; zero-length segments are points."""
+    planes = np.asarray(planes, float)
+    t, h, w = planes.shape
+    ys, xs = np.mgrid[:h, :w]
+    p = np.stack([xs, ys], -1).reshape(1, -1, 1, 2).astype(float)
+    seg = np.asarray(segments, float).reshape(t, 1, -1, 2, 2)
+    a, b = seg[..., 0, :], seg[..., 1, :]
+    d = b - a
+    u = np.clip(np.sum((p - a) * d, -1) / np.maximum(np.sum(d * d, -1), 1e-12), 0.0, 1.0)
+    dist = np.linalg.norm(p - (a + u[..., None] * d), axis=-1)
+    dist = np.where(np.isnan(dist), np.inf, dist).min(-1, initial=np.inf).reshape(t, h, w)
+    return float(np.where(dist > reach, planes, 0.0).max())

@@ -102,3 +102,40 @@ def test_render_views_modes():
     np.testing.assert_allclose(c2d.max(-1), m2d[..., 0], atol=1e-7)
     with pytest.raises(ValueError, match="exactly one camera"):
         heatmaps.render_views(views, scores, 32, per_limb=True)
+
+
+def test_scale_and_center_leaves_absent_points_out_of_the_fit():
+    rng = np.random.default_rng(5)
+    pts = rng.normal(500, 200, size=(2, 4, 19, 2))
+    with_absent = pts.copy()
+    with_absent[0, 1, 3] = np.nan  # absent joints: NaN (one coordinate is enough)
+    with_absent[1, :, 8, 0] = np.nan
+    with_absent[1, 2, 5] = np.nan
+    fitted = heatmaps.scale_and_center(with_absent, 32)
+    present = np.isfinite(with_absent).all(-1)
+    np.testing.assert_array_equal(np.isfinite(fitted).all(-1), present)
+    for c in range(2):  # the same fit as of the present points alone
+        kept = pts[c][present[c]]
+        alone = heatmaps.scale_and_center(kept[None, None], 32)[0, 0]
+        np.testing.assert_allclose(fitted[c][present[c]], alone, rtol=1e-12)
+    with np.errstate(all="raise"):  # a slice with no point at all: left NaN, no warning
+        assert np.isnan(heatmaps.scale_and_center(np.full((1, 2, 19, 3), np.nan), 16)).all()
+
+
+def test_renderers_skip_non_finite_joints():
+    """A NaN joint draws nothing and ends every limb it is in: the same heatmaps as
+    scoring it 0 (only its limbs are left out)."""
+    rng = np.random.default_rng(6)
+    size = 20
+    pts, scores = _random_pose(rng, 2, size, 3)
+    scores = np.maximum(scores, 0.1)
+    gone = pts.copy()
+    gone[0, 8], gone[1, 1, 0] = np.nan, np.nan  # one coordinate is enough
+    zero = scores.copy()
+    zero[0, 8] = zero[1, 1] = 0.0
+    np.testing.assert_array_equal(heatmaps.render_3d_projections(gone, scores, size),
+                                  heatmaps.render_3d_projections(pts, zero, size))
+    for kind in ("limb", "keypoint"):
+        np.testing.assert_array_equal(
+            heatmaps.render_2d(gone[..., :2], scores, size, kind=kind, combine=False),
+            heatmaps.render_2d(pts[..., :2], zero, size, kind=kind, combine=False))

@@ -89,8 +89,27 @@ def test_real_sample_tracks():
         good = t.confidence[f] > 0.1
         uv = t.joints2d[f, c][good]
         assert np.all((uv >= 0) & (uv < [1920, 1080]))
-    # A joint that Panoptic did not reconstruct reads as confidence -1.
+    # A joint that Panoptic did not reconstruct reads as confidence -1 and is absent,
+    # whatever its coordinates; every frame of the sample has one.
     assert (tracks[0].confidence == -1).any()
+    for t in tracks:
+        np.testing.assert_array_equal(t.present, t.confidence > 0.1)
+    assert np.any([~t.present for t in tracks], axis=(0, 2)).all()
+    l_ankle = skeleton.JOINT_INDEX["l-ankle"]
+    assert (~tracks[0].present[:, l_ankle]).sum() == 19
+    stale = tracks[0].joints3d[list(tracks[0].frames).index(183), l_ankle]
+    assert np.abs(stale).min() > 1  # not at the origin, still absent
+
+
+@needs_sample
+def test_real_sample_summary():
+    summary = panoptic.ReadSummary()
+    windows = list(modes.iter_mode_windows(SAMPLE, "160906_band1", modes.MODES["m2d"], length=8,
+                                           stride=4, summary=summary))
+    assert summary.as_dict() == {
+        "files_found": 20, "files_read": 20, "empty_frames": 0, "bodies_read": 60,
+        "bodies_kept": 60, "tracks": 3, "windows": 12, "windows_kept": 6, "dropped_joint_req": 6}
+    assert len(windows) == 6 and not all(w.present.all() for w in windows)
 
 
 @needs_sample
@@ -153,6 +172,136 @@ def test_bad_frame_is_skipped_and_counted_or_raises(copy_root, corrupt, reason):
         panoptic.read_tracks(copy_root, "synth_a", panoptic.EXO_CAMERAS, on_error="raise")
 
 
+def _set_body(path, body_id, change):
+    """Rewrite one body of a pose file: change((19, 4) joints) -> joints (or raw values)."""
+    frame = json.loads(path.read_text())
+    body = next(b for b in frame["bodies"] if b["id"] == body_id)
+    body["joints19"] = change(np.reshape(body["joints19"], (19, 4)).copy())
+    if isinstance(body["joints19"], np.ndarray):
+        body["joints19"] = body["joints19"].ravel().tolist()
+    path.write_text(json.dumps(frame))
+
+
+def _moved(j, k, values):
+    """j with row(s) k set: x, y, z (or, for an index pair, the given entries)."""
+    j[k if isinstance(k, tuple) else (k, slice(0, 3))] = values
+    return j
+
+
+@pytest.mark.parametrize("change, reason", [
+    # One rule each: NaN or inf, confidence outside [-1, 1], beyond the studio (also for
+    # an absent joint), collapsed to a point (or nothing present), bones outside human range.
+    (lambda j: _moved(j, 5, [np.nan, 0, 0]), "non_finite"),
+    (lambda j: _moved(j, 5, [np.inf, 0, 0]), "non_finite"),
+    (lambda j: np.concatenate([j[:, :3], np.full((19, 1), 1.5)], 1), "bad_confidence"),
+    (lambda j: _moved(j, (0, slice(None)), [*j[0, :3], -2.0]), "bad_confidence"),
+    (lambda j: _moved(j, 5, [1200.0, 0, 0]), "out_of_volume"),
+    (lambda j: np.concatenate([np.full((19, 3), -1e4), np.full((19, 1), -1.0)], 1),
+     "out_of_volume"),
+    (lambda j: _moved(j, slice(None), [10.0, -100.0, 20.0]), "degenerate"),
+    (lambda j: _moved(j, slice(None), j[0, :3] + np.random.default_rng(0).uniform(0, 0.2, (19, 3))),
+     "degenerate"),
+    (lambda j: np.concatenate([j[:, :3], np.full((19, 1), -1.0)], 1), "degenerate"),
+    (lambda j: _moved(j, skeleton.JOINT_INDEX["l-wrist"], j[4, :3] + [0, 0, 300]), "bone_length"),
+    (lambda j: np.concatenate([j[:, :3] / 100, j[:, 3:]], 1), "bone_length"),  # metres, not cm
+    (lambda j: ["x"] * 76, "malformed_body"),
+    (lambda j: [10**400] * 76, "malformed_body"),
+])
+def test_implausible_body_is_skipped_and_counted_or_raises(copy_root, change, reason):
+    bad = _pose_file(copy_root, 5)
+    _set_body(bad, 0, change)
+    summary = panoptic.ReadSummary()
+    tracks = {t.body_id: t for t in panoptic.read_tracks(copy_root, "synth_a", panoptic.EXO_CAMERAS,
+                                                         summary=summary)}
+    assert dict(summary.skipped) == {reason: 1}
+    frame = int(bad.stem.split("_")[1])
+    assert frame not in tracks[0].frames and frame in tracks[1].frames
+    for t in tracks.values():  # what is kept is finite, inside the studio, not collapsed
+        assert np.isfinite(t.joints3d).all() and np.abs(t.joints3d).max() <= panoptic.MAX_COORD_CM
+    with pytest.raises(panoptic.PanopticDataError, match=f"{bad.name}: body 0 "):
+        panoptic.read_tracks(copy_root, "synth_a", panoptic.EXO_CAMERAS, on_error="raise")
+
+
+def test_boolean_or_duplicate_id_is_skipped(copy_root):
+    bad = _pose_file(copy_root, 5)
+    frame = json.loads(bad.read_text())
+    frame["bodies"][1]["id"] = True
+    frame["bodies"].append(frame["bodies"][0])
+    bad.write_text(json.dumps(frame))
+    summary = panoptic.ReadSummary()
+    panoptic.read_tracks(copy_root, "synth_a", panoptic.EXO_CAMERAS, summary=summary)
+    assert dict(summary.skipped) == {"malformed_body": 1, "duplicate_id": 1}
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda c: c.update(R=[[1, 0, 0], [0, 1, 0], [0, 0, -1]]), r"R is not a rotation \(det -1"),
+    (lambda c: c.update(R=(2 * np.eye(3)).tolist()), "R is not a rotation"),
+    (lambda c: c.update(R=[[1, 0.01, 0], [0, 1, 0], [0, 0, 1]]), "R is not a rotation"),
+    (lambda c: c.update(R=np.zeros((3, 3)).tolist()), "R is not a rotation"),
+    (lambda c: c.update(K=np.zeros((3, 3)).tolist()), "K is not an intrinsic matrix"),
+    (lambda c: c["K"][0].__setitem__(0, -1400.0), "K is not an intrinsic matrix"),
+    (lambda c: c["K"].__setitem__(2, [0, 0, 2]), "K is not an intrinsic matrix"),
+    (lambda c: c["K"][1].__setitem__(2, 5000.0), "K is not an intrinsic matrix"),
+    (lambda c: c.update(K=[[1400, 0], [0, 1400]]), r"K is not a \(3, 3\) array"),
+    (lambda c: c["K"][0].__setitem__(0, float("nan")), "K has non-finite values"),
+    (lambda c: c.update(t=[[0], [0], [5e4]]), "t puts the camera 500 m from the origin"),
+    (lambda c: c.update(resolution=[1920]), r"resolution is not a \(2,\) array"),
+    (lambda c: c.update(resolution=[0, 1080]), "resolution 0x1080 is not positive"),
+    (lambda c: c.pop("distCoef"), "has no 'distCoef'"),
+    (lambda c: c.update(type="vga"), r"HD camera\(s\) 00_01 not in the calibration"),
+])
+def test_broken_camera_is_an_error_naming_it(copy_root, corrupt, message):
+    path = copy_root / "synth_a" / "calibration_synth_a.json"
+    calib = json.loads(path.read_text())
+    corrupt(next(c for c in calib["cameras"] if c["name"] == "00_01"))
+    path.write_text(json.dumps(calib))
+    with pytest.raises(panoptic.PanopticDataError,
+                       match=f"calibration_synth_a.json: (camera 00_01.*)?{message}"):
+        panoptic.read_tracks(copy_root, "synth_a", ["00_01", "00_02"])
+    panoptic.read_tracks(copy_root, "synth_a", ["00_02"])  # the other cameras still read
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"cameras": 3}', "\x00\xff"])
+def test_broken_calibration_file_is_an_error_naming_it(copy_root, text):
+    path = copy_root / "synth_a" / "calibration_synth_a.json"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(panoptic.PanopticDataError, match="calibration_synth_a.json: "):
+        panoptic.read_tracks(copy_root, "synth_a", ["00_01"])
+
+
+def test_unreadable_pose_file_is_skipped(copy_root):
+    bad = _pose_file(copy_root, 5)
+    bad.unlink()
+    bad.mkdir()  # a folder where a file should be: not readable as one
+    summary = panoptic.ReadSummary()
+    panoptic.read_tracks(copy_root, "synth_a", panoptic.EXO_CAMERAS, summary=summary)
+    assert summary.skipped == {"malformed_file": 1} and summary.files_read == 39
+
+
+def test_summary_counts_add_up(copy_root):
+    """Frames, bodies and windows: every one read is kept or counted by reason."""
+    _pose_file(copy_root, 3).unlink()  # frames 0-2 become a run too short for a window
+    _pose_file(copy_root, 20).write_text("{")
+    _set_body(_pose_file(copy_root, 30), 1, lambda j: _moved(j, 2, [2000.0, 0, 0]))
+
+    def counts(mode, **kw):
+        summary = panoptic.ReadSummary()
+        windows = list(modes.iter_mode_windows(copy_root, "synth_a", modes.MODES[mode], length=8,
+                                               stride=5, summary=summary, **kw))
+        d = summary.as_dict()
+        assert d["files_found"] == 39 == d["files_read"] + d["skipped_malformed_file"]
+        assert d["bodies_read"] == d["bodies_kept"] + d["skipped_out_of_volume"] == 76
+        dropped = {k: v for k, v in d.items() if k.startswith("dropped_")}
+        assert d["windows"] == d["windows_kept"] + sum(dropped.values())
+        assert d["windows_kept"] == len(windows) > 0 or kw
+        return dropped
+
+    assert counts("m2d")["dropped_gaps"] == 2  # both bodies: frames 0-2
+    # No camera sees more than all of the joints: each window fails joint_req (3d: visibility).
+    assert set(counts("m2d", joint_req=1.0)) == {"dropped_gaps", "dropped_joint_req"}
+    assert set(counts("3d", joint_req=1.0)) == {"dropped_gaps", "dropped_visibility"}
+
+
 def test_empty_frame_counted_and_breaks_windows(copy_root):
     _pose_file(copy_root, 10).write_text(json.dumps({"version": 0.7, "bodies": []}))
     summary = panoptic.ReadSummary()
@@ -176,7 +325,7 @@ def test_sequence_shorter_than_window_is_counted(synth_root):
     summary = panoptic.ReadSummary()
     windows = list(modes.iter_mode_windows(synth_root, "synth_a", modes.MODES["m2d"], length=64,
                                            stride=10, summary=summary))
-    assert windows == [] and summary.skipped["track_shorter_than_window"] == 2
+    assert windows == [] and summary.dropped["length"] == 2 == summary.windows
 
 
 def test_split_sequences(copy_root):

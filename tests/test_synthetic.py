@@ -265,3 +265,18 @@ def test_cli_writes_root(tmp_path, capsys):
     assert splits == {"train": ["y"], "validation": ["x"]}
     assert (tmp_path / "y" / synthetic.POSE_DIR / "body3DScene_00000011.json").is_file()
     assert "x, y" in capsys.readouterr().out
+
+
+def test_missing_joints_read_back_absent(root):
+    """The generator's missing joints (written as Panoptic does, 0, 0, 0, -1) are absent to
+    the reader, so a synthetic build draws and fits only the joints it generated."""
+    from pose_vq.data import panoptic
+
+    seq = synthetic.generate_sequence(FRAMES, 3, seed=[7, zlib.crc32(b"synth_a"), 1],
+                                      missing_joint_prob=0.02, late_entry_prob=0.5,
+                                      early_exit_prob=0.3)
+    tracks = panoptic.read_tracks(root, "synth_a", ["00_00"])
+    assert sum((~t.present).sum() for t in tracks) > 0
+    for t in tracks:
+        written = seq["poses"][t.frames - OFFSET, t.body_id]
+        np.testing.assert_array_equal(t.present, written[..., 3] >= 0)

@@ -1,15 +1,22 @@
-"""Build the panoptic_heatmaps dataset: python -m data_builders.panoptic_heatmaps --help."""
+"""Build the panoptic_heatmaps dataset: python -m data_builders.panoptic_heatmaps --help.
+
+A build that fails prints one line, the file and the problem, and exits with status 1
+(``--verbose`` shows the whole traceback). A killed build leaves TFDS's ``incomplete.*``
+folder behind; the next successful build of the same config removes it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
+import sys
 import typing
 
 import tensorflow_datasets as tfds
 
 from data_builders.panoptic_heatmaps import Builder, make_config
-from pose_vq.data import modes
+from pose_vq.data import modes, panoptic
 
 
 def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: str, *,
@@ -19,17 +26,25 @@ def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: st
     """Build (or reuse, when already complete) one config; returns the builder.
 
     ``num_shards`` fixes the shard count per split (default: TFDS sizes shards itself).
+    Afterwards no ``incomplete.*`` folder of this config's version is left (a killed
+    build's TFDS temporary folder is never renamed nor removed by TFDS itself).
     """
+    root = pathlib.Path(manual_dir)
+    if not root.is_dir() or not any(root.iterdir()):  # TFDS would assert, over many lines
+        raise panoptic.PanopticDataError(f"{root}: Panoptic root folder not found or empty")
     builder = Builder(config=make_config(mode, frames, heatmap_size, **overrides),
                       data_dir=str(data_dir), file_format=file_format)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir),
                                                      num_shards=num_shards))
+    version_dir = pathlib.Path(builder.data_dir)
+    for stale in version_dir.parent.glob(f"incomplete.*_{version_dir.name}"):
+        shutil.rmtree(stale, ignore_errors=True)
     return builder
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--manual_dir", required=True, help="Panoptic (or synthetic) root folder")
     p.add_argument("--data_dir", default=str(pathlib.Path.home() / "tensorflow_datasets"))
     p.add_argument("--config", default="m2d", choices=sorted(modes.MODES), help="mode")
@@ -43,12 +58,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sigma", type=float, help="Gaussian width in heatmap pixels (default 0.75)")
     p.add_argument("--kind", choices=["limb", "keypoint"],
                    help="limb (default) or keypoint heatmaps (keypoint: c2d and m2d)")
+    p.add_argument("--on_error", choices=["skip", "raise"],
+                   help="a malformed or implausible frame file or body: skip and count it "
+                        "(default) or stop the build naming the file")
+    p.add_argument("--verbose", action="store_true", help="on failure, show the traceback")
     args = p.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("stride", "score_source", "sigma", "kind")
-                 if getattr(args, k) is not None}
-    builder = build(args.manual_dir, args.data_dir, args.config, frames=args.frames,
-                    heatmap_size=args.size, file_format=args.file_format,
-                    num_shards=args.num_shards, **overrides)
+    overrides = {k: getattr(args, k) for k in ("stride", "score_source", "sigma", "kind",
+                                               "on_error") if getattr(args, k) is not None}
+    try:
+        builder = build(args.manual_dir, args.data_dir, args.config, frames=args.frames,
+                        heatmap_size=args.size, file_format=args.file_format,
+                        num_shards=args.num_shards, **overrides)
+    except (panoptic.PanopticDataError, OSError, ValueError) as e:
+        if args.verbose:
+            raise
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        sys.exit(1)
     print(f"built {builder.info.full_name} in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples, {info.num_shards} shard(s)")

@@ -11,8 +11,10 @@ Read back from any project, given only the data dir:
     tfds.load("panoptic_heatmaps/3d", data_dir=...)             # tfrecord build, TensorFlow
 
 Heatmaps are stored as uint8 (value * 255, rounded; max abs error 1/510 ~ 0.002) in
-zlib-compressed tensors. TFDS writes into a temporary folder and renames it when the
-build completes, so an interrupted build leaves nothing half-written behind and a
+zlib-compressed tensors, beside the skeleton window they were drawn from: raw joints and
+confidences, and ``present`` (T, 19), the joints the renderer used (absent ones were not
+drawn and took no part in the fit). TFDS writes into a temporary folder and renames it
+when the build completes, so an interrupted build leaves nothing half-written behind and a
 re-run starts clean.
 """
 
@@ -44,7 +46,7 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
     score_source: str = "gaussian"  # gaussian N(0.65, 0.16) | ones | confidence
     joint_req: float = 0.9  # a camera sees a body when > this fraction of joints is visible
     seed: int = 0  # camera choice and random scores, per example from (seed, key)
-    on_error: str = "skip"  # skip | raise: what to do with a malformed frame file or body
+    on_error: str = "skip"  # skip | raise: a malformed or implausible frame file or body
 
     def __post_init__(self):
         if self.mode not in modes.MODES:
@@ -60,12 +62,16 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
 
 def make_config(mode: str, frames: int | None = None, heatmap_size: int | None = None,
                 **overrides) -> PanopticHeatmapsConfig:
-    """A named config for a mode; non-default sizes get their own name, e.g. 3d_t16_s32."""
+    """A named config for a mode; non-default sizes get their own name, e.g. 3d_t16_s32.
+
+    ``on_error`` is left out of the name: it changes whether a build stops, not what it holds.
+    """
     frames = frames or (48 if mode == "c2d" else 64)
     heatmap_size = heatmap_size or 128
-    default = frames == (48 if mode == "c2d" else 64) and heatmap_size == 128 and not overrides
+    named = {k: v for k, v in overrides.items() if k != "on_error"}
+    default = frames == (48 if mode == "c2d" else 64) and heatmap_size == 128 and not named
     name = mode if default else f"{mode}_t{frames}_s{heatmap_size}" + "".join(
-        f"_{k}{v}" for k, v in sorted(overrides.items()))
+        f"_{k}{v}" for k, v in sorted(named.items()))
     return PanopticHeatmapsConfig(
         name=name, mode=mode, frames=frames, heatmap_size=heatmap_size,
         description=f"{mode} heatmaps, {frames} frames, {heatmap_size}px", **overrides)
@@ -74,8 +80,14 @@ def make_config(mode: str, frames: int | None = None, heatmap_size: int | None =
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Heatmap clips of CMU Panoptic Studio motion, one config per input/target mode."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: c2d, m2d, 3d and m2d_3d modes."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: c2d, m2d, 3d and m2d_3d modes.",
+        "2.0.0": "Unreconstructed joints (confidence <= 0.1) are absent: not drawn, in no "
+                 "limb and outside the fit; new `present` (T, 19) mask. Implausible bodies "
+                 "(beyond 10 m, degenerate, bones outside human range, confidence outside "
+                 "[-1, 1]) are skipped; the read summary counts every dropped window.",
+    }
     BUILDER_CONFIGS = [make_config(m) for m in modes.MODES]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Point --manual_dir at a CMU Panoptic root: one folder per sequence holding
@@ -99,6 +111,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "joints2d": tfds.features.Tensor(
                 shape=(mode.num_cameras, t, skeleton.NUM_JOINTS, 2), dtype=np.float32),
             "confidence": tfds.features.Tensor(shape=(t, skeleton.NUM_JOINTS), dtype=np.float32),
+            "present": tfds.features.Tensor(shape=(t, skeleton.NUM_JOINTS), dtype=np.bool_),
             "frames": tfds.features.Tensor(shape=(t,), dtype=np.int32),
             "cameras": tfds.features.Sequence(tfds.features.Text(), length=mode.num_cameras),
             "sequence": tfds.features.Text(),
@@ -129,7 +142,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         mode = modes.MODES[cfg.mode]
         summary = panoptic.ReadSummary()
-        examples = 0
         for sequence in sequences:
             for window in modes.iter_mode_windows(
                     root, sequence, mode, length=cfg.frames, stride=cfg.stride,
@@ -139,22 +151,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 rng = np.random.default_rng([cfg.seed, zlib.crc32(key.encode())])
                 clips = modes.render_clips(mode, window, size=cfg.heatmap_size, sigma=cfg.sigma,
                                            kind=cfg.kind, score_source=cfg.score_source, rng=rng)
-                examples += 1
                 yield key, {
                     **{k: quantize(v) for k, v in clips.items()},
                     "joints3d": window.joints3d,
                     "joints2d": window.joints2d,
                     "confidence": window.confidence,
+                    "present": window.present,
                     "frames": window.frames.astype(np.int32),
                     "cameras": list(window.cameras),
                     "sequence": window.sequence,
                     "body_id": window.body_id,
                     "start_frame": window.start_frame,
                 }
-        report = {**summary.as_dict(), "sequences": len(sequences), "examples": examples}
+        report = {**summary.as_dict(), "sequences": len(sequences),
+                  "examples": summary.windows_kept}
         self.info.metadata["read_summary"][split] = report
         logging.info("panoptic_heatmaps %s: %s", split, report)
-        if examples == 0:
+        if summary.windows_kept == 0:
             raise panoptic.PanopticDataError(
                 f"{root}: split {split!r} produced no window of {cfg.frames} frames "
                 f"(sequences {', '.join(sequences)}; {report})")

@@ -11,8 +11,10 @@ import zlib
 import numpy as np
 import pytest
 
-from data_builders.panoptic_heatmaps import QUANTIZATION_LEVELS, make_config
-from data_builders.panoptic_heatmaps.__main__ import build
+from tensorflow_datasets.core.utils import file_utils
+
+from data_builders.panoptic_heatmaps import QUANTIZATION_LEVELS, Builder, make_config
+from data_builders.panoptic_heatmaps.__main__ import build, main
 from pose_vq.data import modes, panoptic, skeleton
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "panoptic_sample"
@@ -50,6 +52,7 @@ def test_stored_example_matches_reader_and_renderer(build_small, synthetic_root)
     assert [c.decode() for c in ex["cameras"]] == list(window.cameras)
     np.testing.assert_array_equal(ex["joints3d"], window.joints3d)
     np.testing.assert_array_equal(ex["joints2d"], window.joints2d)
+    np.testing.assert_array_equal(ex["present"], window.present)
     key = f"{seq}/{body:04d}/{start:08d}"
     rng = np.random.default_rng([cfg.seed, zlib.crc32(key.encode())])
     clip = modes.render_clips(modes.MODES["m2d"], window, size=16, rng=rng)["heatmaps"]
@@ -103,7 +106,14 @@ def test_interrupted_build_reruns_cleanly(synthetic_root, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         build(synthetic_root, tmp_path / "a", "3d", frames=8, heatmap_size=16, stride=6)
     monkeypatch.setattr(modes, "render_clips", real)
+    # A killed build (no Python cleanup) leaves its TFDS temporary folder behind.
+    config_dir = tmp_path / "a" / "panoptic_heatmaps" / make_config("3d", 8, 16, stride=6).name
+    assert not list(config_dir.glob("incomplete.*"))
+    killed = pathlib.Path(file_utils._get_incomplete_dir(str(config_dir / str(Builder.VERSION))))
+    killed.mkdir(parents=True)
+    (killed / "panoptic_heatmaps-train.array_record-00000-of-00001").write_bytes(b"partial")
     again = build(synthetic_root, tmp_path / "a", "3d", frames=8, heatmap_size=16, stride=6)
+    assert [p.name for p in config_dir.iterdir()] == [str(Builder.VERSION)]
     clean = build(synthetic_root, tmp_path / "b", "3d", frames=8, heatmap_size=16, stride=6)
     for split in ("train", "validation"):
         a, b = again.as_data_source()[split], clean.as_data_source()[split]
@@ -123,6 +133,34 @@ def test_bad_file_stops_build_with_its_name_when_raising(synthetic_root, tmp_pat
     assert skipped.info.metadata["read_summary"]["train"]["skipped_malformed_file"] == 1
 
 
+def test_cli_failure_is_one_line_naming_the_file(synthetic_root, tmp_path, capsys):
+    """--on_error=raise stops at the first bad body: status 1 and one line naming the file
+    and the problem, no traceback; --verbose lets the exception through."""
+    root = tmp_path / "root"
+    shutil.copytree(synthetic_root, root)
+    bad = sorted((root / "synth_000" / panoptic.POSE_DIR).glob("*.json"))[2]
+    frame = json.loads(bad.read_text())
+    frame["bodies"][0]["joints19"][0] = 9e9
+    bad.write_text(json.dumps(frame))
+    argv = [f"--manual_dir={root}", f"--data_dir={tmp_path / 'd'}", "--config=m2d", "--frames=8",
+            "--size=16", "--stride=6", "--on_error=raise"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: {bad}: body {frame['bodies'][0]['id']} has a coordinate of 9e+09 cm, beyond "
+        "the 10 m studio volume")
+    with pytest.raises(panoptic.PanopticDataError, match=bad.name):
+        main(argv + ["--verbose"])
+    with pytest.raises(SystemExit):
+        main([f"--manual_dir={tmp_path / 'nowhere'}", f"--data_dir={tmp_path / 'd'}"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'nowhere'}: Panoptic root folder not found or empty")
+    assert not list((tmp_path / "d").rglob("incomplete.*"))
+
+
 def test_sharded_build_is_read_whole(synthetic_root, tmp_path):
     builder = build(synthetic_root, tmp_path, "3d", frames=8, heatmap_size=16, stride=6, num_shards=3)
     assert builder.info.splits["train"].num_shards == 3
@@ -135,6 +173,8 @@ def test_config_validation():
         make_config("4d")
     assert make_config("3d").name == "3d" and make_config("c2d").frames == 48
     assert make_config("3d", 16, 32).name == "3d_t16_s32"
+    # on_error decides whether a build stops, not what it holds: the same dataset.
+    assert make_config("3d", 16, 32, on_error="raise").name == "3d_t16_s32"
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/data/panoptic_sample absent")
@@ -148,6 +188,12 @@ def test_builds_from_real_panoptic_sample(tmp_path):
     ex = ds[0]
     assert ex["sequence"] == b"160906_band1" and 168 <= ex["start_frame"] <= 180
     assert ex["heatmaps"].shape == (8, 32, 32, 3) and ex["heatmaps"].max() > 200
+    # Unreconstructed joints are stored as read, marked absent.
+    assert not all(ds[i]["present"].all() for i in range(len(ds)))
+    assert builder.info.metadata["read_summary"]["train"] == {
+        "files_found": 20, "files_read": 20, "empty_frames": 0, "bodies_read": 60,
+        "bodies_kept": 60, "tracks": 3, "windows": 12, "windows_kept": len(ds),
+        "dropped_visibility": 12 - len(ds), "sequences": 1, "examples": len(ds)}
     # The untouched sample (reference split lists) builds its train split too.
     assert set(build(SAMPLE, tmp_path / "data2", "m2d", frames=8, heatmap_size=32,
                      stride=4).info.splits) == {"train"}

@@ -19,6 +19,9 @@ projection is computed directly. Along the projected axis the squared distance t
 segment is convex, so its minimum over integer positions lies at the floor or ceiling
 of the continuous minimiser, which the 2D point-to-segment problem in the remaining
 two axes gives in closed form. Arrays are channels-last: (frames, height, width, channels).
+
+A non-finite point is an absent joint: it is never drawn, never part of a limb, and takes
+no part in ``scale_and_center``'s fit (``modes`` marks absent joints NaN).
 """
 
 from __future__ import annotations
@@ -43,11 +46,14 @@ def scale_and_center(points: np.ndarray, size: float, fill: float = 0.9) -> np.n
 
     One isotropic scale per slice (per camera for 2D) maps the window's bounding box to
     ``fill`` of ``size`` along its tightest axis, then the box is centred, as the reference
-    does. A degenerate box (a single point) is centred without scaling.
+    does. A degenerate box (a single point) is centred without scaling. Non-finite points
+    (absent joints) stay non-finite and take no part in the box.
     """
     points = np.asarray(points, dtype=np.float64)
-    lo = points.min(axis=(-3, -2), keepdims=True)
-    hi = points.max(axis=(-3, -2), keepdims=True)
+    finite = np.isfinite(points).all(axis=-1, keepdims=True)
+    lo = np.where(finite, points, np.inf).min(axis=(-3, -2), keepdims=True)
+    hi = np.where(finite, points, -np.inf).max(axis=(-3, -2), keepdims=True)
+    lo, hi = np.where(lo <= hi, lo, 0.0), np.where(lo <= hi, hi, 0.0)  # no point: empty box
     extent = hi - lo
     with np.errstate(divide="ignore"):
         per_axis = np.where(extent > 0, size / np.where(extent > 0, extent, 1.0), np.inf)

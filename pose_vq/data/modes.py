@@ -12,6 +12,8 @@ m2d_3d    3 of the exocentric list         as m2d                       as 3d
 3D windows need every frame seen by at least 4 of the listed cameras (the reference's
 reliability test). ``m2d_3d`` rotates each window about the vertical axis so the first
 frame faces the same way (the reference straightens only when both 2D and 3D are drawn).
+Absent joints (``Window.present`` false) are NaN to the renderer: never drawn, in no limb,
+outside every fit (the scale-and-centre box and the straightening).
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ def _scores(source: ScoreSource, confidence: np.ndarray, shape: tuple[int, ...],
     raise ValueError(f"unknown score source {source!r}")
 
 
+def absent_as_nan(points: np.ndarray, present: np.ndarray | None) -> np.ndarray:
+    """(..., T, J, D) points with the joints that ``present`` (T, J) marks absent set to NaN,
+    the renderer's and the fit's marker for "not there"; ``present=None`` keeps all."""
+    points = np.asarray(points, np.float64)
+    return points if present is None else np.where(np.asarray(present)[..., None], points, np.nan)
+
+
 def render_clips(
     mode: Mode, window: panoptic.Window, *, size: int, sigma: float = 0.75,
     kind: Literal["limb", "keypoint"] = "limb", score_source: ScoreSource = "gaussian",
@@ -86,30 +95,33 @@ def render_clips(
         kinds.append(("target_heatmaps", mode.target_kind))
     for key, clip_kind in kinds:
         if clip_kind == "3d":
-            joints = window.joints3d.astype(np.float64)
+            joints = absent_as_nan(window.joints3d, window.present)
             if mode.straighten:
                 joints = panoptic.straighten_by_initial_frame(joints)
             scores = _scores(score_source, window.confidence, joints.shape[:2], rng)
             out[key] = heatmaps.render_volume_projections(joints, scores, size, sigma=sigma)
         else:
             views = window.joints2d[:1] if clip_kind == "c2d" else window.joints2d
+            views = absent_as_nan(views, window.present)
             scores = _scores(score_source, window.confidence, views.shape[:3], rng)
             out[key] = heatmaps.render_views(views, scores, size, sigma=sigma, kind=kind,
                                              per_limb=clip_kind == "c2d")
     return out
 
 
-def joint_pixels(mode: Mode, joints2d: np.ndarray, joints3d: np.ndarray, size: int
-                 ) -> np.ndarray:
+def joint_pixels(mode: Mode, joints2d: np.ndarray, joints3d: np.ndarray, size: int,
+                 present: np.ndarray | None = None) -> np.ndarray:
     """Where the renderer put each joint in each channel of the mode's *target* clip.
 
-    ``joints2d`` (cameras, T, J, 2) camera pixels and ``joints3d`` (T, J, 3) as stored;
-    returns float32 (C_target, T, J, 2) heatmap pixels as (x = column, y = row), with the
-    renderer's fitting (and clipping, for 3D) applied. For skeleton overlays and the
-    keypoint error.
+    ``joints2d`` (cameras, T, J, 2) camera pixels, ``joints3d`` (T, J, 3) and ``present``
+    (T, J) as stored; returns float32 (C_target, T, J, 2) heatmap pixels as (x = column,
+    y = row), with the renderer's fitting (and clipping, for 3D) applied, NaN for absent
+    joints. For skeleton overlays and the keypoint error. ``present=None`` (datasets
+    before 2.0.0, drawn with every joint) places every joint.
     """
+    joints2d, joints3d = absent_as_nan(joints2d, present), absent_as_nan(joints3d, present)
     if mode.target_kind == "3d":
-        joints = np.asarray(joints3d, np.float64)
+        joints = joints3d
         if mode.straighten:
             joints = panoptic.straighten_by_initial_frame(joints)
         v = np.clip(heatmaps.scale_and_center(joints[None], size)[0], 0, size - 1)
@@ -117,7 +129,7 @@ def joint_pixels(mode: Mode, joints2d: np.ndarray, joints3d: np.ndarray, size: i
         # 2 drops z (rows x, cols y).
         planes = [v[..., [2, 1]], v[..., [2, 0]], v[..., [1, 0]]]
         return np.stack(planes).astype(np.float32)
-    views = np.asarray(joints2d)[:1] if mode.target_kind == "c2d_max" else np.asarray(joints2d)
+    views = joints2d[:1] if mode.target_kind == "c2d_max" else joints2d
     return heatmaps.scale_and_center(views, size).astype(np.float32)
 
 
@@ -135,13 +147,11 @@ def iter_mode_windows(
     joint_req: float = 0.9, seed: int = 0, on_error: panoptic.ErrorPolicy = "skip",
     summary: panoptic.ReadSummary,
 ) -> Iterator[panoptic.Window]:
-    """Every window of a sequence usable by ``mode``; counts tracks too short for one."""
-    span = (length - 1) * frame_interval + 1
+    """Every window of a sequence usable by ``mode``; ``summary`` counts what was skipped
+    and dropped, and why."""
     for track in panoptic.read_tracks(root, sequence, mode.cameras, joint_req=joint_req,
                                       on_error=on_error, summary=summary):
-        if len(track.frames) < span:
-            summary.skipped["track_shorter_than_window"] += 1
-            continue
         yield from panoptic.iter_windows(
             track, length=length, stride=stride, frame_interval=frame_interval,
-            num_cameras=mode.num_cameras, min_cameras_3d=mode.min_cameras_3d, seed=seed)
+            num_cameras=mode.num_cameras, min_cameras_3d=mode.min_cameras_3d, seed=seed,
+            summary=summary)

@@ -161,7 +161,8 @@ def draw_skeleton(frames: np.ndarray, points: np.ndarray, *, rows: int, size: in
 
     ``points`` (C, T, J, 2) are (x, y) heatmap pixels per channel (``modes.joint_pixels``);
     each of the ``rows`` rows of ``size``-pixel panels gets the same skeleton. Non-finite
-    joints are left out. Returns a new uint8 array.
+    joints (absent ones: ``joint_pixels`` makes them NaN) and their limbs are left out.
+    Returns a new uint8 array.
     """
     frames = np.array(frames, copy=True)
     num_channels, t = points.shape[:2]

@@ -3,7 +3,7 @@ reconstruction of it, or of the clip decoded from an exported token dataset (REA
 "Tokens"):
 
     python -m pose_vq.visualize --workdir=runs/demo --split=validation --index=3 --skeleton
-    python -m pose_vq.visualize --dataset=DATA_DIR/panoptic_heatmaps/3d/1.0.0 --index=0
+    python -m pose_vq.visualize --dataset=DATA_DIR/panoptic_heatmaps/3d/2.0.0 --index=0
     python -m pose_vq.visualize --tokens=runs/demo/tokens/motion_tokens/<config>/1.0.0
 """
 
@@ -75,7 +75,8 @@ def main(argv: list[str]) -> None:
         frames, rows = comparison_frames(target, recon, f.scale), 3
     if f.skeleton:
         points = modes.joint_pixels(mode, np.asarray(example["joints2d"]),
-                                    np.asarray(example["joints3d"]), size)
+                                    np.asarray(example["joints3d"]), size,
+                                    example.get("present"))
         frames = draw_skeleton(frames, points, rows=rows, size=size, scale=f.scale)
     out = pathlib.Path(f.output or (pathlib.Path(f.workdir or ".") / "videos" / name))
     write_gif(out, frames, fps=f.fps)
@@ -89,7 +90,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "A training workdir: show its (EMA) reconstruction "
                         "of a clip of its dataset (with --tokens: the run that decodes).")
     flags.DEFINE_string("dataset", None, "A built dataset's version directory, e.g. "
-                        "DATA_DIR/panoptic_heatmaps/3d/1.0.0: show one of its clips.")
+                        "DATA_DIR/panoptic_heatmaps/3d/2.0.0: show one of its clips.")
     flags.DEFINE_string("tokens", None, "An exported token dataset's version directory "
                         "(python -m pose_vq.tokenize prints it): show a decoded clip.")
     flags.DEFINE_string("split", "validation", "Split to take the clip from.")
