@@ -23,7 +23,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if "_JIT_CACHE" in globals():
+    """The process that made the cache removes it (xdist workers inherit and share it)."""
+    if "_JIT_CACHE" in globals() and not hasattr(session.config, "workerinput"):
         shutil.rmtree(_JIT_CACHE, ignore_errors=True)
 
 

@@ -14,6 +14,8 @@ from PIL import Image
 from pose_vq import analysis
 from pose_vq import config as config_lib
 
+pytestmark = pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -23,10 +25,11 @@ def config(tiny_runs):
 
 
 def test_sweep_writes_csv_and_plot_for_2d_and_3d(config, tmp_path):
-    rows = analysis.sweep(config, tmp_path, ["m2d", "3d"], [8])
+    k = config.quantizer.num_codes  # 3d at k is the fixture's vqgan run: compiled already
+    rows = analysis.sweep(config, tmp_path, ["m2d", "3d"], [k])
     with open(tmp_path / "sweep.csv") as f:
         table = list(csv.DictReader(f))
-    assert [(r["mode"], int(r["num_codes"])) for r in table] == [("m2d", 8), ("3d", 8)]
+    assert [(r["mode"], int(r["num_codes"])) for r in table] == [("m2d", k), ("3d", k)]
     for r in table:
         evaluated = json.loads((tmp_path / f"{r['mode']}_k{r['num_codes']}" /
                                 "eval_metrics.json").read_text())
@@ -37,13 +40,13 @@ def test_sweep_writes_csv_and_plot_for_2d_and_3d(config, tmp_path):
         assert image.size[0] > 600 and image.size[1] > 400
 
     # Finished runs are read back, not trained again.
-    marker = tmp_path / "3d_k8" / "eval_metrics.json"
+    marker = tmp_path / f"3d_k{k}" / "eval_metrics.json"
     stamp = marker.stat().st_mtime_ns
-    assert analysis.sweep(config, tmp_path, ["3d"], [8]) == [rows[1]]
+    assert analysis.sweep(config, tmp_path, ["3d"], [k]) == [rows[1]]
     assert marker.stat().st_mtime_ns == stamp
     # A run whose training finished but whose evaluation was lost is evaluated again.
     marker.unlink()
-    assert analysis.sweep(config, tmp_path, ["3d"], [8]) == [rows[1]]
+    assert analysis.sweep(config, tmp_path, ["3d"], [k]) == [rows[1]]
 
 
 def test_compare_variants_and_claims(tiny_runs, tmp_path):

@@ -163,16 +163,17 @@ def test_chunked_perceptual_loss_recomputes_in_the_backward(params):
     def grad(chunk):  # the weights as an argument: half the compile time of constants
         return jax.jit(jax.grad(lambda a, y, p: lp.perceptual_loss(p, a, y, chunk_size=chunk)))
 
-    x, y = clips(8)
-    np.testing.assert_allclose(grad(2)(x, y, params), grad(None)(x, y, params), rtol=1e-4,
-                               atol=1e-9)
+    def compiled(chunk, x, y):
+        return grad(chunk).lower(x, y, params).compile(config_lib.CPU_REMAT_OPTIONS)
 
-    def temp(chunk, frames):
-        x, y = clips(frames)
-        compiled = grad(chunk).lower(x, y, params).compile(config_lib.CPU_REMAT_OPTIONS)
-        return compiled.memory_analysis().temp_size_in_bytes
-    assert temp(None, 16) > 1.6 * temp(None, 8)  # 32 planes vs 16
-    assert temp(2, 16) < 1.2 * temp(2, 8)
+    temp = lambda c: c.memory_analysis().temp_size_in_bytes
+    x8, y8 = clips(8)
+    x16, y16 = clips(16)
+    chunked8, whole8 = compiled(2, x8, y8), compiled(None, x8, y8)
+    np.testing.assert_allclose(chunked8(x8, y8, params), whole8(x8, y8, params), rtol=1e-4,
+                               atol=1e-9)
+    assert temp(compiled(None, x16, y16)) > 1.6 * temp(whole8)  # 32 planes vs 16
+    assert temp(compiled(2, x16, y16)) < 1.2 * temp(chunked8)
 
 
 def test_bf16_forward_finite(params):

@@ -9,6 +9,8 @@ import tensorflow_datasets as tfds
 from pose_vq import checkpointing, evaluate, tokenize
 from pose_vq.data import pipeline
 
+pytestmark = pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
+
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_runs):

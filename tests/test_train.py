@@ -231,7 +231,8 @@ def test_nan_batch_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_pa
 
 def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path, monkeypatch):
     """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
-    checkpoint interval, stops without evaluating, and a rerun resumes from step 2."""
+    checkpoint interval and stops without evaluating (test_resume_is_bit_identical shows
+    a rerun goes on from such a checkpoint)."""
     import os
     import signal
 
@@ -253,8 +254,6 @@ def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path, monkeypatch):
     assert checkpointing.checkpoint_manager(tmp_path).all_steps() == [2]
     assert not (tmp_path / "eval_metrics.json").exists()
     assert signal.getsignal(signal.SIGTERM) == handler  # the loop's own handler is gone
-    monkeypatch.setattr(pipeline.GlobalBatches, "__next__", next_batch)
-    assert int(train.train_and_evaluate(config, tmp_path).step) == 4
 
 
 def test_hparams_are_flat_scalars():

@@ -8,6 +8,8 @@ from PIL import Image
 
 from pose_vq import visualize
 
+pytestmark = pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
+
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])

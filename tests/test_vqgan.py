@@ -74,8 +74,16 @@ def test_token_grids_of_the_paper():
     assert grid("m2d_3d") == (16, 16, 16)  # time halved one level fewer
 
 
-def test_forward_encode_decode_round_trip():
+def demo_native():
+    """The demo model with native convolutions: what these tests check does not depend on
+    the conv impl (test_layers checks the impls equal), and native compiles fastest."""
     config = load("demo")
+    config.model.conv_impl = "native"
+    return config
+
+
+def test_forward_encode_decode_round_trip():
+    config = demo_native()
     spec = config_lib.generator_spec(config)
     x, variables = _init(spec, batch=2)
     apply = _apply(spec)
@@ -93,7 +101,7 @@ def test_forward_encode_decode_round_trip():
 
 def test_batch_elements_are_independent():
     """GroupNorm everywhere: an example's output does not depend on its batch mates."""
-    spec = config_lib.generator_spec(load("demo"))
+    spec = config_lib.generator_spec(demo_native())
     x, variables = _init(spec, batch=2)
     apply = _apply(spec)
     both, _ = apply(variables, x)
@@ -128,7 +136,7 @@ def test_down_and_up_sampling_shapes():
 
 
 def test_bf16_forward_is_finite_with_float32_params():
-    config = load("demo")
+    config = demo_native()
     config.model.dtype = "bfloat16"
     spec = config_lib.generator_spec(config)
     x, variables = _init(spec)
