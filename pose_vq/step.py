@@ -31,7 +31,8 @@ def load_perceptual(config: ml_collections.ConfigDict, mesh: Mesh | None = None
                     ) -> Params | None:
     """The LPIPS weights the step takes (replicated on ``mesh`` when given), or None when
     the perceptual weight is 0. An argument of the step rather than constants in it: XLA
-    compiles the step in half the time without 60 MB of folded constants."""
+    compiled LPIPS's gradient in 6.5 s instead of 13 s without 60 MB of folded
+    constants."""
     if not config.loss.perceptual_weight:
         return None
     params = load_lpips_params()

@@ -30,8 +30,8 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:  # relative: from the package, up level - 1
-                    base = ".".join(filter(None, [package.rsplit(".", node.level - 1)[0]
-                                                  if node.level > 1 else package, base]))
+                    base = ".".join(filter(None, [package.rsplit(".", node.level - 1)[0],
+                                                  base]))
                 targets.add(base)
                 targets.update(f"{base}.{a.name}" for a in node.names)
         edges = set()

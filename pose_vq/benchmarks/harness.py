@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Any, Callable
 
-import numpy as np
 
 
 def machine() -> str:
@@ -91,10 +90,7 @@ def emit(rows: list[dict], table: Callable[[list[dict]], None], as_json: bool) -
     """One JSON object per row, or the command's table."""
     if as_json:
         for row in rows:
-            print(json.dumps(row, default=_plain))
+            print(json.dumps(row))
     else:
         table(rows)
 
-
-def _plain(x: Any) -> Any:
-    return x.item() if isinstance(x, np.generic) else str(x)
