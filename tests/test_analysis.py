@@ -4,7 +4,7 @@ the table, the plot and the paper's claims written, and finished runs not traine
 import csv
 import json
 import pathlib
-
+import shutil
 import subprocess
 import sys
 
@@ -24,9 +24,16 @@ def config(tiny_runs):
     return tiny_runs[0]
 
 
-def test_sweep_writes_csv_and_plot_for_2d_and_3d(config, tmp_path):
-    k = config.quantizer.num_codes  # 3d at k is the fixture's vqgan run: compiled already
+def test_sweep_writes_csv_and_plot_for_2d_and_3d(tiny_runs, tmp_path):
+    """The 3d run at the fixture's k is the fixture's vqgan run, copied in finished: it is
+    read back, not trained again; the m2d run is trained."""
+    config, workdir, results = tiny_runs
+    k = config.quantizer.num_codes
+    shutil.copytree(workdir / "vqgan", tmp_path / f"3d_k{k}")
+    marker = tmp_path / f"3d_k{k}" / "eval_metrics.json"
+    stamp = marker.stat().st_mtime_ns
     rows = analysis.sweep(config, tmp_path, ["m2d", "3d"], [k])
+    assert marker.stat().st_mtime_ns == stamp
     with open(tmp_path / "sweep.csv") as f:
         table = list(csv.DictReader(f))
     assert [(r["mode"], int(r["num_codes"])) for r in table] == [("m2d", k), ("3d", k)]
@@ -36,17 +43,14 @@ def test_sweep_writes_csv_and_plot_for_2d_and_3d(config, tmp_path):
         assert float(r["ssim"]) == evaluated["ema"]["ssim"]
         assert float(r["codebook_perplexity"]) == evaluated["ema"]["codebook_perplexity"]
         assert float(r["zeros_l1"]) == evaluated["zeros"]["l1"]
+    assert float(table[1]["ssim"]) == results["vqgan"]["ema"]["ssim"]
     with Image.open(tmp_path / "sweep.png") as image:
         assert image.size[0] > 600 and image.size[1] > 400
 
-    # Finished runs are read back, not trained again.
-    marker = tmp_path / f"3d_k{k}" / "eval_metrics.json"
-    stamp = marker.stat().st_mtime_ns
-    assert analysis.sweep(config, tmp_path, ["3d"], [k]) == [rows[1]]
-    assert marker.stat().st_mtime_ns == stamp
     # A run whose training finished but whose evaluation was lost is evaluated again.
     marker.unlink()
     assert analysis.sweep(config, tmp_path, ["3d"], [k]) == [rows[1]]
+    assert marker.exists()
 
 
 def test_compare_variants_and_claims(tiny_runs, tmp_path):

@@ -1,6 +1,6 @@
 """Multi-host training: ``python -m pose_vq.main`` as 2 local CPU processes (one device
 each, ``jax.distributed`` with a localhost coordinator) equals one process stepping the
-same global batches on a 2-device mesh; each process reads only its shard of the data."""
+same global batches; each process reads only its shard of the data."""
 
 import json
 import os
@@ -11,11 +11,14 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from pose_vq import checkpointing, step
 from pose_vq.data import pipeline
 from pose_vq.state import Models, abstract_state, create_state
-from tests.test_train import assert_states_close, data_dir, tiny_config  # noqa: F401
+from tests.test_train import ATTENTION, assert_states_close, data_dir, tiny_config  # noqa: F401
+
+pytestmark = pytest.mark.xdist_group("attention_step")  # test_train's 8-vs-1 one-device step
 
 STEPS = 3
 
@@ -57,9 +60,10 @@ def _launch(config, workdir, tmp_path):
 
 
 def _single_process(config):
-    """The same steps in this process on 2 devices, each global batch assembled from the
-    two processes' shards (shard i fills the batch's half i, as on the mesh)."""
-    mesh = pipeline.data_mesh(jax.devices()[:2])
+    """The same steps in this process on one device (test_train shows one device equals
+    eight), each global batch assembled from the two processes' shards (shard i fills
+    the batch's half i, as on their mesh)."""
+    mesh = pipeline.data_mesh(jax.devices()[:1])
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
     step_fn = step.make_train_step(models, mesh, state)
@@ -79,6 +83,7 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
                                       "optimizer.learning_rate": 2.25e-5,  # the paper's
                                       "loss.perceptual_weight": 0.0,  # compile time
+                                      **ATTENTION,  # test_train's one-device step, cached
                                       "train.num_steps": STEPS, "train.checkpoint_every": STEPS,
                                       "eval.num_videos": 0})
     config.cpu_devices = 0

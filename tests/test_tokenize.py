@@ -2,6 +2,7 @@
 the files alone, equal the generator's own token choices and decode to the clips it
 reconstructs (to float rounding), with the evaluation's metrics."""
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -43,7 +44,8 @@ def test_export_read_back_decode_equals_reconstruction(run_dir, tmp_path):
     # The oracle: the generator's own forward pass (another XLA program, so equal up to
     # float rounding; the tokens themselves are equal).
     variables = tok.variables
-    recon, q = tok.models.generator.apply(variables, inputs, train=False)
+    recon, q = jax.jit(lambda v, x: tok.models.generator.apply(v, x, train=False))(
+        variables, inputs)
     tokens = np.stack([r["tokens"] for r in rows])
     np.testing.assert_array_equal(tokens, np.asarray(q.indices))
     np.testing.assert_allclose(tok.decode(tokens), np.asarray(recon), rtol=0, atol=1e-5)

@@ -4,7 +4,9 @@ stop-gradient adaptive weight), pre-emption, and non-finite losses stopping trai
 good checkpoint kept."""
 
 import json
+import os
 import pathlib
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,9 @@ from pose_vq import checkpointing, train
 from pose_vq import step as step_lib
 from pose_vq.data import pipeline
 from pose_vq.models.lpips import perceptual_loss
-from pose_vq.state import Models, abstract_state, create_state, init_state
+from pose_vq.state import Models, abstract_state, create_state, replicated
+
+ATTENTION = {"model.attention_resolutions": (8,)}  # at the 8 px level of the tiny model
 
 
 def tiny_config(data_dir, **overrides):
@@ -25,7 +29,10 @@ def tiny_config(data_dir, **overrides):
     c = demo.get_config()
     c.data.update(frames=8, heatmap_size=16, stride=6, score_source="gaussian", sigma=0.75,
                   data_dir=str(data_dir), synthetic=False)
-    c.model.update(channels=(16, 32), spatial_downsamples=1, temporal_downsamples=1)
+    # Native convs (half winograd's compile time; test_layers checks the impls equal) and no
+    # attention (ATTENTION adds it back where a test is about every layer of the step).
+    c.model.update(channels=(16, 32), spatial_downsamples=1, temporal_downsamples=1,
+                   conv_impl="native", attention_resolutions=())
     c.quantizer.num_codes = 64
     c.discriminator.update(filters=8, num_layers=2)
     c.loss.update(disc_start=0, perceptual_planes=4, perceptual_weight=1.0, adversarial_weight=1.0)
@@ -55,10 +62,15 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
 
 
-def run_steps(config, devices, batch, steps=2):
+def run_steps(config, devices, batch, steps=2, initial=None):
+    """``steps`` steps on ``batch`` over ``devices`` from a fresh state, or from
+    ``initial`` (host arrays) copied to every device."""
     mesh = pipeline.data_mesh(devices)
     models = Models.create(config)
-    state = create_state(models, mesh, config.seed)
+    if initial is None:
+        state = create_state(models, mesh, config.seed)
+    else:
+        state = jax.device_put(initial, replicated(mesh, initial))
     step_fn = step_lib.make_train_step(models, mesh, state)
     perceptual = step_lib.load_perceptual(config, mesh)
     for _ in range(steps):
@@ -85,6 +97,7 @@ def assert_states_close(one, other, learning_rate, steps):
     assert compared > 10_000 and outside <= compared * steps / 10_000, (outside, compared)
 
 
+@pytest.mark.xdist_group("attention_step")  # test_multihost's reference: compiled once
 def test_step_on_8_devices_equals_1_device(data_dir):
     """Two steps on a batch split over 8 devices equal them on 1 device, to 1e-5.
 
@@ -95,16 +108,19 @@ def test_step_on_8_devices_equals_1_device(data_dir):
     shift shared by all keys), which Adam's g / (|g| + eps) turns from rounding noise
     into +-lr steps, so those leaves are not compared. Adam does the same, rarely, to
     other near-zero gradient entries: those may differ by at most 2 * lr per step, and
-    at most 1 in 10,000 entries per step may do so (flips add up over the steps; none
-    here, 1.5 in 10,000 after test_multihost's 3 steps across processes).
+    at most 1 in 10,000 entries per step may do so (flips add up over the steps;
+    test_multihost's 3 steps across processes are held to the same bound).
     """
     assert jax.device_count() == 8
     config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
                                       "optimizer.learning_rate": 2.25e-5,  # the paper's
-                                      "loss.perceptual_weight": 0.0})  # compile time
+                                      "loss.perceptual_weight": 0.0,  # compile time
+                                      **ATTENTION})
     batch = first_batch(config)
-    one = run_steps(config, jax.devices()[:1], batch)
-    eight = run_steps(config, jax.devices(), batch)
+    mesh = pipeline.data_mesh(jax.devices()[:1])
+    initial = jax.device_get(create_state(Models.create(config), mesh, config.seed))
+    one = run_steps(config, jax.devices()[:1], batch, initial=initial)
+    eight = run_steps(config, jax.devices(), batch, initial=initial)
     assert_states_close(one, eight, 2.25e-5, steps=2)
 
 
@@ -154,9 +170,9 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
     last conv's VJP) equals jax.grad of the plainly written objective to 1e-5 relative,
     and the tolerance is tight: the reference's leak (D's hinge loss differentiated into
     G) would move the gradient far outside it."""
-    config = tiny_config(data_dir)
+    config = tiny_config(data_dir, **ATTENTION)
     models = Models.create(config)
-    state = init_state(models, 0)
+    state = create_state(models, pipeline.data_mesh(jax.devices()[:1]), 0)
     batch = {k: jnp.asarray(v) for k, v in first_batch(config, size=1).items()}
 
     @jax.jit
@@ -185,12 +201,34 @@ def saved_iterator_state(workdir, step):
     return json.loads(files[0].read_text())
 
 
-def test_resume_is_bit_identical(data_dir, tmp_path):
-    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0})
+@pytest.mark.xdist_group("tiny_runs")  # the fixture's train step, compiled once
+def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
+                                                              monkeypatch):
+    """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
+    checkpoint interval and stops without evaluating; the rerun goes on from there to
+    the straight run's state, bit for bit, and the same loader position."""
+    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
+                                      "train.checkpoint_every": 3})
     straight = train.train_and_evaluate(config, tmp_path / "straight")
-    config.train.num_steps = 2
-    train.train_and_evaluate(config, tmp_path / "resumed")
-    config.train.num_steps = 4
+
+    next_batch = pipeline.GlobalBatches.__next__
+    calls = {"n": 0}
+
+    def preempted(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next_batch(self)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.GlobalBatches, "__next__", preempted)
+        stopped = train.train_and_evaluate(config, tmp_path / "resumed")
+    assert int(stopped.step) == 2
+    assert checkpointing.checkpoint_manager(tmp_path / "resumed").all_steps() == [2]
+    assert not (tmp_path / "resumed" / "eval_metrics.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler  # the loop's own handler is gone
+
     resumed = train.train_and_evaluate(config, tmp_path / "resumed")
     assert int(straight.step) == int(resumed.step) == 4
     for a, b in zip(leaves(straight), leaves(resumed)):
@@ -203,6 +241,7 @@ def test_resume_is_bit_identical(data_dir, tmp_path):
     assert list((tmp_path / "resumed" / "videos").glob("step_0000004_clip0.gif"))
 
 
+@pytest.mark.xdist_group("tiny_runs")  # the fixture's train step, compiled once
 def test_nan_batch_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path,
                                                                 monkeypatch):
     config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 6})
@@ -227,33 +266,6 @@ def test_nan_batch_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_pa
     state = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
     assert int(state.step) == 2
     assert all(np.isfinite(x).all() for x in leaves(state.generator))
-
-
-def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path, monkeypatch):
-    """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
-    checkpoint interval and stops without evaluating (test_resume_is_bit_identical shows
-    a rerun goes on from such a checkpoint)."""
-    import os
-    import signal
-
-    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
-                                      "train.checkpoint_every": 100})
-    next_batch = pipeline.GlobalBatches.__next__
-    calls = {"n": 0}
-
-    def preempted(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next_batch(self)
-
-    monkeypatch.setattr(pipeline.GlobalBatches, "__next__", preempted)
-    handler = signal.getsignal(signal.SIGTERM)
-    state = train.train_and_evaluate(config, tmp_path)
-    assert int(state.step) == 2
-    assert checkpointing.checkpoint_manager(tmp_path).all_steps() == [2]
-    assert not (tmp_path / "eval_metrics.json").exists()
-    assert signal.getsignal(signal.SIGTERM) == handler  # the loop's own handler is gone
 
 
 def test_hparams_are_flat_scalars():

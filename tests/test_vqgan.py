@@ -35,7 +35,7 @@ def _init(spec, batch=1, seed=0):
     x = jax.random.uniform(jax.random.key(seed),
                            (batch, spec.frames, spec.image_size, spec.image_size, spec.in_channels))
     k = jax.random.key(1)
-    return x, VQGAN(spec).init({"params": k, "vq": k}, x, train=False)
+    return x, jax.jit(lambda x: VQGAN(spec).init({"params": k, "vq": k}, x, train=False))(x)
 
 
 def test_reference_parameter_counts():
@@ -55,9 +55,10 @@ def test_paper_configs_shapes_at_reduced_size(name, compression):
     config = load(name, compression)
     config.data.heatmap_size = 32  # reduced spatial size; F32 still divides it
     spec = config_lib.generator_spec(config)
-    v = main_lib.abstract_variables(config)
     clip = jax.ShapeDtypeStruct((2, spec.frames, 32, 32, spec.in_channels), jnp.float32)
-    recon, q = jax.eval_shape(lambda vs, x: VQGAN(spec).apply(vs, x), v["generator"], clip)
+    k = jax.random.key(0)  # one trace: the forward pass that init runs anyway
+    (recon, q), _ = jax.eval_shape(
+        lambda x: VQGAN(spec).init_with_output({"params": k, "vq": k}, x, train=False), clip)
     assert recon.shape == (2, spec.frames, 32, 32, spec.out_channels)
     assert q.indices.shape == (2, *spec.token_grid())
     s = spec.spatial_downsamples
@@ -108,10 +109,11 @@ def test_batch_elements_are_independent():
     one, _ = apply(variables, x[:1])
     np.testing.assert_allclose(both[:1], one, atol=1e-4)  # float32 summation-order noise
     disc = PatchDiscriminator(16, 3, 8)
-    dv = disc.init(jax.random.key(0), x)
+    dv = jax.jit(disc.init)(jax.random.key(0), x)
     disc_apply = jax.jit(disc.apply)
-    np.testing.assert_allclose(disc_apply(dv, x)[:1], disc_apply(dv, x[:1]), atol=1e-4)
-    assert disc.apply(dv, x).shape == (2, 2, 4, 4, 1)
+    logits = disc_apply(dv, x)
+    np.testing.assert_allclose(logits[:1], disc_apply(dv, x[:1]), atol=1e-4)
+    assert logits.shape == (2, 2, 4, 4, 1)
 
 
 def test_attention_residual_adds_the_input():
@@ -153,24 +155,24 @@ def test_remat_changes_neither_parameters_nor_gradients():
     spec = dataclasses.replace(config_lib.generator_spec(load("demo")), conv_impl="folded")
     x, variables = _init(spec)  # folded: compiles faster than winograd
 
-    def grad_fn(levels):
+    def grad_fn(levels):  # compiled as configure_jax has every process compile
         s = dataclasses.replace(spec, remat_levels=levels)
-        remat_vars = VQGAN(s).init({"params": jax.random.key(1), "vq": jax.random.key(1)}, x)
+        remat_vars = jax.eval_shape(lambda: VQGAN(s).init(
+            {"params": jax.random.key(1), "vq": jax.random.key(1)}, x))
         assert (jax.tree_util.tree_structure(remat_vars["params"])
                 == jax.tree_util.tree_structure(variables["params"]))
 
         def loss(params):
             recon, q = VQGAN(s).apply({**variables, "params": params}, x, train=False)
             return jnp.mean(jnp.abs(recon - x)) + q.losses["total"]
-        return jax.jit(jax.grad(loss))
+        return jax.jit(jax.grad(loss)).lower(variables["params"]).compile(
+            config_lib.CPU_REMAT_OPTIONS)
 
     plain, top, every = grad_fn(0), grad_fn(1), grad_fn(3)  # 3: attention levels too
     for a, b in zip(jax.tree_util.tree_leaves(plain(variables["params"])),
                     jax.tree_util.tree_leaves(every(variables["params"]))):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
-    def temp(f):  # compiled as configure_jax has every process compile
-        compiled = f.lower(variables["params"]).compile(config_lib.CPU_REMAT_OPTIONS)
-        return compiled.memory_analysis().temp_size_in_bytes
+    temp = lambda compiled: compiled.memory_analysis().temp_size_in_bytes
     assert temp(top) < temp(plain)
 
 
