@@ -18,7 +18,7 @@ from pose_vq.data import pipeline
 from pose_vq.state import Models, abstract_state, create_state
 from tests.test_train import ATTENTION, assert_states_close, data_dir, tiny_config  # noqa: F401
 
-pytestmark = pytest.mark.xdist_group("attention_step")  # test_train's 8-vs-1 one-device step
+pytestmark = pytest.mark.xdist_group("attention_step")  # one worker with test_train 8-vs-1
 
 STEPS = 3
 
@@ -83,7 +83,7 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
                                       "optimizer.learning_rate": 2.25e-5,  # the paper's
                                       "loss.perceptual_weight": 0.0,  # compile time
-                                      **ATTENTION,  # test_train's one-device step, cached
+                                      **ATTENTION,  # test_train 8-vs-1 config: its one-device step
                                       "train.num_steps": STEPS, "train.checkpoint_every": STEPS,
                                       "eval.num_videos": 0})
     config.cpu_devices = 0

@@ -97,7 +97,7 @@ def assert_states_close(one, other, learning_rate, steps):
     assert compared > 10_000 and outside <= compared * steps / 10_000, (outside, compared)
 
 
-@pytest.mark.xdist_group("attention_step")  # test_multihost's reference: compiled once
+@pytest.mark.xdist_group("attention_step")  # one worker: test_multihost reuses its step
 def test_step_on_8_devices_equals_1_device(data_dir):
     """Two steps on a batch split over 8 devices equal them on 1 device, to 1e-5.
 
@@ -201,7 +201,7 @@ def saved_iterator_state(workdir, step):
     return json.loads(files[0].read_text())
 
 
-@pytest.mark.xdist_group("tiny_runs")  # the fixture's train step, compiled once
+@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this step
 def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
                                                               monkeypatch):
     """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
@@ -241,7 +241,7 @@ def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
     assert list((tmp_path / "resumed" / "videos").glob("step_0000004_clip0.gif"))
 
 
-@pytest.mark.xdist_group("tiny_runs")  # the fixture's train step, compiled once
+@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this step
 def test_nan_batch_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path,
                                                                 monkeypatch):
     config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 6})
