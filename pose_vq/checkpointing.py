@@ -52,8 +52,20 @@ def checkpoint_manager(workdir: str | pathlib.Path, keep: int | None = None, eve
         pathlib.Path(workdir).absolute() / "checkpoints",
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
                                              create=not read_only, read_only=read_only),
-        item_handlers={"state": ocp.PyTreeCheckpointHandler(),
-                       "data": grain.checkpoint.CheckpointHandler()})
+        item_handlers={"state": _state_handler(), "data": grain.checkpoint.CheckpointHandler()})
+
+
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+    """Orbax's handler, writing replica-parallel only across processes. In one process
+    every replica is local: splitting the write among them bought nothing and compiled a
+    slicing program per leaf shape (tiny test runs: 16.3 instead of 22.4 s, first save
+    included). Its leaves are plain arrays (the rng is raw key data), so it keeps no
+    typed-key metadata either."""
+    if jax.process_count() > 1:
+        return ocp.PyTreeCheckpointHandler()
+    arrays = ocp.type_handlers.ArrayHandler(use_replica_parallel=False)
+    return ocp.PyTreeCheckpointHandler(
+        type_handler_registry=ocp.type_handlers.create_type_handler_registry((jax.Array, arrays)))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: TrainState,

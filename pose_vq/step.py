@@ -5,7 +5,9 @@ GAN, discriminator hinge loss) with its bug fixed: the discriminator is trained 
 stop-gradient reconstructions, so its loss never reaches the generator. The generator is
 differentiated once: one VJP of the generator, pulled back from the sum of the loss
 gradients with respect to the reconstruction. The adaptive weight needs the gradient of
-each loss on the decoder's last kernel, which only re-runs that one convolution.
+each loss on the decoder's last kernel, which only re-runs that one convolution. Without
+a GAN (adversarial weight 0: the vqvae and dvae baselines) the discriminator, whose loss
+would be 0 at every step, is neither run nor updated.
 """
 
 from __future__ import annotations
@@ -95,53 +97,92 @@ def generator_gradients(models: Models, perceptual: Params | None, state: TrainS
         return losses.generator_adversarial_loss(logits), logits
 
     (rec_loss, rec_terms), g_rec = jax.value_and_grad(reconstruction_loss, has_aux=True)(recon)
-    (adv_loss, fake_logits), g_adv = jax.value_and_grad(adversarial_loss, has_aux=True)(recon)
     disc_factor = losses.discriminator_factor(state.step, lc.disc_start, lc.adversarial_weight)
-    if lc.adaptive_weight:
-        # d loss / d kernel of the last conv = VJP of that conv at d loss / d recon.
-        hidden = updates["intermediates"]["decoder"]["conv_out_input"][0]
-        conv_out = layers.conv3d(models.spec.out_channels, dtype=jnp.dtype(models.spec.dtype),
-                                 impl=models.spec.conv_impl)
-        last = state.generator["decoder"]["conv_out"]
-        run_last = lambda k: conv_out.apply({"params": {**last, "kernel": k}}, hidden
-                                            ).astype(jnp.float32)
-        adaptive = losses.adaptive_weight(
-            lambda k: jnp.vdot(g_rec, run_last(k)), lambda k: jnp.vdot(g_adv, run_last(k)),
-            last["kernel"], max_weight=lc.adaptive_weight_max, scale=lc.adaptive_weight_scale)
-    else:
-        adaptive = jnp.ones((), jnp.float32)
-    adv_scale = disc_factor * adaptive
-    (grads,) = pullback((g_rec + adv_scale * g_adv, jnp.ones_like(q_total)))
+    # The objective's gradient w.r.t. the reconstruction; without a GAN (the vqvae and
+    # dvae baselines) the discriminator is not run at all.
+    g_recon, adv_term, gan = g_rec, 0.0, {}
+    if lc.adversarial_weight:
+        (adv_loss, fake_logits), g_adv = jax.value_and_grad(adversarial_loss, has_aux=True)(recon)
+        adaptive = (_adaptive_weight(models, state, updates, g_rec, g_adv) if lc.adaptive_weight
+                    else jnp.ones((), jnp.float32))
+        adv_scale = disc_factor * adaptive
+        g_recon, adv_term = g_rec + adv_scale * g_adv, adv_scale * adv_loss
+        gan = {"loss_generator_adversarial": adv_loss, "gan_adaptive_weight": adaptive,
+               "gan_adversarial_scale": adv_scale, "gan_logits_fake": jnp.mean(fake_logits)}
+    (grads,) = pullback((g_recon, jnp.ones_like(q_total)))
     aux = {"vq_stats": updates["vq_stats"], "disc_factor": disc_factor, "scalars": {
-        "loss_generator_total": rec_loss + q_total + adv_scale * adv_loss,
+        "loss_generator_total": rec_loss + q_total + adv_term,
         "loss_reconstruction": rec_loss, "loss_l1": rec_terms["l1"],
         "loss_perceptual": rec_terms["perceptual"],
-        **{f"loss_quantizer_{k}": v for k, v in q.losses.items()},
-        "loss_generator_adversarial": adv_loss,
-        "gan_adaptive_weight": adaptive, "gan_adversarial_scale": adv_scale,
-        "gan_logits_fake": jnp.mean(fake_logits),
+        **{f"loss_quantizer_{k}": v for k, v in q.losses.items()}, **gan,
         **{f"codebook_{k}": v for k, v in q.health.items()},
         **({"codebook_temperature": temperature} if temperature is not None else {}),
     }}
     return grads, recon, aux
 
 
+def _adaptive_weight(models: Models, state: TrainState, updates: Params, g_rec: jax.Array,
+                     g_adv: jax.Array) -> jax.Array:
+    """The adaptive GAN weight from each loss's gradient on the decoder's last kernel:
+    d loss / d kernel is the VJP of that one conv at d loss / d recon."""
+    lc = models.config.loss
+    hidden = updates["intermediates"]["decoder"]["conv_out_input"][0]
+    conv_out = layers.conv3d(models.spec.out_channels, dtype=jnp.dtype(models.spec.dtype),
+                             impl=models.spec.conv_impl)
+    last = state.generator["decoder"]["conv_out"]
+    run_last = lambda k: conv_out.apply({"params": {**last, "kernel": k}}, hidden
+                                        ).astype(jnp.float32)
+    return losses.adaptive_weight(
+        lambda k: jnp.vdot(g_rec, run_last(k)), lambda k: jnp.vdot(g_adv, run_last(k)),
+        last["kernel"], max_weight=lc.adaptive_weight_max, scale=lc.adaptive_weight_scale)
+
+
 def train_step(models: Models, state: TrainState, batch: dict[str, jax.Array],
                perceptual: Params | None) -> tuple[TrainState, metrics.Collection, jax.Array]:
-    """One generator update, then one discriminator update (``perceptual``: the LPIPS
-    weights or None). Returns the new state, this step's metrics and whether every loss
+    """One generator update, then one discriminator update if the config has a GAN
+    (``perceptual``: the LPIPS weights or None). Returns the new state, this step's metrics and whether every loss
     was finite; a non-finite step leaves the state unchanged."""
     config, lc = models.config, models.config.loss
     x, target = batch["inputs"], batch["targets"]
     g_params, recon, aux = generator_gradients(models, perceptual, state, x, target,
                                                jax.random.fold_in(state.rng, state.step))
-    disc_factor = aux["disc_factor"]
     g_updates, generator_opt = models.generator_tx.update(g_params, state.generator_opt,
                                                           state.generator)
     generator = optax.apply_updates(state.generator, g_updates)
 
     # Discriminator on stop-gradient reconstructions: its loss cannot reach the generator.
-    fake = jax.lax.stop_gradient(recon)
+    # Without a GAN its loss is 0 at every step: it is neither run nor updated.
+    discriminator, discriminator_opt, lecam, d_scalars = (
+        _discriminator_update(models, state, target, jax.lax.stop_gradient(recon),
+                              aux["disc_factor"])
+        if lc.adversarial_weight else
+        (state.discriminator, state.discriminator_opt, state.lecam, {}))
+
+    # EMA of the generator weights, with the usual warm-up so early evaluations are useful.
+    decay = jnp.minimum(config.train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema_generator = optax.incremental_update(generator, state.ema_generator, 1.0 - decay)
+
+    scalars = {**aux["scalars"], **d_scalars, "norm_generator_grad": _global_norm(g_params),
+               "norm_generator_param": _global_norm(generator)}
+    scalars = {k: jnp.asarray(v, jnp.float32) for k, v in scalars.items()}
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in scalars.values()]))
+    collection = train_metrics_collection(tuple(sorted(scalars))).single_from_model_output(
+        **scalars)
+    new_state = state.replace(
+        step=state.step + 1, generator=generator, vq_stats=aux["vq_stats"],
+        discriminator=discriminator, generator_opt=generator_opt,
+        discriminator_opt=discriminator_opt, ema_generator=ema_generator, lecam=lecam)
+    # A non-finite step changes nothing, so the state stays the last good one.
+    new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+    return new_state, collection, finite
+
+
+def _discriminator_update(models: Models, state: TrainState, target: jax.Array,
+                          fake: jax.Array, disc_factor: jax.Array
+                          ) -> tuple[Params, optax.OptState, jax.Array, dict[str, jax.Array]]:
+    """One discriminator step on real ``target`` and (stop-gradient) ``fake`` clips: its
+    new params, optimiser state, LeCam anchors and scalars."""
+    lc = models.config.loss
 
     def discriminator_loss(params):
         disc = lambda clip: models.discriminator.apply(params, clip)
@@ -156,37 +197,19 @@ def train_step(models: Models, state: TrainState, batch: dict[str, jax.Array],
                                + lc.r1_weight * terms["r1"])
         return total, (terms, real_logits, fake_logits)
 
-    (disc_total, (disc_terms, real_logits, d_fake_logits)), d_grads = jax.value_and_grad(
+    (total, (terms, real_logits, fake_logits)), grads = jax.value_and_grad(
         discriminator_loss, has_aux=True)(state.discriminator)
-    d_updates, discriminator_opt = models.discriminator_tx.update(
-        d_grads, state.discriminator_opt, state.discriminator)
-    discriminator = optax.apply_updates(state.discriminator, d_updates)
+    updates, opt = models.discriminator_tx.update(grads, state.discriminator_opt,
+                                                  state.discriminator)
+    params = optax.apply_updates(state.discriminator, updates)
     lecam = jnp.stack([losses.update_lecam_ema(state.lecam[0], real_logits, lc.lecam_decay),
-                       losses.update_lecam_ema(state.lecam[1], d_fake_logits, lc.lecam_decay)])
-
-    # EMA of the generator weights, with the usual warm-up so early evaluations are useful.
-    decay = jnp.minimum(config.train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema_generator = optax.incremental_update(generator, state.ema_generator, 1.0 - decay)
-
-    scalars = {
-        **aux["scalars"], "loss_discriminator_total": disc_total,
-        **{f"loss_discriminator_{k}": v for k, v in disc_terms.items()},
-        "gan_logits_real": jnp.mean(real_logits),
-        "norm_generator_grad": _global_norm(g_params), "norm_discriminator_grad": _global_norm(d_grads),
-        "norm_generator_param": _global_norm(generator),
-        "norm_discriminator_param": _global_norm(discriminator),
-    }
-    scalars = {k: jnp.asarray(v, jnp.float32) for k, v in scalars.items()}
-    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in scalars.values()]))
-    collection = train_metrics_collection(tuple(sorted(scalars))).single_from_model_output(
-        **scalars)
-    new_state = state.replace(
-        step=state.step + 1, generator=generator, vq_stats=aux["vq_stats"],
-        discriminator=discriminator, generator_opt=generator_opt,
-        discriminator_opt=discriminator_opt, ema_generator=ema_generator, lecam=lecam)
-    # A non-finite step changes nothing, so the state stays the last good one.
-    new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state, state)
-    return new_state, collection, finite
+                       losses.update_lecam_ema(state.lecam[1], fake_logits, lc.lecam_decay)])
+    scalars = {"loss_discriminator_total": total,
+               **{f"loss_discriminator_{k}": v for k, v in terms.items()},
+               "gan_logits_real": jnp.mean(real_logits),
+               "norm_discriminator_grad": _global_norm(grads),
+               "norm_discriminator_param": _global_norm(params)}
+    return params, opt, lecam, scalars
 
 
 @functools.cache

@@ -30,19 +30,19 @@ def test_cpu_convolutions_equal_native(shape, kernel, strides, padding, impl):
     x = jnp.asarray(np.random.default_rng(0).random(shape, np.float32))
     native = layers.conv3d(5, kernel, strides=strides, padding=padding, impl="native")
     folded = layers.conv3d(5, kernel, strides=strides, padding=padding, impl=impl)
-    params = native.init(jax.random.key(0), x)
-    y_native, y_folded = native.apply(params, x), folded.apply(params, x)
+    loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+
+    @jax.jit  # one program, not an op-by-op compile of each
+    def both(x):
+        params = native.init(jax.random.key(0), x)
+        return [(m.apply(params, x), jax.grad(loss(m), argnums=(0, 1))(params, x))
+                for m in (native, folded)]
+
+    (y_native, g_native), (y_folded, g_folded) = both(x)
     assert y_native.shape == y_folded.shape
     np.testing.assert_allclose(y_folded, y_native, atol=2e-5)
-
-    def loss(module):
-        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
-
-    g_native = jax.grad(loss(native), argnums=(0, 1))(params, x)
-    g_folded = jax.grad(loss(folded), argnums=(0, 1))(params, x)
     for a, b in zip(jax.tree_util.tree_leaves(g_native), jax.tree_util.tree_leaves(g_folded)):
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
-
 
 @pytest.mark.parametrize("size,kernel,stride,pad", [(2, 3, 1, 1), (3, 4, 1, 2), (5, 3, 2, 0),
                                                     (4, 4, 1, 1), (9, 3, 1, 1)])

@@ -15,6 +15,7 @@ import pytest
 
 from configs import demo
 from pose_vq import checkpointing, train
+from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import pipeline
 from pose_vq.models.lpips import perceptual_loss
@@ -272,3 +273,26 @@ def test_hparams_are_flat_scalars():
     flat = train.hparams(demo.get_config())
     assert flat["model.channels"] == "(8, 32, 64)" and flat["quantizer.num_codes"] == 256
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
+
+
+@pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
+def test_baselines_neither_run_nor_update_the_discriminator(tiny_runs):
+    """The vqvae and dvae baselines (adversarial weight 0) leave the discriminator and its
+    optimiser at their initial state; the VQ-GAN's one step moves them."""
+    config, workdir, _ = tiny_runs
+    mesh = pipeline.data_mesh()
+
+    def saved(variant):
+        models = Models.create(config_lib.apply_variant(config, variant))
+        manager = checkpointing.checkpoint_manager(workdir / variant, read_only=True)
+        return checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
+
+    initial = create_state(Models.create(config), mesh, config.seed).discriminator
+    changed = lambda state: any(not np.array_equal(a, b) for a, b in
+                                zip(leaves(initial), leaves(state.discriminator)))
+    gan = saved("vqgan")
+    assert changed(gan) and int(gan.discriminator_opt[0].count) == 1
+    for variant in ("vqvae", "dvae"):
+        state = saved(variant)
+        assert int(state.step) == 1 and not changed(state), variant
+        assert int(state.discriminator_opt[0].count) == 0, variant
