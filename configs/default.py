@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.dropout = 0.0  # dropout inside ResBlocks
     m.norm_groups = 32  # GroupNorm groups (every width must be a multiple)
     m.dtype = "float32"  # activation dtype (bfloat16 on accelerators); params stay float32
-    m.conv_impl = "native"  # native | folded | winograd: CPU paths (3D convs as 2D convs, XLA CPU flags)
+    m.conv_impl = "auto"  # auto (winograd on CPU, native elsewhere) | native | folded | winograd
     m.remat_levels = 0  # recompute the N highest-resolution levels at each end in the backward
     #                     pass instead of keeping their activations (memory for time)
 

@@ -25,7 +25,7 @@ run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; 
 install() {
   run python3 -m venv .venv
   run .venv/bin/pip install -q -U pip
-  run .venv/bin/pip install -q -e . "jax[cuda12]"
+  run .venv/bin/pip install -q -e ".[cuda12]"
   run .venv/bin/python -c "import jax; print(jax.devices())"
 }
 

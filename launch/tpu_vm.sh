@@ -39,7 +39,7 @@ create() {
 install() {
   on_all "set -e; git clone -b $BRANCH $REPO pose_vq || git -C pose_vq pull; cd pose_vq; \
 python3 -m venv ~/venv; . ~/venv/bin/activate; pip install -q -U pip; \
-pip install -q -e . 'jax[tpu]'; python -c 'import jax; print(jax.process_index(), jax.device_count())'"
+pip install -q -e '.[tpu]'; python -c 'import jax; print(jax.process_index(), jax.device_count())'"
 }
 
 data() {  # build once on worker 0, keep it in the bucket, copy it to every worker's disk

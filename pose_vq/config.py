@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import typing
@@ -13,7 +15,8 @@ from pose_vq.data import modes
 from pose_vq.models.vqgan import GeneratorSpec
 
 QUANTIZER_KINDS = ("ema", "learned", "gumbel")
-CONV_IMPLS = ("native", "folded", "winograd")  # see layers.Conv3D; the last two: CPU paths
+LAYER_CONV_IMPLS = ("native", "folded", "winograd")  # layers.Conv3D's paths
+CONV_IMPLS = ("auto", *LAYER_CONV_IMPLS)  # model.conv_impl; see conv_impl_for
 SCORE_SOURCES = typing.get_args(modes.ScoreSource)
 
 
@@ -99,24 +102,48 @@ CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,
 # XLA CPU's pipeline expands optimisation barriers before CSE, which then merges the
 # recomputation of jax.checkpoint (model.remat_levels, loss.perceptual_chunk) back into
 # the forward pass: remat saved no memory on CPU (BENCHMARKS.md). Skipping that pass keeps
-# the barriers, as GPU and TPU do; a program without barriers compiles as before.
-CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}  # per-compile form
-CPU_REMAT_FLAG = f"--xla_disable_hlo_passes={CPU_REMAT_OPTIONS['xla_disable_hlo_passes']}"
+# the barriers, as GPU and TPU do (they need the pass: it lowers the barriers), so it is a
+# compile option of the CPU programs (xla_compiler_options), not a process-wide flag.
+CPU_REMAT_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
+def expected_platform(platforms: str | None = None) -> str:
+    """The platform JAX will run on, decided without starting a backend (XLA reads
+    XLA_FLAGS once, when the first backend starts): the first of ``jax_platforms`` when
+    set, else tpu or gpu when its plugin is installed, else cpu. A plugin on a machine
+    without its chip makes this say tpu or gpu while JAX falls back to the CPU: the CPU
+    flags are then left out, which costs CPU speed, never correctness. ``platforms``
+    stands in for ``jax_platforms`` (tests)."""
+    platforms = platforms if platforms is not None else jax.config.jax_platforms
+    if platforms:
+        first = platforms.split(",")[0].strip().lower()
+        return "gpu" if first in ("cuda", "rocm") else first
+    if importlib.util.find_spec("libtpu"):
+        return "tpu"
+    plugins = [e.name for e in importlib.metadata.entry_points(group="jax_plugins")]
+    return "gpu" if any("cuda" in n or "rocm" in n for n in plugins) else "cpu"
+
+
+def conv_impl_for(impl: str, platform: str) -> str:
+    """The convolution path ``model.conv_impl`` means on ``platform``: ``auto`` is
+    winograd on CPU and native elsewhere; the CPU paths (folded, winograd) are native off
+    the CPU. Every path has the same parameters, so a checkpoint runs under any of them."""
+    if platform != "cpu":
+        return "native"
+    return "winograd" if impl == "auto" else impl
+
+
+def xla_compiler_options(platform: str) -> dict[str, str]:
+    """Compile options of a program that runs on ``platform`` (jit's compiler_options)."""
+    return dict(CPU_REMAT_OPTIONS) if platform == "cpu" else {}
 
 
 def _add_xla_flag(flag: str) -> None:
-    """Add ``flag`` to XLA_FLAGS unless the user set that flag; a user's own
-    ``--xla_disable_hlo_passes=a,b`` list gets this pass appended instead."""
-    key, value = flag.split("=", 1)
+    """Add ``flag`` to XLA_FLAGS unless the user set that flag (their value stands)."""
+    key = flag.split("=", 1)[0]
     flags = os.environ.get("XLA_FLAGS", "").split()
-    for i, existing in enumerate(flags):
-        if existing.startswith(key + "="):
-            if key == "--xla_disable_hlo_passes" and value not in existing.split("=", 1)[1].split(","):
-                flags[i] = f"{existing},{value}"
-            break
-    else:
-        flags.append(flag)
-    os.environ["XLA_FLAGS"] = " ".join(flags)
+    if not any(f.startswith(key + "=") for f in flags):
+        os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
 
 
 def enable_cpu_conv_flag() -> None:
@@ -124,15 +151,17 @@ def enable_cpu_conv_flag() -> None:
     _add_xla_flag(CPU_CONV_FLAG)
 
 
-def configure_jax(config: ml_collections.ConfigDict) -> None:
-    """Process-wide JAX settings a config asks for; call before anything touches a backend.
+def configure_jax(config: ml_collections.ConfigDict, platform: str | None = None) -> None:
+    """Process-wide JAX settings a config asks for on ``platform`` (default:
+    ``expected_platform()``); call before anything touches a backend.
 
-    ``cpu_devices`` splits a CPU host into that many devices, with collectives that wait
-    out a busy machine; a CPU ``model.conv_impl`` (folded, winograd) sets XLA's CPU
-    convolution flag; XLA CPU always keeps remat's optimisation barriers.
+    Only on CPU: ``cpu_devices`` splits the host into that many devices, with collectives
+    that wait out a busy machine, and a CPU conv path sets XLA's CPU convolution flag.
+    Elsewhere nothing is set.
     """
-    _add_xla_flag(CPU_REMAT_FLAG)
-    if config.model.conv_impl != "native":
+    if (platform or expected_platform()) != "cpu":
+        return
+    if conv_impl_for(config.model.conv_impl, "cpu") != "native":
         enable_cpu_conv_flag()
     if config.cpu_devices:
         jax.config.update("jax_num_cpu_devices", config.cpu_devices)
@@ -149,8 +178,10 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     return validate(config)
 
 
-def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
-    """The generator a (validated) config describes; channels follow the data mode."""
+def generator_spec(config: ml_collections.ConfigDict, platform: str | None = None
+                   ) -> GeneratorSpec:
+    """The generator a (validated) config describes, its convolutions as they run on
+    ``platform`` (default: JAX's backend); channels follow the data mode."""
     validate(config)
     mode = modes.MODES[config.data.mode]
     m, q = config.model, config.quantizer
@@ -168,7 +199,8 @@ def generator_spec(config: ml_collections.ConfigDict) -> GeneratorSpec:
         spatial_downsamples=m.spatial_downsamples, temporal_downsamples=m.temporal_downsamples,
         reduce_temporal=m.reduce_temporal, dropout=m.dropout, norm_groups=m.norm_groups,
         num_codes=q.num_codes, quantizer=tuple(sorted(extra.items())), dtype=m.dtype,
-        conv_impl=m.conv_impl, remat_levels=m.remat_levels)
+        conv_impl=conv_impl_for(m.conv_impl, platform or jax.default_backend()),
+        remat_levels=m.remat_levels)
 
 
 # The paper's comparisons: its model and the two systems it is measured against.

@@ -74,7 +74,7 @@ class Models:
         tx = lambda: optax.adam(o.learning_rate, b1=o.b1, b2=o.b2)
         return cls(config=config, spec=spec, generator=VQGAN(spec),
                    discriminator=PatchDiscriminator(d.filters, d.num_layers, d.norm_groups,
-                                                    config.model.dtype, config.model.conv_impl),
+                                                    config.model.dtype, spec.conv_impl),
                    generator_tx=tx(), discriminator_tx=tx())
 
     def input_shape(self, batch: int) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ import optax
 from clu import metrics
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pose_vq import config as config_lib
 from pose_vq import losses
 from pose_vq.models import layers
 from pose_vq.models.lpips import load_lpips_params, perceptual_loss
@@ -225,7 +226,8 @@ def make_train_step(models: Models, mesh: Mesh, state: TrainState):
     replicated."""
     state_sharding = replicated(mesh, state)
     data = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.jit(functools.partial(train_step, models),
+    options = config_lib.xla_compiler_options(mesh.devices.flat[0].platform)
+    return jax.jit(functools.partial(train_step, models), compiler_options=options,
                    in_shardings=(state_sharding, {"inputs": data, "targets": data},
                                  NamedSharding(mesh, PartitionSpec())),
                    out_shardings=(state_sharding, NamedSharding(mesh, PartitionSpec()),

@@ -23,7 +23,12 @@ VARIANTS = ["3d_1024", "m2d_1024", "c2d_128", "m2d_3d"]
 
 
 def load(name, arg=None):
-    return importlib.import_module(f"configs.{name}").get_config(arg)
+    """A config with native convolutions: the shapes, counts and functions checked here do
+    not depend on the conv path (test_layers checks the paths equal), and native traces
+    fastest."""
+    config = importlib.import_module(f"configs.{name}").get_config(arg)
+    config.model.conv_impl = "native"
+    return config
 
 
 def _apply(spec):
@@ -76,11 +81,8 @@ def test_token_grids_of_the_paper():
 
 
 def demo_native():
-    """The demo model with native convolutions: what these tests check does not depend on
-    the conv impl (test_layers checks the impls equal), and native compiles fastest."""
-    config = load("demo")
-    config.model.conv_impl = "native"
-    return config
+    """The demo model with native convolutions (see load)."""
+    return load("demo")
 
 
 def test_forward_encode_decode_round_trip():
@@ -169,7 +171,7 @@ def test_remat_changes_neither_parameters_nor_gradients():
     loss_of(1)  # the full-resolution level alone: the same tree
     # 3: every level, attention ones too; compiled as configure_jax has every process compile.
     plain, every = (jax.jit(jax.grad(loss_of(n))).lower(variables["params"]).compile(
-        config_lib.CPU_REMAT_OPTIONS) for n in (0, 3))
+        config_lib.xla_compiler_options("cpu")) for n in (0, 3))
     for a, b in zip(jax.tree_util.tree_leaves(plain(variables["params"])),
                     jax.tree_util.tree_leaves(every(variables["params"]))):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
@@ -196,7 +198,7 @@ def test_rematerialised_blocks_keep_only_their_inputs():
         chain = Chain(remat)
         grad = jax.jit(jax.grad(lambda v: jnp.sum(chain.apply(v, x) ** 2)))
         compiled = grad.lower(chain.init(jax.random.key(0), x)).compile(
-            config_lib.CPU_REMAT_OPTIONS)
+            config_lib.xla_compiler_options("cpu"))
         return compiled.memory_analysis().temp_size_in_bytes
     assert temp(True) < 0.5 * temp(False)
 

@@ -26,7 +26,7 @@ def run(config: ml_collections.ConfigDict, batch: int, repeats: int) -> list[dic
                                                         np.float32))
         gflop = 2 * batch * frames * side * side * 27 * width * width / 1e9
         native = None
-        for impl in config_lib.CONV_IMPLS:
+        for impl in config_lib.LAYER_CONV_IMPLS:
             conv = layers.conv3d(width, impl=impl)
             params = conv.init(jax.random.key(0), x)  # the same for every impl
             forward = jax.jit(conv.apply)
