@@ -58,8 +58,8 @@ def checkpoint_manager(workdir: str | pathlib.Path, keep: int | None = None, eve
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
     """Orbax's handler, writing replica-parallel only across processes. In one process
     every replica is local: splitting the write among them bought nothing and compiled a
-    slicing program per leaf shape (tiny test runs: 16.3 instead of 22.4 s, first save
-    included). Its leaves are plain arrays (the rng is raw key data), so it keeps no
+    slicing program per leaf shape (the test suite's three tiny runs: 44.2 instead of
+    57.0 s, BENCHMARKS.md). Its leaves are plain arrays (the rng is raw key data), so it keeps no
     typed-key metadata either."""
     if jax.process_count() > 1:
         return ocp.PyTreeCheckpointHandler()

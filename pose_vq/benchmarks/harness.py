@@ -40,11 +40,12 @@ def matmul_peak(mesh, dtype) -> float:
     import jax.numpy as jnp  # noqa: PLC0415
     from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
 
-    n = 1024 if jax.devices()[0].platform == "cpu" else 8192
+    cpu = jax.devices()[0].platform == "cpu"
+    n = 1024 if cpu else 8192
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     a = jax.device_put(jnp.ones((mesh.size, n, n), dtype), sharding)
     mm = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a), out_shardings=sharding)
-    seconds = time_calls(lambda: mm(a), repeats=5 if n == 1024 else 20)
+    seconds = time_calls(lambda: mm(a), repeats=5 if cpu else 20)
     return 2 * n**3 / seconds
 
 
