@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.synthetic_frames = 300  # ... frames per sequence
     d.synthetic_people = 2  # ... people per sequence
     d.worker_count = 0  # grain worker processes for the training loader
+    d.prefetch = 2  # training batches copied to the devices ahead of the step
 
     c.model = m = ml_collections.ConfigDict()
     m.channels = (64, 64, 128, 128, 256)  # width of each level (reference intermediate_channels)
@@ -75,8 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
     lo.lecam_weight = 0.0  # LeCam regulariser on discriminator logits (0: off)
     lo.lecam_decay = 0.999  # EMA decay of the LeCam anchors
     lo.r1_weight = 0.0  # R1 gradient penalty on real clips (0: off)
-    lo.perceptual_planes = 0  # LPIPS on this many random (clip, frame, channel) planes (0: all)
-    lo.perceptual_chunk = 0  # planes per LPIPS pass, recomputed in the backward (0: all at once)
+    lo.perceptual_planes = 0  # LPIPS on this many random (frame, channel) planes per step, drawn
+    # evenly from the clips (rounded up to a whole number per clip; 0: all planes)
+    lo.perceptual_chunk = 0  # planes per LPIPS pass and device, recomputed in the backward (0: all)
 
     c.optimizer = o = ml_collections.ConfigDict()
     o.learning_rate = 2.25e-5  # Adam, generator and discriminator

@@ -7,6 +7,7 @@ measured in the same run (the commands live in pose_vq/benchmarks/, one module e
     python -m pose_vq.benchmark encode --config=configs/3d_1024.py [--batch_sizes=1]
     python -m pose_vq.benchmark pipeline --config=configs/demo.py [--workdir=DIR]
     python -m pose_vq.benchmark conv --config=configs/3d_1024.py [--batch_sizes=1]
+    python -m pose_vq.benchmark precision --workdir=RUN [--split=validation] [--max_clips=64]
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pose_vq import config as config_lib
-from pose_vq.benchmarks import conv, harness, model, pipeline, render
+from pose_vq.benchmarks import conv, harness, model, pipeline, precision, render
 
 FLAGS = flags.FLAGS
-COMMANDS = ("render", "step", "encode", "pipeline", "conv")
+COMMANDS = ("render", "step", "encode", "pipeline", "conv", "precision")
 
 
 def main(argv: list[str]) -> None:
@@ -31,6 +32,15 @@ def main(argv: list[str]) -> None:
     if what == "render":
         rows = render.run(FLAGS.frames, FLAGS.size, FLAGS.repeats, FLAGS.oracle_frames)
         harness.emit(rows, render.print_table, FLAGS.json)
+        return
+    if what == "precision":
+        if not FLAGS.workdir:
+            raise app.UsageError("precision needs --workdir, a training run's directory")
+        from pose_vq import checkpointing  # noqa: PLC0415
+
+        config_lib.configure_jax(checkpointing.load_run_config(FLAGS.workdir))
+        result = precision.run(FLAGS.workdir, FLAGS.split, FLAGS.max_clips)
+        harness.emit([result], lambda rows: precision.print_table(rows[0]), FLAGS.json)
         return
     config = FLAGS.config
     if config is None:
@@ -72,7 +82,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("steps", 3, "step/encode/pipeline/conv: timed calls after compilation.")
     flags.DEFINE_integer("batches", 20, "pipeline: timed loader batches.")
     flags.DEFINE_string("workdir", None, "pipeline: where the config builds its dataset "
-                        "(default: a temporary directory).")
+                        "(default: a temporary directory); precision: the training run.")
+    flags.DEFINE_string("split", "validation", "precision: the split whose clips are compared.")
+    flags.DEFINE_integer("max_clips", 64, "precision: clips compared (0: the whole split).")
     flags.DEFINE_integer("frames", 64, "render: clip length.")
     flags.DEFINE_integer("size", 128, "render: heatmap side.")
     flags.DEFINE_integer("repeats", 10, "render: timed renders per mode.")

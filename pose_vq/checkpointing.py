@@ -74,7 +74,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: TrainState,
     is the loop's call, through ``manager.should_save``)."""
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeSave(state),
-        data=grain.checkpoint.CheckpointSave(batches.host_iterator)), force=True)
+        data=grain.checkpoint.CheckpointSave(batches)), force=True)
 
 
 def _require_checkpoint(manager: ocp.CheckpointManager) -> None:
@@ -91,7 +91,7 @@ def restore_state(manager: ocp.CheckpointManager, abstract: TrainState,
     step = manager.latest_step() if step is None else step
     items = {"state": ocp.args.PyTreeRestore(abstract, restore_args=_restore_args(abstract))}
     if batches is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(batches.host_iterator)
+        items["data"] = grain.checkpoint.CheckpointRestore(batches)
     return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 

@@ -57,6 +57,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            "model.channels)")
     _check(m.dtype in ("float32", "bfloat16"),
            f"model.dtype={m.dtype!r}: choose 'float32' or 'bfloat16'")
+    _check(not (m.conv_impl == "winograd" and m.dtype == "bfloat16"),
+           "model.conv_impl='winograd' needs model.dtype='float32': its F(4,3) transforms "
+           "amplify bfloat16's rounding; use 'auto' (folded on CPU in bfloat16) or 'folded'")
     _check(q.kind in QUANTIZER_KINDS, f"quantizer.kind={q.kind!r}: choose one of {QUANTIZER_KINDS}")
     _check(q.num_codes >= 2, f"quantizer.num_codes={q.num_codes} must be >= 2")
     for knob, on in [("dead_code_threshold", q.dead_code_threshold > 0), ("kmeans_init", q.kmeans_init)]:
@@ -86,11 +89,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for knob, value in [("train.batch_size", tc.batch_size), ("eval.batch_size", ec.batch_size)]:
         _check(not config.cpu_devices or value % config.cpu_devices == 0,
                f"{knob}={value} is not divisible by cpu_devices={config.cpu_devices}")
+    _check(d.prefetch >= 0, f"data.prefetch={d.prefetch} must be >= 0")
     _check(config.loss.perceptual_planes >= 0,
            f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
     _check(config.loss.perceptual_chunk >= 0,
            f"loss.perceptual_chunk={config.loss.perceptual_chunk} must be >= 0 (0: one pass)")
     return config
+
+
+def check_batch_divisible(config: ml_collections.ConfigDict, mesh_size: int,
+                          knobs: tuple[str, ...] = ("train.batch_size", "eval.batch_size")
+                          ) -> None:
+    """Raise ConfigError unless each global batch splits evenly over a data-parallel mesh
+    of ``mesh_size`` devices (all devices of all processes)."""
+    for knob in knobs:
+        section, key = knob.split(".")
+        value = config[section][key]
+        _check(value % mesh_size == 0,
+               f"{knob}={value} is not divisible by the mesh's {mesh_size} devices: use a "
+               f"multiple of {mesh_size}")
 
 
 # In-process collectives of CPU devices abort after 40 s when one device's thread has not
@@ -124,13 +141,16 @@ def expected_platform(platforms: str | None = None) -> str:
     return "gpu" if any("cuda" in n or "rocm" in n for n in plugins) else "cpu"
 
 
-def conv_impl_for(impl: str, platform: str) -> str:
+def conv_impl_for(impl: str, platform: str, dtype: str = "float32") -> str:
     """The convolution path ``model.conv_impl`` means on ``platform``: ``auto`` is
-    winograd on CPU and native elsewhere; the CPU paths (folded, winograd) are native off
-    the CPU. Every path has the same parameters, so a checkpoint runs under any of them."""
+    winograd on CPU (folded in bfloat16, whose rounding winograd's transforms amplify)
+    and native elsewhere; the CPU paths (folded, winograd) are native off the CPU. Every
+    path has the same parameters, so a checkpoint runs under any of them."""
     if platform != "cpu":
         return "native"
-    return "winograd" if impl == "auto" else impl
+    if impl == "auto":
+        return "winograd" if dtype == "float32" else "folded"
+    return impl
 
 
 def xla_compiler_options(platform: str) -> dict[str, str]:
@@ -199,7 +219,7 @@ def generator_spec(config: ml_collections.ConfigDict, platform: str | None = Non
         spatial_downsamples=m.spatial_downsamples, temporal_downsamples=m.temporal_downsamples,
         reduce_temporal=m.reduce_temporal, dropout=m.dropout, norm_groups=m.norm_groups,
         num_codes=q.num_codes, quantizer=tuple(sorted(extra.items())), dtype=m.dtype,
-        conv_impl=conv_impl_for(m.conv_impl, platform or jax.default_backend()),
+        conv_impl=conv_impl_for(m.conv_impl, platform or jax.default_backend(), m.dtype),
         remat_levels=m.remat_levels)
 
 

@@ -24,10 +24,9 @@ from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pose_vq import checkpointing, metrics, visualize
+from pose_vq import config as config_lib
 from pose_vq.data import modes, pipeline, skeleton
-from pose_vq.state import GeneratorState, Models, TrainState
-
-WEIGHT_SETS = ("raw", "ema")
+from pose_vq.state import WEIGHT_SETS, GeneratorState, Models, TrainState, generator_variables
 
 
 def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
@@ -39,15 +38,14 @@ def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
     return {k: jnp.sum(v * mask) for k, v in per_clip.items()}
 
 
-def _eval_batch(models: Models, radius: int, params: Any, vq_stats: Any, inputs: jax.Array,
+def _eval_batch(models: Models, radius: int, variables: Any, inputs: jax.Array,
                 targets: jax.Array, mask: jax.Array, points: jax.Array | None
                 ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
     """Masked sums of the per-clip metrics, the batch's token histogram, and the
     reconstructions. Clips are run one by one (vmap), so the quantizer loss is per clip."""
 
     def one(clip):
-        recon, q = models.generator.apply({"params": params, "vq_stats": vq_stats},
-                                          clip[None], train=False)
+        recon, q = models.generator.apply(variables, clip[None], train=False)
         return recon[0], q.indices[0], q.losses["total"]
 
     recon, indices, q_loss = jax.vmap(one)(inputs)
@@ -106,9 +104,7 @@ class Evaluator:
         if not self.num_clips:
             raise ValueError(f"{name}:{ec.split} has no examples to evaluate")
         pc = jax.process_count()
-        if ec.batch_size % mesh.size:
-            raise ValueError(f"eval.batch_size={ec.batch_size} is not divisible by the "
-                             f"{mesh.size} devices")
+        config_lib.check_batch_divisible(config, mesh.size, ("eval.batch_size",))
         self.per_host = ec.batch_size // pc
         self.indices = list(range(jax.process_index(), self.num_clips, pc))
         # Every process runs the same number of batches (collectives must match).
@@ -144,7 +140,6 @@ class Evaluator:
     def run(self, state: TrainState | GeneratorState, step: int,
             writer: metric_writers.MetricWriter | None = None) -> dict[str, Any]:
         """Evaluate both weight sets; write summaries, GIFs and eval_metrics.json."""
-        weights = {"raw": state.generator, "ema": state.ema_generator}
         sums = {w: None for w in (*WEIGHT_SETS, "zeros", "target")}
         histograms = {w: None for w in WEIGHT_SETS}
         first = None
@@ -158,7 +153,7 @@ class Evaluator:
 
         for i, batch in enumerate(self.batches()):
             for w in WEIGHT_SETS:
-                s, h, recon = self._eval(weights[w], state.vq_stats, batch["inputs"],
+                s, h, recon = self._eval(generator_variables(state, w), batch["inputs"],
                                          batch["targets"], batch["mask"], batch["points"])
                 sums[w], histograms[w] = add(sums[w], s), add(histograms[w], h)
                 if i == 0 and w == "ema":

@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pose_vq import config as config_lib
+from pose_vq.data import modes
 from pose_vq.models.discriminator import PatchDiscriminator
 from pose_vq.models.vqgan import VQGAN, GeneratorSpec
 
@@ -38,6 +39,7 @@ class TrainState:
     generator_opt: optax.OptState
     discriminator_opt: optax.OptState
     ema_generator: Params  # EMA of the generator weights, for evaluation and export
+    ema_vq_stats: Params  # the same EMA of vq_stats: the codebook of ema_generator
     lecam: jax.Array  # EMA anchors of the mean real and fake logits (LeCam)
 
 
@@ -51,6 +53,22 @@ class GeneratorState:
     generator: Params
     vq_stats: Params
     ema_generator: Params
+    ema_vq_stats: Params
+
+
+
+WEIGHT_SETS = ("raw", "ema")
+
+
+def generator_variables(state: "TrainState | GeneratorState", weights: str) -> dict[str, Params]:
+    """The generator's variables in one weight set: ``raw`` (the optimiser's weights and
+    the codebook trained with them) or ``ema`` (the EMAs of both, which belong together:
+    the EMA encoder's outputs drift away from the raw codebook)."""
+    if weights == "raw":
+        return {"params": state.generator, "vq_stats": state.vq_stats}
+    if weights == "ema":
+        return {"params": state.ema_generator, "vq_stats": state.ema_vq_stats}
+    raise ValueError(f"weights={weights!r}: choose one of {WEIGHT_SETS}")
 
 
 GENERATOR_FIELDS = tuple(f.name for f in dataclasses.fields(GeneratorState))
@@ -77,6 +95,11 @@ class Models:
                                                     config.model.dtype, spec.conv_impl),
                    generator_tx=tx(), discriminator_tx=tx())
 
+    @property
+    def mode(self) -> modes.Mode:
+        """The data mode: what the clips hold and how a target derives from them."""
+        return modes.MODES[self.config.data.mode]
+
     def input_shape(self, batch: int) -> tuple[int, ...]:
         s = self.spec
         return (batch, s.frames, s.image_size, s.image_size, s.in_channels)
@@ -100,6 +123,7 @@ def init_state(models: Models, seed: int) -> TrainState:
         generator_opt=models.generator_tx.init(generator),
         discriminator_opt=models.discriminator_tx.init(discriminator),
         ema_generator=jax.tree_util.tree_map(jnp.copy, generator),
+        ema_vq_stats=jax.tree_util.tree_map(jnp.copy, variables["vq_stats"]),
         lecam=jnp.zeros((2,), jnp.float32))
 
 

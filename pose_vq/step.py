@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pose_vq import config as config_lib
 from pose_vq import losses
+from pose_vq.data import modes
 from pose_vq.models import layers
 from pose_vq.models.lpips import load_lpips_params, perceptual_loss
 from pose_vq.models.quantizer import gumbel_temperature
@@ -46,23 +48,57 @@ def _global_norm(tree: Any) -> jax.Array:
     return optax.tree.norm(jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), tree))
 
 
-def sample_planes(x: jax.Array, y: jax.Array, num: int, key: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
-    """The same ``num`` random (clip, frame, channel) planes of two clips, as clips
-    (num, 1, H, W, 1) for perceptual_loss; all planes when ``num`` is 0 or too large."""
+def sample_planes(x: jax.Array, y: jax.Array, per_clip: int, key: jax.Array,
+                  first_clip: jax.Array | int = 0) -> tuple[jax.Array, jax.Array]:
+    """The same ``per_clip`` random (frame, channel) planes of each clip of two clips, as
+    clips (B * per_clip, 1, H, W, 1) for perceptual_loss; all planes when ``per_clip`` is
+    0 or too large. Clip i draws from fold_in(key, first_clip + i), its index in the
+    global batch, so the choice does not depend on how the batch is split."""
     b, t, h, w, c = x.shape
-    if not num or num >= b * t * c:
+    if not per_clip or per_clip >= t * c:
         return x, y
-    pick = jax.random.permutation(key, b * t * c)[:num]
-    planes = lambda a: jnp.moveaxis(a, -1, 2).reshape(b * t * c, h, w)[pick][:, None, :, :, None]
+    clip_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first_clip + jnp.arange(b))
+    pick = jax.vmap(lambda k: jax.random.permutation(k, t * c)[:per_clip])(clip_keys)
+
+    def planes(a):
+        flat = jnp.moveaxis(a, -1, 2).reshape(b, t * c, h, w)
+        chosen = jnp.take_along_axis(flat, pick[:, :, None, None], axis=1)
+        return chosen.reshape(b * per_clip, 1, h, w, 1)
+
     return planes(x), planes(y)
 
 
+def perceptual_term(models: Models, perceptual: Params, recon: jax.Array, target: jax.Array,
+                    key: jax.Array, mesh: Mesh | None = None) -> jax.Array:
+    """LPIPS of the step: the mean over ``loss.perceptual_planes`` planes per step (drawn
+    evenly from the clips, rounded up to a whole number per clip; 0: all), chunked by
+    ``loss.perceptual_chunk`` planes per device. On a mesh each device samples and runs
+    its own clips (shard_map; the LPIPS weights replicated) and only the scalar mean is
+    all-reduced: no clip or plane crosses devices."""
+    lc = models.config.loss
+    per_clip = -(-lc.perceptual_planes // recon.shape[0])
+
+    def local(params, r, t, key):
+        first = jax.lax.axis_index("data") * r.shape[0] if mesh is not None else 0
+        a, b = sample_planes(r, t, per_clip, key, first)
+        loss = perceptual_loss(params, a, b, dtype=jnp.dtype(models.config.model.dtype),
+                               chunk_size=lc.perceptual_chunk or None)
+        return jax.lax.pmean(loss, "data") if mesh is not None else loss
+
+    if mesh is None:
+        return local(perceptual, recon, target, key)
+    clips = PartitionSpec("data")
+    return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), clips, clips,
+                                                     PartitionSpec()),
+                         out_specs=PartitionSpec())(perceptual, recon, target, key)
+
+
 def generator_gradients(models: Models, perceptual: Params | None, state: TrainState,
-                        x: jax.Array, target: jax.Array, key: jax.Array
-                        ) -> tuple[Params, jax.Array, dict[str, Any]]:
+                        x: jax.Array, target: jax.Array, key: jax.Array,
+                        mesh: Mesh | None = None) -> tuple[Params, jax.Array, dict[str, Any]]:
     """Gradient of the generator objective (reconstruction + quantizer + adaptive-weighted
-    adversarial term) w.r.t. the generator params; also the reconstruction and the terms.
+    adversarial term) w.r.t. the generator params; also the reconstruction and the terms
+    (``mesh``: the data-parallel mesh LPIPS runs on, shard by shard).
 
     The objective's gradient is one VJP of the generator at the summed loss gradients with
     respect to its output, so the generator runs forward and backward once.
@@ -87,10 +123,8 @@ def generator_gradients(models: Models, perceptual: Params | None, state: TrainS
     def reconstruction_loss(r):
         terms = {"l1": losses.l1(r, target), "perceptual": jnp.zeros((), jnp.float32)}
         if perceptual is not None:
-            a, b = sample_planes(r, target, lc.perceptual_planes, k_planes)
-            terms["perceptual"] = perceptual_loss(perceptual, a, b,
-                                                  dtype=jnp.dtype(config.model.dtype),
-                                                  chunk_size=lc.perceptual_chunk or None)
+            terms["perceptual"] = perceptual_term(models, perceptual, r, target, k_planes,
+                                                  mesh)
         return lc.l1_weight * terms["l1"] + lc.perceptual_weight * terms["perceptual"], terms
 
     def adversarial_loss(r):
@@ -128,25 +162,25 @@ def _adaptive_weight(models: Models, state: TrainState, updates: Params, g_rec: 
     d loss / d kernel is the VJP of that one conv at d loss / d recon."""
     lc = models.config.loss
     hidden = updates["intermediates"]["decoder"]["conv_out_input"][0]
-    conv_out = layers.conv3d(models.spec.out_channels, dtype=jnp.dtype(models.spec.dtype),
-                             impl=models.spec.conv_impl)
+    conv_out = layers.conv3d(models.spec.out_channels, impl=models.spec.conv_impl)  # float32
     last = state.generator["decoder"]["conv_out"]
-    run_last = lambda k: conv_out.apply({"params": {**last, "kernel": k}}, hidden
-                                        ).astype(jnp.float32)
+    run_last = lambda k: conv_out.apply({"params": {**last, "kernel": k}}, hidden)
     return losses.adaptive_weight(
         lambda k: jnp.vdot(g_rec, run_last(k)), lambda k: jnp.vdot(g_adv, run_last(k)),
         last["kernel"], max_weight=lc.adaptive_weight_max, scale=lc.adaptive_weight_scale)
 
 
 def train_step(models: Models, state: TrainState, batch: dict[str, jax.Array],
-               perceptual: Params | None) -> tuple[TrainState, metrics.Collection, jax.Array]:
-    """One generator update, then one discriminator update if the config has a GAN
-    (``perceptual``: the LPIPS weights or None). Returns the new state, this step's metrics and whether every loss
+               perceptual: Params | None, mesh: Mesh | None = None
+               ) -> tuple[TrainState, metrics.Collection, jax.Array]:
+    """One generator update, then one discriminator update if the config has a GAN, on a
+    batch of stored uint8 clips (``pipeline.MODEL_KEYS``; ``perceptual``: the LPIPS
+    weights or None). Returns the new state, this step's metrics and whether every loss
     was finite; a non-finite step leaves the state unchanged."""
     config, lc = models.config, models.config.loss
-    x, target = batch["inputs"], batch["targets"]
+    x, target = modes.model_clips(models.mode, batch)
     g_params, recon, aux = generator_gradients(models, perceptual, state, x, target,
-                                               jax.random.fold_in(state.rng, state.step))
+                                               jax.random.fold_in(state.rng, state.step), mesh)
     g_updates, generator_opt = models.generator_tx.update(g_params, state.generator_opt,
                                                           state.generator)
     generator = optax.apply_updates(state.generator, g_updates)
@@ -159,9 +193,15 @@ def train_step(models: Models, state: TrainState, batch: dict[str, jax.Array],
         if lc.adversarial_weight else
         (state.discriminator, state.discriminator_opt, state.lecam, {}))
 
-    # EMA of the generator weights, with the usual warm-up so early evaluations are useful.
+    # EMA of the generator weights and, with them, of the codebook state (the EMA encoder
+    # is evaluated and exported with it), with the usual warm-up so early evaluations are
+    # useful. Non-float statistics (the k-means flag) are taken as they are.
     decay = jnp.minimum(config.train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema_generator = optax.incremental_update(generator, state.ema_generator, 1.0 - decay)
+    ema_vq_stats = jax.tree_util.tree_map(
+        lambda new, old: (optax.incremental_update(new, old, 1.0 - decay)
+                          if jnp.issubdtype(new.dtype, jnp.floating) else new),
+        aux["vq_stats"], state.ema_vq_stats)
 
     scalars = {**aux["scalars"], **d_scalars, "norm_generator_grad": _global_norm(g_params),
                "norm_generator_param": _global_norm(generator)}
@@ -172,7 +212,8 @@ def train_step(models: Models, state: TrainState, batch: dict[str, jax.Array],
     new_state = state.replace(
         step=state.step + 1, generator=generator, vq_stats=aux["vq_stats"],
         discriminator=discriminator, generator_opt=generator_opt,
-        discriminator_opt=discriminator_opt, ema_generator=ema_generator, lecam=lecam)
+        discriminator_opt=discriminator_opt, ema_generator=ema_generator,
+        ema_vq_stats=ema_vq_stats, lecam=lecam)
     # A non-finite step changes nothing, so the state stays the last good one.
     new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state, state)
     return new_state, collection, finite
@@ -213,6 +254,33 @@ def _discriminator_update(models: Models, state: TrainState, target: jax.Array,
     return params, opt, lecam, scalars
 
 
+@flax.struct.dataclass
+class StepLog:
+    """What the loop keeps on device between two log points: each scalar's running mean
+    and the first step whose scalars were not all finite (0: none yet) with which of them
+    were not. The loop reads it only at a boundary, so steps never wait on the host."""
+
+    metrics: metrics.Collection
+    first_bad_step: jax.Array  # int32
+    bad_terms: dict[str, jax.Array]  # bool per scalar, at first_bad_step
+
+    @classmethod
+    def empty(cls, like: metrics.Collection) -> "StepLog":
+        """A log of no steps, for metrics like ``like`` (under jit: on its devices)."""
+        return cls(metrics=type(like).empty(), first_bad_step=jnp.zeros((), jnp.int32),
+                   bad_terms={k: jnp.zeros((), bool) for k in type(like).__annotations__})
+
+    def add(self, update: metrics.Collection, finite: jax.Array, step: jax.Array
+            ) -> "StepLog":
+        """This log with one more step's metrics (jit it: one dispatch per step)."""
+        first = (self.first_bad_step == 0) & ~finite
+        return StepLog(
+            metrics=self.metrics.merge(update),
+            first_bad_step=jnp.where(first, jnp.asarray(step, jnp.int32), self.first_bad_step),
+            bad_terms={k: jnp.where(first, ~jnp.isfinite(v), self.bad_terms[k])
+                       for k, v in update.compute().items()})
+
+
 @functools.cache
 def train_metrics_collection(names: tuple[str, ...]) -> type[metrics.Collection]:
     """A CLU Collection averaging each named scalar over the steps between summaries
@@ -227,9 +295,8 @@ def make_train_step(models: Models, mesh: Mesh, state: TrainState):
     state_sharding = replicated(mesh, state)
     data = NamedSharding(mesh, PartitionSpec("data"))
     options = config_lib.xla_compiler_options(mesh.devices.flat[0].platform)
-    return jax.jit(functools.partial(train_step, models), compiler_options=options,
-                   in_shardings=(state_sharding, {"inputs": data, "targets": data},
-                                 NamedSharding(mesh, PartitionSpec())),
+    return jax.jit(functools.partial(train_step, models, mesh=mesh), compiler_options=options,
+                   in_shardings=(state_sharding, data, NamedSharding(mesh, PartitionSpec())),
                    out_shardings=(state_sharding, NamedSharding(mesh, PartitionSpec()),
                                   NamedSharding(mesh, PartitionSpec())),
                    donate_argnums=(0,))

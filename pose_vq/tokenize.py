@@ -37,7 +37,7 @@ from tensorflow_datasets.core.dataset_builders import adhoc_builder
 from pose_vq import checkpointing, metrics
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
-from pose_vq.state import Models
+from pose_vq.state import Models, generator_variables
 
 TOKENS_NAME = "motion_tokens"
 TOKENS_VERSION = "1.0.0"
@@ -56,16 +56,20 @@ class Tokenizer:
 
     @classmethod
     def from_workdir(cls, workdir: str | pathlib.Path, weights: str = "ema",
-                     step: int | None = None) -> "Tokenizer":
-        """The checkpoint at ``step`` (default: the latest) of a training workdir."""
+                     step: int | None = None, dtype: str | None = None) -> "Tokenizer":
+        """The checkpoint at ``step`` (default: the latest) of a training workdir, with
+        the weights and codebook of one set (``ema``: both EMAs); ``dtype`` overrides the
+        run's activation dtype (parameters stay float32)."""
         if weights not in WEIGHTS:
             raise ValueError(f"weights={weights!r}: choose one of {WEIGHTS}")
         config = checkpointing.load_run_config(workdir)
+        if dtype is not None:
+            config.model.dtype = dtype
+            config_lib.validate(config)
         models = Models.create(config)
         state = checkpointing.restore_generator(workdir, models, pipeline.data_mesh(), step)
-        params = state.ema_generator if weights == "ema" else state.generator
-        return cls(config, models, {"params": params, "vq_stats": state.vq_stats},
-                   int(state.step), weights)
+        return cls(config, models, generator_variables(state, weights), int(state.step),
+                   weights)
 
     @functools.cached_property
     def _encode(self):
@@ -207,21 +211,28 @@ def main(argv: list[str]) -> None:
     builder = export(tokenizer, FLAGS.split, output_dir, workdir, FLAGS.batch_size,
                      FLAGS.file_format)
     counts = {s: builder.info.splits[s].num_examples for s in FLAGS.split}
+    tokens_per_clip = math.prod(tokenizer.models.spec.token_grid())
     print(f"wrote {builder.info.full_name} to {builder.data_dir}: {counts} clips of "
-          f"{math.prod(tokenizer.models.spec.token_grid())} tokens "
-          f"({tokenizer.weights} weights, step {tokenizer.step})")
+          f"{tokens_per_clip} tokens ({tokenizer.weights} weights, step {tokenizer.step})")
+    summary: dict[str, Any] = {"dataset": builder.info.full_name, "data_dir": str(builder.data_dir),
+                               "clips": counts, "tokens_per_clip": tokens_per_clip,
+                               "weights": tokenizer.weights, "step": tokenizer.step}
     if FLAGS.verify and FLAGS.file_format == "array_record":
         evaluated = workdir / "eval_metrics.json"
         previous = json.loads(evaluated.read_text()) if evaluated.exists() else {}
         for split in FLAGS.split:
             found = roundtrip_metrics(tokenizer, builder, split, FLAGS.batch_size)
+            summary.setdefault("roundtrip", {})[split] = found
             print(f"{split} decoded from tokens: " + ", ".join(
                 f"{k} {found[k]:.6f}" for k in ("ssim", "psnr", "l1", "t_std")))
             if (previous.get("split"), previous.get("step"), previous.get("num_clips")) == (
                     split, tokenizer.step, builder.info.splits[split].num_examples):
                 ref = previous[tokenizer.weights]
+                summary.setdefault("eval_metrics", {})[split] = ref
                 print(f"{split} eval_metrics.json:   " + ", ".join(
                     f"{k} {ref[k]:.6f}" for k in ("ssim", "psnr", "l1", "t_std")))
+    if FLAGS.json:
+        print(json.dumps(summary))
 
 
 def define_flags() -> None:
@@ -237,6 +248,8 @@ def define_flags() -> None:
                       "array_record for tfds.data_source / grain, tfrecord for tfds.load.")
     flags.DEFINE_bool("verify", False, "Decode the exported tokens and print their metrics next "
                       "to the run's eval_metrics.json.")
+    flags.DEFINE_bool("json", False, "Also print one JSON line: the export and, with --verify, "
+                      "the round-trip metrics beside eval_metrics.json's.")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, metrics, periodic_actions
+from clu import metric_writers, periodic_actions
 from flax import traverse_util
 
 from pose_vq import checkpointing, evaluate
@@ -57,25 +56,39 @@ class Preemption:
         return self.requested
 
 
-def _non_finite_message(step: int, values: dict[str, Any], last_saved: int | None) -> str:
-    bad = sorted(summary_name(k) for k, v in values.items() if not np.isfinite(v))
+def _raise_if_non_finite(log: step_lib.StepLog | None, last_saved: int | None) -> None:
+    """At a log or checkpoint boundary: stop if a step since the last one was not finite
+    (its state change was dropped on device), naming the first such step and its terms."""
+    if log is None or not int(log.first_bad_step):
+        return
+    bad = sorted(summary_name(k) for k, v in log.bad_terms.items() if bool(v))
     kept = (f"the last checkpoint (step {last_saved}) is intact" if last_saved is not None
             else "no checkpoint was written")
-    return (f"non-finite loss at step {step}: {', '.join(bad) or 'unknown term'}; "
-            f"training stopped, {kept}")
+    raise FloatingPointError(f"non-finite loss at step {int(log.first_bad_step)}: "
+                             f"{', '.join(bad) or 'unknown term'}; training stopped, {kept}")
+
+
+def device_only() -> Any:
+    """The context of the steps between two boundaries: a device-to-host copy there would
+    make the host wait on every step, so it is an error (JAX's transfer guard; on CPU,
+    where arrays need no copy, the tests trap reads of device values instead)."""
+    return jax.transfer_guard_device_to_host("disallow")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
                        ) -> TrainState:
     """Train ``config.train.num_steps`` steps in ``workdir``, resuming from its latest
-    checkpoint; evaluate periodically and at the end. Returns the final state."""
+    checkpoint; evaluate periodically and at the end. Returns the final state.
+
+    Between log, checkpoint and evaluation boundaries the host only dispatches: batches
+    arrive prefetched, metrics and the first non-finite step accumulate on device
+    (``step.StepLog``), and nothing is read back until the next boundary.
+    """
     config_lib.validate(config)
     workdir = pathlib.Path(workdir)
     tc = config.train
     mesh = pipeline.data_mesh()
-    if tc.batch_size % mesh.size:
-        raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by the "
-                         f"{mesh.size} devices")
+    config_lib.check_batch_divisible(config, mesh.size)
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.write_run_config(config, workdir)
@@ -83,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     batches = pipeline.GlobalBatches(pipeline.LoaderConfig(
         data_dir=data_dir, name=name, split="train", global_batch_size=tc.batch_size,
-        seed=config.seed, worker_count=config.data.worker_count), mesh)
+        seed=config.seed, worker_count=config.data.worker_count), mesh,
+        prefetch=config.data.prefetch)
 
     manager = checkpointing.checkpoint_manager(workdir, tc.keep_checkpoints, tc.checkpoint_every)
     if manager.latest_step() is not None:
@@ -95,34 +109,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         writer.write_hparams(hparams(config))
     start = int(state.step)
     step_fn = step_lib.make_train_step(models, mesh, state)
+    empty_log = jax.jit(step_lib.StepLog.empty)
+    accumulate = jax.jit(step_lib.StepLog.add, donate_argnums=0)
     perceptual = step_lib.load_perceptual(config, mesh)
     evaluator = evaluate.Evaluator(models, mesh, data_dir, name, config, workdir)
 
     report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer)
     preemption = Preemption(manager)
-    collection, window_start, window_steps = None, None, 0
+    log, window_start, window_steps = None, None, 0
     last_saved = manager.latest_step()
-    pending = None  # (step, metrics) of the previous step, checked one step late
     try:
         for step in range(start + 1, tc.num_steps + 1):
-            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            with device_only(), jax.profiler.StepTraceAnnotation("train", step_num=step):
                 batch = next(batches)
                 state, update, finite = step_fn(
-                    state, {k: batch[k] for k in pipeline.MODEL_KEYS}, perceptual)
-            if pending is not None:
-                _check_finite(*pending, last_saved)
-            pending = (step, update, finite)
+                    state, {k: batch[k] for k in pipeline.MODEL_KEYS if k in batch},
+                    perceptual)
+                log = accumulate(empty_log(update) if log is None else log, update, finite,
+                                 step)
+                report(step)
             if step == start + 1:  # compilation: excluded from the throughput
                 jax.block_until_ready(finite)
                 window_start, window_steps = time.perf_counter(), 0
             else:
                 window_steps += 1
-            collection = update if collection is None else collection.merge(update)
-            report(step)
             final = step == tc.num_steps or preemption.reached(step)
+            evaluate_now = (tc.eval_every and step % tc.eval_every == 0) or step == tc.num_steps
             if step % tc.log_every == 0 or final:
-                _check_finite(*pending, last_saved)
-                scalars = collection.compute()
+                _raise_if_non_finite(log, last_saved)
+                scalars = log.metrics.compute()
                 if window_steps:
                     elapsed = time.perf_counter() - window_start
                     scalars["perf_examples_per_sec_per_device"] = (
@@ -130,18 +145,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                     window_start, window_steps = time.perf_counter(), 0
                 writer.write_scalars(step, {f"train/{summary_name(k)}": v
                                             for k, v in scalars.items()})
-                collection = None
+                log = None
             if final or manager.should_save(step):
-                _check_finite(*pending, last_saved)
+                _raise_if_non_finite(log, last_saved)
                 checkpointing.save(manager, step, state, batches)
                 last_saved = step
-            if (tc.eval_every and step % tc.eval_every == 0) or step == tc.num_steps:
+            if evaluate_now:
+                _raise_if_non_finite(log, last_saved)
                 manager.wait_until_finished()  # no checkpoint writes beside the evaluation
                 evaluator.run(state, step, writer)
             if final:
                 break
-        if pending is not None:
-            _check_finite(*pending, last_saved)
         if start >= tc.num_steps:  # e.g. the final evaluation was interrupted: redo it
             logging.info("already at step %d of %d: evaluating", start, tc.num_steps)
             evaluator.run(state, start, writer)
@@ -150,12 +164,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         manager.wait_until_finished()
         writer.flush()
     return state
-
-
-def _check_finite(step: int, step_metrics: metrics.Collection, finite: jax.Array,
-                  last_saved: int | None) -> None:
-    if not bool(finite):
-        raise FloatingPointError(_non_finite_message(step, step_metrics.compute(), last_saved))
 
 
 def hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -73,7 +73,11 @@ def test_encode_and_pipeline_commands(data_dir, tmp_path):  # noqa: F811
     loader, step = result["loader"], result["step"]
     assert loader["dataset"] == pipeline.dataset_name(config.data)
     assert loader["batch"] == step["batch"] == config.train.batch_size
-    assert loader["examples_per_sec"] > 0 and step["what"] == "step" and step["gflops"] > 0
+    assert loader["dtype"] == "uint8" and loader["clip_shape"] == [8, 16, 16, 3]
+    assert loader["clip_bytes"] == 8 * 16 * 16 * 3 and loader["prefetch"] == 2
+    np.testing.assert_allclose(loader["mb_per_sec"],
+                               loader["clips_per_sec"] * loader["clip_bytes"] / 1e6)
+    assert loader["clips_per_sec"] > 0 and step["what"] == "step" and step["gflops"] > 0
 
 
 def test_conv_command_times_every_impl_per_level(tmp_path):

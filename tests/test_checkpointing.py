@@ -26,7 +26,7 @@ def test_generator_restore_equals_the_whole_states_fields(tiny_runs, run_dir):
                                         abstract_state(models, mesh, config.seed))
     part = checkpointing.restore_generator(run_dir, models, mesh)
     assert isinstance(part, GeneratorState) and not hasattr(part, "generator_opt")
-    for name in ("step", "generator", "vq_stats", "ema_generator"):
+    for name in ("step", "generator", "vq_stats", "ema_generator", "ema_vq_stats"):
         for a, b in zip(leaves(getattr(whole, name)), leaves(getattr(part, name)), strict=True):
             np.testing.assert_array_equal(a, b)
 

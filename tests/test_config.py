@@ -47,6 +47,30 @@ def test_cpu_conv_paths_and_options():
     assert config_lib.generator_spec(demo.get_config()).conv_impl == "winograd"  # this host
 
 
+def test_winograd_is_refused_in_bfloat16():
+    """Winograd's F(4,3) transforms amplify bf16 rounding: refused, and auto picks folded."""
+    c = demo.get_config()  # winograd
+    c.model.dtype = "bfloat16"
+    with pytest.raises(config_lib.ConfigError, match="model.conv_impl='winograd' needs"):
+        config_lib.validate(c)
+    c.model.conv_impl = "auto"
+    config_lib.validate(c)
+    assert config_lib.conv_impl_for("auto", "cpu", "bfloat16") == "folded"
+    assert config_lib.generator_spec(c, "cpu").conv_impl == "folded"
+    assert config_lib.generator_spec(c, "gpu").conv_impl == "native"
+
+
+def test_batch_check_names_the_mesh_size():
+    c = demo.get_config()
+    c.train.batch_size = c.eval.batch_size = 64
+    config_lib.validate(c)
+    config_lib.check_batch_divisible(c, 64)  # a 64-device mesh, one clip per device
+    c.train.batch_size = 48
+    with pytest.raises(config_lib.ConfigError,
+                       match="train.batch_size=48 is not divisible by the mesh's 64 devices"):
+        config_lib.check_batch_divisible(c, 64)
+
+
 def test_expected_platform_follows_jax_platforms():
     assert config_lib.expected_platform("cuda,cpu") == "gpu"
     assert config_lib.expected_platform("tpu") == "tpu"

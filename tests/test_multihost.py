@@ -73,7 +73,8 @@ def _single_process(config):
         for i in range(2)]
     for _ in range(STEPS):
         parts = [next(s) for s in shards]
-        batch = {k: np.concatenate([p[k] for p in parts]) for k in pipeline.MODEL_KEYS}
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in pipeline.MODEL_KEYS
+                 if k in parts[0]}
         state, _, finite = step_fn(state, pipeline.to_global(batch, mesh), None)
         assert bool(finite)
     return models, mesh, state

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from pose_vq.data import pipeline
+from pose_vq.data import modes, pipeline
 
 
 def _cfg(builder, **kw):
@@ -12,31 +12,55 @@ def _cfg(builder, **kw):
                                  **{"global_batch_size": 8, **kw})
 
 
+def _stored(builder, batch):
+    """The stored train examples of a batch's rows, found by their identity fields."""
+    source = builder.as_data_source()["train"]
+    by_key = {(e["sequence"], int(e["body_id"]), int(e["start_frame"])): e
+              for e in (source[i] for i in range(len(source)))}
+    return [by_key[(q, int(b), int(s))]
+            for q, b, s in zip(batch["sequence"], batch["body_id"], batch["start_frame"])]
+
+
 def _take(it, n):
     return [{k: np.asarray(v) for k, v in next(it).items()} for _ in range(n)]
 
 
-def test_batches_are_global_sharded_float_clips(build_small):
+def test_batches_are_global_sharded_uint8_clips(build_small):
     builder = build_small("m2d")
     mesh = pipeline.data_mesh()
     assert mesh.size == 8
     batch = next(pipeline.GlobalBatches(_cfg(builder), mesh))
     x = batch["inputs"]
-    assert isinstance(x, jax.Array) and x.shape == (8, 8, 16, 16, 3) and x.dtype == np.float32
+    assert isinstance(x, jax.Array) and x.shape == (8, 8, 16, 16, 3) and x.dtype == np.uint8
     assert x.sharding.spec == jax.sharding.PartitionSpec("data")
     assert len(x.addressable_shards) == 8 and x.addressable_shards[0].data.shape[0] == 1
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
-    np.testing.assert_array_equal(batch["targets"], x)  # m2d reconstructs its input
+    assert "targets" not in batch  # m2d reconstructs its input
     assert batch["body_id"].shape == (8,)
+    np.testing.assert_array_equal(np.asarray(x), [e["heatmaps"] for e in _stored(builder, batch)])
 
 
-def test_targets_per_mode(build_small):
-    c2d = next(iter(pipeline.make_loader(_cfg(build_small("c2d"), global_batch_size=2))))
-    assert c2d["inputs"].shape[-1] == 17 and c2d["targets"].shape[-1] == 1
-    np.testing.assert_array_equal(c2d["targets"][..., 0], c2d["inputs"].max(-1))
-    lift = next(iter(pipeline.make_loader(_cfg(build_small("m2d_3d"), global_batch_size=2))))
-    assert lift["inputs"].shape == lift["targets"].shape
-    assert not np.array_equal(lift["inputs"], lift["targets"])
+def test_model_clips_decode_on_device_as_on_the_host(build_small):
+    """modes.model_clips in a jitted program equals the host decoding (the float32 clips
+    every earlier version fed the model), for a derived and a separate target."""
+    for mode_name, batch_size in (("c2d", 2), ("m2d_3d", 2)):
+        builder = build_small(mode_name)
+        mode = pipeline.dataset_mode(builder)
+        stored = next(iter(pipeline.make_loader(_cfg(builder, global_batch_size=batch_size))))
+        assert stored["inputs"].dtype == np.uint8
+        device = jax.jit(lambda b, mode=mode: modes.model_clips(mode, b))(
+            {k: stored[k] for k in pipeline.MODEL_KEYS if k in stored})
+        to_model = pipeline.ToModelInputs(mode)
+        host = [to_model.map(e) for e in _stored(builder, stored)]
+        for got, key in zip(device, ("inputs", "targets")):
+            want = np.stack([h[key] for h in host])
+            assert got.dtype == np.float32 and 0.0 <= float(got.min()) <= float(got.max()) <= 1.0
+            np.testing.assert_array_equal(np.asarray(got), want)
+        if mode_name == "c2d":
+            assert device[0].shape[-1] == 17 and device[1].shape[-1] == 1
+            np.testing.assert_array_equal(device[1][..., 0], device[0].max(-1))
+        else:
+            assert device[0].shape == device[1].shape
+            assert not np.array_equal(device[0], device[1])
 
 
 def test_deterministic_order_per_seed(build_small):
@@ -49,13 +73,16 @@ def test_deterministic_order_per_seed(build_small):
 
 
 def test_restore_gives_the_exact_next_batch(build_small):
+    """The saved position is that of the last batch returned, not of the prefetched
+    ones (prefetch 2 keeps two more already read)."""
     cfg = _cfg(build_small("m2d"))
     mesh = pipeline.data_mesh()
-    it = pipeline.GlobalBatches(cfg, mesh)
+    it = pipeline.GlobalBatches(cfg, mesh, prefetch=2)
     _take(it, 3)  # past the end of the first epoch: the state covers epochs too
+    assert len(it._ahead) == 2
     state = it.get_state()
     expected = _take(it, 3)
-    resumed = pipeline.GlobalBatches(cfg, mesh)
+    resumed = pipeline.GlobalBatches(cfg, mesh, prefetch=0)
     resumed.set_state(state)
     for got, want in zip(_take(resumed, 3), expected):
         for k in want:

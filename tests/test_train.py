@@ -3,10 +3,12 @@ generator gradient against a plain jax.grad oracle (no discriminator loss in it,
 stop-gradient adaptive weight), pre-emption, and non-finite losses stopping training with the last
 good checkpoint kept."""
 
+import contextlib
 import json
 import os
 import pathlib
 import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ from configs import demo
 from pose_vq import checkpointing, train
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
-from pose_vq.data import pipeline
+from pose_vq.data import modes, pipeline
 from pose_vq.models.lpips import perceptual_loss
 from pose_vq.state import Models, abstract_state, create_state, replicated
 
@@ -52,11 +54,13 @@ def data_dir(build_small):
 
 
 def first_batch(config, size=8):
+    """The first ``size`` stored train examples as a step's batch (uint8 clips)."""
     builder = pipeline.open_dataset(str(config.data.data_dir), pipeline.dataset_name(config.data))
     source = builder.as_data_source(split="train")
-    to_model = pipeline.ToModelInputs(pipeline.dataset_mode(builder))
-    examples = [to_model.map(source[i]) for i in range(size)]
-    return {k: np.stack([e[k] for e in examples]) for k in pipeline.MODEL_KEYS}
+    fields = pipeline.ToBatchFields(pipeline.dataset_mode(builder))
+    examples = [fields.map(source[i]) for i in range(size)]
+    return {k: np.stack([e[k] for e in examples]) for k in pipeline.MODEL_KEYS
+            if k in examples[0]}
 
 
 def leaves(tree):
@@ -84,7 +88,7 @@ def assert_states_close(one, other, learning_rate, steps):
     """Two train states equal to 1e-5, save for the float-noise amplifiers of
     test_step_on_8_devices_equals_1_device's docstring."""
     compared, outside, lr_bound = 0, 0, 2 * learning_rate * steps
-    for name in ("generator", "vq_stats", "discriminator", "ema_generator"):
+    for name in ("generator", "vq_stats", "discriminator", "ema_generator", "ema_vq_stats"):
         flat_one = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(one, name)))
         flat_other = jax.tree_util.tree_leaves(jax.device_get(getattr(other, name)))
         for (path, a), b in zip(flat_one, flat_other):
@@ -142,7 +146,8 @@ def _generator_objective_oracle(models, perceptual, state, x, target, key):
 
     def rec_loss(params):
         recon = forward(params)[0]
-        a, b = step_lib.sample_planes(recon, target, lc.perceptual_planes, k_planes)
+        per_clip = -(-lc.perceptual_planes // recon.shape[0])  # rounded up
+        a, b = step_lib.sample_planes(recon, target, per_clip, k_planes)
         return (lc.l1_weight * jnp.mean(jnp.abs(recon - target))
                 + lc.perceptual_weight * perceptual_loss(perceptual, a, b))
 
@@ -174,7 +179,7 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
     config = tiny_config(data_dir, **ATTENTION)
     models = Models.create(config)
     state = create_state(models, pipeline.data_mesh(jax.devices()[:1]), 0)
-    batch = {k: jnp.asarray(v) for k, v in first_batch(config, size=1).items()}
+    x, target = modes.model_clips(models.mode, first_batch(config, size=1))
 
     @jax.jit
     def both(perceptual, state, x, target, key):
@@ -183,8 +188,7 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
                 *_generator_objective_oracle(models, perceptual, state, x, target, key))
 
     grads, found_weight, oracle, weight, leak = both(
-        step_lib.load_perceptual(config), state, batch["inputs"], batch["targets"],
-        jax.random.key(7))
+        step_lib.load_perceptual(config), state, x, target, jax.random.key(7))
     np.testing.assert_allclose(found_weight, weight, rtol=1e-5)
     assert float(weight) > 0.01  # the adversarial term is really in the objective
     error = _relative_error(grads, oracle)
@@ -242,30 +246,86 @@ def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
     assert list((tmp_path / "resumed" / "videos").glob("step_0000004_clip0.gif"))
 
 
+@contextlib.contextmanager
+def host_reads_trapped(monkeypatch):
+    """Make ``train.device_only`` also fail any host read of a device value on the loop's
+    thread, the CPU stand-in for JAX's transfer guard (which has nothing to guard on CPU,
+    whose arrays are host memory): jax.Array's value, ``__array__`` and ``item``
+    (bool, float, int, str, tolist, device_get) and numpy's asarray/array of one (numpy
+    reads CPU arrays through the buffer protocol, below Python). Yields the number of
+    steps entered."""
+    from jax._src.array import ArrayImpl  # the class of every jax.Array
+
+    inside, entered = threading.local(), []
+
+    def refuse(what):
+        if getattr(inside, "on", False):
+            raise AssertionError(f"{what} read a device value between two boundaries")
+
+    value = ArrayImpl._value
+    monkeypatch.setattr(ArrayImpl, "_value", property(
+        lambda self: (refuse("a jax.Array's value"), value.fget(self))[1]))
+    for name in ("__array__", "item"):
+        method = getattr(ArrayImpl, name)
+        monkeypatch.setattr(ArrayImpl, name, lambda self, *a, _m=method, _n=name, **k: (
+            refuse(_n), _m(self, *a, **k))[1])
+    for name in ("asarray", "array"):
+        function = getattr(np, name)
+        monkeypatch.setattr(np, name, lambda x, *a, _f=function, _n=name, **k: (
+            refuse(f"np.{_n}") if isinstance(x, jax.Array) else None, _f(x, *a, **k))[1])
+    guard = train.device_only
+
+    @contextlib.contextmanager
+    def device_only():
+        entered.append(True)
+        inside.on = True
+        try:
+            with guard():
+                yield
+        finally:
+            inside.on = False
+
+    monkeypatch.setattr(train, "device_only", device_only)
+    with device_only():  # the trap itself works
+        x = jnp.ones(()) + 1
+        for read in (float, bool, np.asarray, jax.device_get, lambda a: a.item()):
+            with pytest.raises(AssertionError, match="between two boundaries"):
+                read(x)
+    entered.clear()
+    yield entered
+
+
 @pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this step
-def test_nan_batch_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path,
-                                                                monkeypatch):
-    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 6})
+def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
+        data_dir, tmp_path, monkeypatch):
+    """Between boundaries (log and checkpoint at steps 3 and 6) nothing on the loop's
+    thread reads a device value (host_reads_trapped). Step 5's NaN batch leaves the state
+    unchanged and is reported at step 6, naming the step and the term; the step-3
+    checkpoint is kept."""
+    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 6,
+                                      "train.log_every": 3, "train.checkpoint_every": 3})
     next_batch = pipeline.GlobalBatches.__next__
     calls = {"n": 0}
 
     def poisoned(self):
         batch = next_batch(self)
         calls["n"] += 1
-        if calls["n"] == 3:  # the batch of step 3
+        if calls["n"] == 5:  # float, as uint8 holds no NaN
             batch["inputs"] = batch["inputs"] * jnp.nan
         return batch
 
     monkeypatch.setattr(pipeline.GlobalBatches, "__next__", poisoned)
-    with pytest.raises(FloatingPointError,
-                       match=r"non-finite loss at step 3: .*loss/l1.*last checkpoint \(step 2\)"):
-        train.train_and_evaluate(config, tmp_path)
+    with host_reads_trapped(monkeypatch) as entered:
+        with pytest.raises(FloatingPointError, match=r"non-finite loss at step 5: .*loss/l1.*"
+                                                     r"last checkpoint \(step 3\)"):
+            train.train_and_evaluate(config, tmp_path)
+    assert len(entered) == 6
     manager = checkpointing.checkpoint_manager(tmp_path, 3)
-    assert manager.all_steps() == [2]
+    assert manager.all_steps() == [3]
     models = Models.create(config)
     mesh = pipeline.data_mesh()
     state = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
-    assert int(state.step) == 2
+    assert int(state.step) == 3
     assert all(np.isfinite(x).all() for x in leaves(state.generator))
 
 

@@ -32,8 +32,10 @@ def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: st
     root = pathlib.Path(manual_dir)
     if not root.is_dir() or not any(root.iterdir()):  # TFDS would assert, over many lines
         raise panoptic.PanopticDataError(f"{root}: Panoptic root folder not found or empty")
-    builder = Builder(config=make_config(mode, frames, heatmap_size, **overrides),
-                      data_dir=str(data_dir), file_format=file_format)
+    config = make_config(mode, frames, heatmap_size, **overrides)
+    # A default-sized config is one of the class's own, which TFDS wants as that object.
+    config = next((c for c in Builder.BUILDER_CONFIGS if vars(c) == vars(config)), config)
+    builder = Builder(config=config, data_dir=str(data_dir), file_format=file_format)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir),
                                                      num_shards=num_shards))

@@ -29,7 +29,7 @@ import tensorflow_datasets as tfds
 
 from pose_vq.data import modes, panoptic, skeleton
 
-QUANTIZATION_LEVELS = 255
+QUANTIZATION_LEVELS = modes.QUANTIZATION_LEVELS
 
 
 @dataclasses.dataclass(eq=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 
@@ -133,13 +133,29 @@ def joint_pixels(mode: Mode, joints2d: np.ndarray, joints3d: np.ndarray, size: i
     return heatmaps.scale_and_center(views, size).astype(np.float32)
 
 
-def target_from_input(mode: Mode, clip: np.ndarray) -> np.ndarray:
-    """The model's target for modes whose target is derived from the input clip."""
+def target_from_input(mode: Mode, clip: Any) -> Any:
+    """The model's target for modes whose target is derived from the input clip (numpy
+    or jax arrays)."""
     if mode.target_kind == "c2d_max":
         return clip.max(axis=-1, keepdims=True)
     if mode.has_separate_target:
         raise ValueError(f"mode {mode.name} stores its target as 'target_heatmaps'")
     return clip
+
+
+# Heatmaps are stored as uint8 levels 0..QUANTIZATION_LEVELS of [0, 1].
+QUANTIZATION_LEVELS = 255
+
+
+def model_clips(mode: Mode, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """float32 ``inputs`` and ``targets`` in [0, 1] from a batch of stored uint8 clips
+    (``targets`` only in modes with a separate target): numpy on a host, or jax arrays
+    inside a jitted step, so clips travel to the devices at a quarter of float32's bytes."""
+    scale = np.float32(1.0 / QUANTIZATION_LEVELS)
+    inputs = batch["inputs"].astype(np.float32) * scale
+    if mode.has_separate_target:
+        return inputs, batch["targets"].astype(np.float32) * scale
+    return inputs, target_from_input(mode, inputs)
 
 
 def iter_mode_windows(

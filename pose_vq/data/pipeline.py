@@ -1,14 +1,17 @@
 """Grain loader over the built panoptic_heatmaps dataset -> global jax.Array batches.
 
 Each process reads only its shard of the records (``jax.process_index()`` of
-``jax.process_count()``), shuffles deterministically for the seed, decodes uint8 clips to
-float32 in [0, 1], batches ``global_batch_size / process_count`` examples and places
-them as global arrays sharded along the ``data`` axis of a mesh. The iterator's state
-(``get_state``/``set_state``) restores the exact next batch after a restart.
+``jax.process_count()``), shuffles deterministically for the seed, batches
+``global_batch_size / process_count`` examples and places them as global arrays sharded
+along the ``data`` axis of a mesh, ``prefetch`` batches ahead of the one the step takes.
+Clips stay the stored uint8 until the device (``modes.model_clips`` makes them float32
+in [0, 1] inside the step). The iterator's state (``get_state``/``set_state``) restores
+the exact next batch after a restart.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import pathlib
 from typing import Any, Iterator
@@ -23,7 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from data_builders.panoptic_heatmaps import PanopticHeatmapsConfig, make_config
 from pose_vq.data import modes, synthetic
 
-# Device arrays; everything else in a batch stays on the host as numpy.
+# Device arrays (stored uint8 clips; modes without a separate target have no
+# "targets"); everything else in a batch stays on the host as numpy.
 MODEL_KEYS = ("inputs", "targets")
 
 
@@ -53,23 +57,31 @@ def dataset_mode(builder: tfds.core.DatasetBuilder) -> modes.Mode:
     return modes.MODES[mode]
 
 
-class ToModelInputs(grain.MapTransform):
-    """Decode a stored example into float32 ``inputs`` and ``targets`` in [0, 1]."""
+class ToBatchFields(grain.MapTransform):
+    """A stored example -> what a training batch carries: the stored uint8 clips the model
+    reads (``inputs``, and ``targets`` in modes with a separate target), made float on the
+    devices by ``modes.model_clips``, and the example's identity."""
 
-    def __init__(self, mode: modes.Mode, levels: int = 255):
+    def __init__(self, mode: modes.Mode):
         self.mode = mode
-        self.scale = np.float32(1.0 / levels)
 
     def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
-        inputs = example["heatmaps"].astype(np.float32) * self.scale
+        clips = {"inputs": example["heatmaps"]}
         if self.mode.has_separate_target:
-            targets = example["target_heatmaps"].astype(np.float32) * self.scale
-        else:
-            targets = modes.target_from_input(self.mode, inputs)
-        return {"inputs": inputs, "targets": targets,
-                "sequence": np.bytes_(example["sequence"]),
+            clips["targets"] = example["target_heatmaps"]
+        return {**clips, "sequence": np.bytes_(example["sequence"]),
                 "body_id": np.int32(example["body_id"]),
                 "start_frame": np.int32(example["start_frame"])}
+
+
+class ToModelInputs(ToBatchFields):
+    """A stored example with float32 ``inputs`` and ``targets`` in [0, 1], decoded on the
+    host (evaluation, export and pictures read examples one by one)."""
+
+    def map(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
+        fields = super().map(example)
+        fields["inputs"], fields["targets"] = modes.model_clips(self.mode, fields)
+        return fields
 
 
 def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
@@ -89,7 +101,7 @@ def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
                                  num_epochs=cfg.num_epochs, seed=cfg.seed)
     return grain.DataLoader(
         data_source=source, sampler=sampler,
-        operations=[ToModelInputs(dataset_mode(builder)),
+        operations=[ToBatchFields(dataset_mode(builder)),
                     grain.Batch(per_host, drop_remainder=True)],
         worker_count=cfg.worker_count)
 
@@ -108,28 +120,47 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
 
 
 class GlobalBatches:
-    """Iterator of global batches with a checkpointable position.
+    """Iterator of global batches with a checkpointable position, ``prefetch`` batches
+    ahead on the devices: their host-to-device copies run while earlier steps compute.
 
-    ``get_state()`` returns bytes describing the position after the last batch returned;
-    ``set_state`` on a fresh iterator over the same config resumes there exactly.
+    ``get_state()`` returns bytes describing the position after the last batch returned
+    (not the prefetched ones); ``set_state`` on a fresh iterator over the same config
+    resumes there exactly. grain's orbax handler saves and restores it as it does a grain
+    iterator (``grain.checkpoint.CheckpointSave(batches)``).
     """
 
-    def __init__(self, cfg: LoaderConfig, mesh: Mesh):
-        self.mesh = mesh
-        # The grain iterator: what a checkpoint saves (grain.checkpoint.CheckpointSave).
-        self.host_iterator = iter(make_loader(cfg))
+    def __init__(self, cfg: LoaderConfig, mesh: Mesh, prefetch: int = 2):
+        self.mesh, self.prefetch = mesh, prefetch
+        self._host = iter(make_loader(cfg))
+        self._state = self._host.get_state()
+        self._ahead: collections.deque[tuple[dict[str, Any], bytes]] = collections.deque()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        return to_global(next(self.host_iterator), self.mesh)
+        while len(self._ahead) <= self.prefetch:
+            try:
+                batch = to_global(next(self._host), self.mesh)
+            except StopIteration:
+                break
+            self._ahead.append((batch, self._host.get_state()))
+        if not self._ahead:
+            raise StopIteration
+        batch, self._state = self._ahead.popleft()
+        return batch
 
     def get_state(self) -> bytes:
-        return self.host_iterator.get_state()
+        return self._state
 
     def set_state(self, state: bytes) -> None:
-        self.host_iterator.set_state(state)
+        self._ahead.clear()
+        self._host.set_state(state)
+        self._state = state
+
+    def start_prefetch(self) -> None:
+        """Part of the iterator interface grain's checkpoint handler calls after a
+        restore; batches are read on demand."""
 
 
 def _build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -237,7 +237,9 @@ class NonLocalBlock(nn.Module):
         proj = lambda name: conv3d(c, (1, 1, 1), dtype=self.dtype, name=name)
         q, k, v = proj("q")(h), proj("k")(h), proj("v")(h)
         flat = lambda a: a.reshape(a.shape[0], -1, c)
-        scores = jnp.einsum("bqc,bkc->bqk", flat(q), flat(k)).astype(jnp.float32) * c**-0.5
+        # Logits and softmax in float32 (bf16's rounding of large logits shifts the weights).
+        scores = jnp.einsum("bqc,bkc->bqk", flat(q), flat(k),
+                            preferred_element_type=jnp.float32) * c**-0.5
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         out = jnp.einsum("bqk,bkc->bqc", weights, flat(v)).reshape(x.shape)
         return x + proj("proj_out")(out)

@@ -154,10 +154,13 @@ class Decoder(nn.Module):
             h = _level(s, h, level, s.decoder_blocks, train)
             if level["up"]:
                 h = layers.Upsample(level["up"], dtype=dtype, conv_impl=s.conv_impl)(h)
-        h = nn.swish(nn.GroupNorm(s.norm_groups, epsilon=1e-6, dtype=dtype)(h))
+        # The output's norm and conv in float32 whatever the dtype: bf16 would round the
+        # reconstruction to 8 bits of mantissa, coarser than the data's 1/255 levels.
+        h = nn.swish(nn.GroupNorm(s.norm_groups, epsilon=1e-6, dtype=jnp.float32)(h))
         # The adaptive GAN weight is taken on this kernel: params["decoder"]["conv_out"].
         self.sow("intermediates", "conv_out_input", h)
-        return layers.conv3d(s.out_channels, dtype=dtype, name="conv_out", impl=s.conv_impl)(h).astype(jnp.float32)
+        return layers.conv3d(s.out_channels, dtype=jnp.float32, name="conv_out",
+                             impl=s.conv_impl)(h)
 
 
 class VQGAN(nn.Module):
