@@ -65,6 +65,8 @@ class Tokenizer:
         config = checkpointing.load_run_config(workdir)
         if dtype is not None:
             config.model.dtype = dtype
+            if dtype != "float32" and config.model.conv_impl == "winograd":
+                config.model.conv_impl = "auto"  # an execution choice; winograd is float32's
             config_lib.validate(config)
         models = Models.create(config)
         state = checkpointing.restore_generator(workdir, models, pipeline.data_mesh(), step)
