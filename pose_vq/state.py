@@ -56,11 +56,10 @@ class GeneratorState:
     ema_vq_stats: Params
 
 
-
 WEIGHT_SETS = ("raw", "ema")
 
 
-def generator_variables(state: "TrainState | GeneratorState", weights: str) -> dict[str, Params]:
+def generator_variables(state: TrainState | GeneratorState, weights: str) -> dict[str, Params]:
     """The generator's variables in one weight set: ``raw`` (the optimiser's weights and
     the codebook trained with them) or ``ema`` (the EMAs of both, which belong together:
     the EMA encoder's outputs drift away from the raw codebook)."""
