@@ -174,7 +174,7 @@ def train_step(models: Models, state: TrainState, batch: dict[str, jax.Array],
                perceptual: Params | None, mesh: Mesh | None = None
                ) -> tuple[TrainState, metrics.Collection, jax.Array]:
     """One generator update, then one discriminator update if the config has a GAN, on a
-    batch of stored uint8 clips (``pipeline.MODEL_KEYS``; ``perceptual``: the LPIPS
+    batch of stored uint8 clips (``pipeline.model_fields``; ``perceptual``: the LPIPS
     weights or None). Returns the new state, this step's metrics and whether every loss
     was finite; a non-finite step leaves the state unchanged."""
     config, lc = models.config, models.config.loss

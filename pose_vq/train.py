@@ -122,9 +122,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         for step in range(start + 1, tc.num_steps + 1):
             with device_only(), jax.profiler.StepTraceAnnotation("train", step_num=step):
                 batch = next(batches)
-                state, update, finite = step_fn(
-                    state, {k: batch[k] for k in pipeline.MODEL_KEYS if k in batch},
-                    perceptual)
+                state, update, finite = step_fn(state, pipeline.model_fields(batch),
+                                                perceptual)
                 log = accumulate(empty_log(update) if log is None else log, update, finite,
                                  step)
                 report(step)

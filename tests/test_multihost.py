@@ -72,9 +72,8 @@ def _single_process(config):
         global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
         for i in range(2)]
     for _ in range(STEPS):
-        parts = [next(s) for s in shards]
-        batch = {k: np.concatenate([p[k] for p in parts]) for k in pipeline.MODEL_KEYS
-                 if k in parts[0]}
+        parts = [pipeline.model_fields(next(s)) for s in shards]
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         state, _, finite = step_fn(state, pipeline.to_global(batch, mesh), None)
         assert bool(finite)
     return models, mesh, state

@@ -48,7 +48,7 @@ def test_model_clips_decode_on_device_as_on_the_host(build_small):
         stored = next(iter(pipeline.make_loader(_cfg(builder, global_batch_size=batch_size))))
         assert stored["inputs"].dtype == np.uint8
         device = jax.jit(lambda b, mode=mode: modes.model_clips(mode, b))(
-            {k: stored[k] for k in pipeline.MODEL_KEYS if k in stored})
+            pipeline.model_fields(stored))
         to_model = pipeline.ToModelInputs(mode)
         host = [to_model.map(e) for e in _stored(builder, stored)]
         for got, key in zip(device, ("inputs", "targets")):

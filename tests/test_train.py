@@ -58,9 +58,8 @@ def first_batch(config, size=8):
     builder = pipeline.open_dataset(str(config.data.data_dir), pipeline.dataset_name(config.data))
     source = builder.as_data_source(split="train")
     fields = pipeline.ToBatchFields(pipeline.dataset_mode(builder))
-    examples = [fields.map(source[i]) for i in range(size)]
-    return {k: np.stack([e[k] for e in examples]) for k in pipeline.MODEL_KEYS
-            if k in examples[0]}
+    examples = [pipeline.model_fields(fields.map(source[i])) for i in range(size)]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 def leaves(tree):

@@ -33,7 +33,7 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
         data_dir=data_dir, name=name, split="train", global_batch_size=config.train.batch_size,
         seed=config.seed, worker_count=config.data.worker_count), pipeline.data_mesh(),
         prefetch=config.data.prefetch)
-    clips = lambda batch: [batch[k] for k in pipeline.MODEL_KEYS if k in batch]
+    clips = lambda batch: list(pipeline.model_fields(batch).values())
     for _ in range(2):  # worker start-up, first reads and the prefetch queue
         jax.block_until_ready(clips(next(loader)))
     start = time.perf_counter()

@@ -112,6 +112,11 @@ def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("data",))
 
 
+def model_fields(batch: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a batch the model reads (``MODEL_KEYS`` that the batch has)."""
+    return {k: batch[k] for k in MODEL_KEYS if k in batch}
+
+
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
     """Place this process's part of a batch as global arrays sharded on ``data``."""
     sharding = NamedSharding(mesh, PartitionSpec("data"))

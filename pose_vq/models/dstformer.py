@@ -8,8 +8,8 @@ attending over the joints of a frame and then over the frames of a joint (S-T), 
 other in the opposite order (T-S), each attention followed by its MLP, and fuses them
 with per-token weights: a softmax over a linear map of both streams' features,
 initialised to an even average. A final LayerNorm, a tanh representation layer and a
-linear head (3D joints by default) follow. Any joint count and any clip length up to
-``max_frames``.
+linear head (3D joints by default) follow. Any joint count (``num_joints``) and any clip
+length up to ``max_frames``; the inputs' last axis is (x, y, confidence).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class DSTformerSpec:
     out_dim: int = 3  # the head's outputs per joint (0: no head)
     num_joints: int = 17
     max_frames: int = 243
-    in_dim: int = 3  # x, y, confidence
     dropout: float = 0.0  # after the embedding, each MLP layer and attention projection
 
 
@@ -98,7 +97,7 @@ class _Stream(nn.Module):
 
 
 class DSTformer(nn.Module):
-    """(B, T, J, in_dim) keypoints -> (B, T, J, out_dim), or the (B, T, J, rep_dim)
+    """(B, T, J, 3) keypoints -> (B, T, J, out_dim), or the (B, T, J, rep_dim)
     representation with ``representation=True``. ``mask`` (B, T, J), true where a joint
     is present: absent joints enter as zeros (MotionBERT's convention for missing and
     masked joints), whatever their stored values."""
