@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.score_source = "gaussian"  # joint scores: gaussian (the reference's) | ones | confidence
     d.sigma = 0.75  # Gaussian width of rendered joints and limbs, in heatmap pixels
     d.kind = "limb"  # limb | keypoint heatmaps (keypoint: 2D modes; evaluation adds kp_error)
+    d.joint_req = 0.9  # a camera sees a body when more than this fraction of its joints is
+    #                    present and in the image (real Panoptic frames often miss a joint or two)
     d.manual_dir = ""  # Panoptic root to build the dataset from when it is missing
     d.synthetic = False  # no dataset and no manual_dir: write a synthetic root and build it
     d.synthetic_sequences = 8  # ... sequences (the last quarter for validation)

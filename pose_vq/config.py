@@ -81,6 +81,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(d.score_source in SCORE_SOURCES,
            f"data.score_source={d.score_source!r}: choose one of {SCORE_SOURCES}")
     _check(d.sigma > 0, f"data.sigma={d.sigma} must be > 0")
+    _check(0 <= d.joint_req < 1, f"data.joint_req={d.joint_req} must be in [0, 1)")
     _check(d.kind in ("limb", "keypoint"), f"data.kind={d.kind!r}: choose 'limb' or 'keypoint'")
     _check(d.kind == "limb" or "3d" not in modes.clip_kinds(modes.MODES[d.mode]),
            f"data.kind='keypoint' needs a 2D mode (c2d, m2d): data.mode={d.mode!r} renders "

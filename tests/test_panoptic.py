@@ -122,6 +122,7 @@ def test_real_sample_calibration_only_sequence():
 
 def test_windows_choose_cameras_that_see_every_frame(synth_root):
     tracks = panoptic.read_tracks(synth_root, "synth_a", panoptic.EXO_CAMERAS)
+    assert all(tuple(c.name for c in t.calibration) == t.cameras for t in tracks)
     windows = [w for t in tracks for w in panoptic.iter_windows(t, length=8, stride=5, num_cameras=3,
                                                                  min_cameras_3d=4)]
     assert windows
@@ -136,6 +137,8 @@ def test_windows_choose_cameras_that_see_every_frame(synth_root):
         assert t.camera_ok[np.ix_(idx, cols)].all()
         assert w.joints2d.shape == (3, 8, 19, 2)
         np.testing.assert_array_equal(w.joints2d[1], t.joints2d[idx, cols[1]])
+        assert tuple(c.name for c in w.calibration) == w.cameras  # each camera's own
+        assert [t.calibration[i] for i in cols] == list(w.calibration)
 
 
 # ----------------------------------------------------------------------- bad input
@@ -339,3 +342,41 @@ def test_split_sequences(copy_root):
     (copy_root / panoptic.SPLITS_FILE).unlink()
     with pytest.raises(panoptic.PanopticDataError, match="none of the split sequences"):
         panoptic.split_sequences(copy_root)
+
+
+@pytest.mark.parametrize("sequence, family", [
+    ("160906_band1", "band"), ("170221_haggling_b1", "haggling"), ("160224_haggling1", "haggling"),
+    ("171204_pose1", "pose"), ("160422_ultimatum1", "ultimatum"), ("synth_000", "synth"),
+])
+def test_sequence_family(sequence, family):
+    assert panoptic.sequence_family(sequence) == family
+
+
+def test_sequence_families_of_the_reference_splits():
+    families = panoptic.SEQUENCE_FAMILIES
+    assert families == tuple(sorted(set(families)))
+    assert {"band", "haggling", "pose", "ultimatum", "office"} <= set(families)
+    assert all(f.isalpha() for f in families)
+
+
+def test_read_labels(tmp_path):
+    assert panoptic.read_labels(tmp_path) == {}
+    path = tmp_path / panoptic.LABELS_FILE
+    path.write_text('{"s1": {"0": "walk", "12": "squat"}, "s2": {}}')
+    assert panoptic.read_labels(tmp_path) == {"s1": {0: "walk", 12: "squat"}, "s2": {}}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{", "malformed or truncated JSON"),
+    ('["walk"]', "expected {sequence: {body id: label}}"),
+    ('{"s": ["walk"]}', "expected {sequence: {body id: label}}"),
+    ('{"s": {"a": "walk"}}', "s: body id 'a' is not an integer"),
+    ('{"s": {"0": 3}}', "s body 0: label 3 is not a string"),
+])
+def test_malformed_labels_name_the_file(tmp_path, text, problem):
+    (tmp_path / panoptic.LABELS_FILE).write_text(text)
+    with pytest.raises(panoptic.PanopticDataError) as e:
+        panoptic.read_labels(tmp_path)
+    message = str(e.value)
+    assert message.startswith(f"{tmp_path / panoptic.LABELS_FILE}: ") and problem in message
+    assert "\n" not in message

@@ -267,6 +267,24 @@ def test_cli_writes_root(tmp_path, capsys):
     assert "x, y" in capsys.readouterr().out
 
 
+def test_labels_are_the_generated_kinds_and_merge(root, tmp_path):
+    """labels.json holds each body's motion kind as generate_sequence draws it; a later
+    write into the same root keeps the sequences written before."""
+    text = (root / synthetic.LABELS_FILE).read_text()
+    expected = {name: {str(i): kind for i, kind in enumerate(synthetic.generate_sequence(
+        FRAMES, 3, seed=[7, zlib.crc32(name.encode()), 1], missing_joint_prob=0.02,
+        late_entry_prob=0.5, early_exit_prob=0.3)["kinds"])} for name in ("synth_a", "synth_b")}
+    assert json.loads(text) == expected and text.endswith("}\n")
+    synthetic.write_synthetic_root(tmp_path, ["y", "x"], num_frames=2, num_people=1, seed=1)
+    first = json.loads((tmp_path / synthetic.LABELS_FILE).read_text())
+    synthetic.write_synthetic_root(tmp_path, ["z", "x"], num_frames=2, num_people=2, seed=1)
+    text = (tmp_path / synthetic.LABELS_FILE).read_text()
+    labels = json.loads(text)
+    assert list(labels) == ["x", "y", "z"] and labels["y"] == first["y"]
+    assert list(labels["x"]) == ["0", "1"] and set(labels["z"]) == {"0", "1"}
+    assert set(labels["x"].values()) <= set(synthetic.MOTION_KINDS)
+
+
 def test_missing_joints_read_back_absent(root):
     """The generator's missing joints (written as Panoptic does, 0, 0, 0, -1) are absent to
     the reader, so a synthetic build draws and fits only the joints it generated."""

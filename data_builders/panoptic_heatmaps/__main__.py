@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--score_source", choices=typing.get_args(modes.ScoreSource),
                    help="joint scores (default gaussian, the reference's)")
     p.add_argument("--sigma", type=float, help="Gaussian width in heatmap pixels (default 0.75)")
+    p.add_argument("--joint_req", type=float,
+                   help="a camera sees a body when more than this fraction of its joints is "
+                        "present and in the image (default 0.9)")
     p.add_argument("--kind", choices=["limb", "keypoint"],
                    help="limb (default) or keypoint heatmaps (keypoint: c2d and m2d)")
     p.add_argument("--on_error", choices=["skip", "raise"],
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--verbose", action="store_true", help="on failure, show the traceback")
     args = p.parse_args(argv)
     overrides = {k: getattr(args, k) for k in ("stride", "score_source", "sigma", "kind",
-                                               "on_error") if getattr(args, k) is not None}
+                                               "joint_req", "on_error")
+                 if getattr(args, k) is not None}
     try:
         builder = build(args.manual_dir, args.data_dir, args.config, frames=args.frames,
                         heatmap_size=args.size, file_format=args.file_format,

@@ -13,9 +13,20 @@ Read back from any project, given only the data dir:
 Heatmaps are stored as uint8 (value * 255, rounded; max abs error 1/510 ~ 0.002) in
 zlib-compressed tensors, beside the skeleton window they were drawn from: raw joints and
 confidences, and ``present`` (T, 19), the joints the renderer used (absent ones were not
-drawn and took no part in the fit). TFDS writes into a temporary folder and renames it
-when the build completes, so an interrupted build leaves nothing half-written behind and a
-re-run starts clean.
+drawn and took no part in the fit).
+
+Each example also carries its ``label``, a ClassLabel over ``LABELS``: the body's motion
+kind from ``<manual_dir>/labels.json`` when listed there (the synthetic generator writes
+one), else the Panoptic sequence family ("160906_band1" -> "band") when it is a known one,
+else "other"; and the calibration of its C chosen cameras, in ``cameras`` order:
+``camera_K`` (C, 3, 3), ``camera_R`` (C, 3, 3), ``camera_t`` (C, 3) cm, ``camera_dist``
+(C, 5) k1, k2, p1, p2, k3 (OpenCV's model, as Panoptic writes it) and
+``camera_resolution`` (C, 2) width, height. A camera maps world points (``joints3d``) to
+its frame by x_cam = R @ X + t, so 3D can be expressed in any chosen camera's frame;
+distorting x_cam[:2] / x_cam[2] and applying K gives ``joints2d``.
+
+TFDS writes into a temporary folder and renames it when the build completes, so an
+interrupted build leaves nothing half-written behind and a re-run starts clean.
 """
 
 from __future__ import annotations
@@ -27,9 +38,14 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pose_vq.data import modes, panoptic, skeleton
+from pose_vq.data import modes, panoptic, skeleton, synthetic
 
 QUANTIZATION_LEVELS = modes.QUANTIZATION_LEVELS
+# Class names of ``label``: synthetic motion kinds, then real sequence families.
+LABELS = (*synthetic.MOTION_KINDS, *panoptic.SEQUENCE_FAMILIES, "other")
+# ``camera_<name>`` per chosen camera: (name, shape after C, dtype).
+CAMERA_FEATURES = (("K", (3, 3), np.float32), ("R", (3, 3), np.float32), ("t", (3,), np.float32),
+                   ("dist", (5,), np.float32), ("resolution", (2,), np.int32))
 
 
 @dataclasses.dataclass(eq=False)
@@ -45,6 +61,7 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
     kind: str = "limb"  # limb | keypoint
     score_source: str = "gaussian"  # gaussian N(0.65, 0.16) | ones | confidence
     joint_req: float = 0.9  # a camera sees a body when > this fraction of joints is visible
+    #                         (real Panoptic frames often miss a joint or two)
     seed: int = 0  # camera choice and random scores, per example from (seed, key)
     on_error: str = "skip"  # skip | raise: a malformed or implausible frame file or body
 
@@ -58,6 +75,8 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
                              "needs a 2D mode (c2d, m2d)")
         if min(self.frames, self.heatmap_size, self.stride, self.frame_interval) < 1:
             raise ValueError("frames, heatmap_size, stride and frame_interval must be >= 1")
+        if not 0 <= self.joint_req < 1:  # no camera sees more than all of the joints
+            raise ValueError(f"joint_req={self.joint_req} must be in [0, 1)")
 
 
 def make_config(mode: str, frames: int | None = None, heatmap_size: int | None = None,
@@ -80,13 +99,17 @@ def make_config(mode: str, frames: int | None = None, heatmap_size: int | None =
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Heatmap clips of CMU Panoptic Studio motion, one config per input/target mode."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("3.0.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release: c2d, m2d, 3d and m2d_3d modes.",
         "2.0.0": "Unreconstructed joints (confidence <= 0.1) are absent: not drawn, in no "
                  "limb and outside the fit; new `present` (T, 19) mask. Implausible bodies "
                  "(beyond 10 m, degenerate, bones outside human range, confidence outside "
                  "[-1, 1]) are skipped; the read summary counts every dropped window.",
+        "3.0.0": "New `label` (ClassLabel): the body's motion kind from the root's "
+                 "labels.json, else the sequence family, else other. New calibration of "
+                 "the chosen cameras: `camera_K`, `camera_R`, `camera_t`, `camera_dist` "
+                 "(distortion) and `camera_resolution`.",
     }
     BUILDER_CONFIGS = [make_config(m) for m in modes.MODES]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -117,6 +140,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "sequence": tfds.features.Text(),
             "body_id": np.int32,
             "start_frame": np.int32,
+            "label": tfds.features.ClassLabel(names=LABELS),
+            **{f"camera_{k}": tfds.features.Tensor(shape=(mode.num_cameras, *shape), dtype=dtype)
+               for k, shape, dtype in CAMERA_FEATURES},
         }
         if mode.has_separate_target:
             features["target_heatmaps"] = clip(mode.target_kind)
@@ -136,9 +162,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             f.name: getattr(cfg, f.name) for f in dataclasses.fields(PanopticHeatmapsConfig)
             if f.name in PanopticHeatmapsConfig.__annotations__}
         self.info.metadata["read_summary"] = {}
-        return {split: self._generate_examples(root, split, seqs) for split, seqs in splits.items()}
+        labels = read_class_labels(root)
+        return {split: self._generate_examples(root, split, seqs, labels)
+                for split, seqs in splits.items()}
 
-    def _generate_examples(self, root, split: str, sequences: list[str]):
+    def _generate_examples(self, root, split: str, sequences: list[str],
+                           labels: dict[str, dict[int, str]]):
         cfg = self.builder_config
         mode = modes.MODES[cfg.mode]
         summary = panoptic.ReadSummary()
@@ -162,6 +191,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     "sequence": window.sequence,
                     "body_id": window.body_id,
                     "start_frame": window.start_frame,
+                    "label": example_label(labels, window.sequence, window.body_id),
+                    **camera_arrays(window.calibration),
                 }
         report = {**summary.as_dict(), "sequences": len(sequences),
                   "examples": summary.windows_kept}
@@ -171,6 +202,32 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             raise panoptic.PanopticDataError(
                 f"{root}: split {split!r} produced no window of {cfg.frames} frames "
                 f"(sequences {', '.join(sequences)}; {report})")
+
+
+def camera_arrays(calibration: tuple[panoptic.Camera, ...]) -> dict[str, np.ndarray]:
+    """The ``camera_*`` features of a window's chosen cameras, stacked in their order."""
+    return {f"camera_{k}": np.stack([np.asarray(getattr(c, k)) for c in calibration]).astype(dtype)
+            for k, _, dtype in CAMERA_FEATURES}
+
+
+def read_class_labels(root) -> dict[str, dict[int, str]]:
+    """``panoptic.read_labels``, every label checked against ``LABELS`` (naming the file)."""
+    labels = panoptic.read_labels(root)
+    for sequence, bodies in labels.items():
+        for body_id, label in bodies.items():
+            if label not in LABELS:
+                raise panoptic.PanopticDataError(
+                    f"{root}/{panoptic.LABELS_FILE}: {sequence} body {body_id}: label "
+                    f"{label!r} is not one of {', '.join(LABELS)}")
+    return labels
+
+
+def example_label(labels: dict[str, dict[int, str]], sequence: str, body_id: int) -> str:
+    """The body's label from labels.json, else its sequence's family if known, else other."""
+    if body_id in labels.get(sequence, {}):
+        return labels[sequence][body_id]
+    family = panoptic.sequence_family(sequence)
+    return family if family in LABELS else "other"
 
 
 def quantize(clip: np.ndarray) -> np.ndarray:

@@ -10,12 +10,14 @@ import zlib
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from tensorflow_datasets.core.utils import file_utils
 
 from data_builders.panoptic_heatmaps import QUANTIZATION_LEVELS, Builder, make_config
+from data_builders.panoptic_heatmaps import panoptic_heatmaps_dataset_builder as builder_lib
 from data_builders.panoptic_heatmaps.__main__ import build, main
-from pose_vq.data import modes, panoptic, skeleton
+from pose_vq.data import modes, panoptic, skeleton, synthetic
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "panoptic_sample"
 
@@ -58,6 +60,60 @@ def test_stored_example_matches_reader_and_renderer(build_small, synthetic_root)
     clip = modes.render_clips(modes.MODES["m2d"], window, size=16, rng=rng)["heatmaps"]
     stored = ex["heatmaps"] / QUANTIZATION_LEVELS
     assert np.abs(stored - clip).max() <= 0.5 / QUANTIZATION_LEVELS + 1e-7
+
+
+def _project(points, K, R, t, dist):
+    """Pinhole camera with OpenCV's radial (k1, k2, k3) and tangential (p1, p2) distortion,
+    written out here so the stored calibration is checked against the model, not the
+    reader's projection."""
+    cam = points @ R.T + t
+    x, y = cam[..., 0] / cam[..., 2], cam[..., 1] / cam[..., 2]
+    k1, k2, p1, p2, k3 = dist
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return (np.stack([xd, yd, np.ones_like(xd)], axis=-1) @ K.T)[..., :2]
+
+
+def test_labels_and_cameras_read_back_with_data_source(build_small, synthetic_root):
+    """Every example's label is its body's generated motion kind; the stored calibration
+    reprojects joints3d onto the stored joints2d of each chosen camera."""
+    builder = build_small("m2d")
+    name = f"{builder.name}/{builder.builder_config.name}"
+    sources = tfds.data_source(name, data_dir=builder.data_dir_root, download=False)
+    labels = json.loads((synthetic_root / panoptic.LABELS_FILE).read_text())
+    assert {k for body in labels.values() for k in body.values()} <= set(synthetic.MOTION_KINDS)
+    int2str = builder.info.features["label"].int2str
+    seen = set()
+    for split, ds in sources.items():
+        assert ds.dataset_info.features["label"].names == list(builder_lib.LABELS)
+        for ex in ds:
+            seq, body = ex["sequence"].decode(), int(ex["body_id"])
+            assert int2str(ex["label"]) == labels[seq][str(body)], (split, seq, body)
+            seen.add(seq)
+            assert ex["camera_K"].shape == ex["camera_R"].shape == (3, 3, 3)
+            assert ex["camera_t"].shape == (3, 3) and ex["camera_dist"].shape == (3, 5)
+            assert ex["camera_K"].dtype == np.float32 and ex["camera_resolution"].dtype == np.int32
+            np.testing.assert_array_equal(ex["camera_resolution"], [[1920, 1080]] * 3)
+            for c in range(3):
+                uv = _project(ex["joints3d"].astype(np.float64), *(
+                    ex[f"camera_{k}"][c].astype(np.float64) for k in ("K", "R", "t", "dist")))
+                np.testing.assert_allclose(uv, ex["joints2d"][c], atol=1e-2)
+    assert seen == set(labels)
+
+
+def test_label_falls_back_to_family_then_other(tmp_path):
+    names = builder_lib.LABELS
+    assert names[-1] == "other" and len(set(names)) == len(names)  # ClassLabel names are unique
+    labels = {"160906_band1": {1: "squat"}}
+    assert builder_lib.example_label(labels, "160906_band1", 1) == "squat"
+    assert builder_lib.example_label(labels, "160906_band1", 0) == "band"
+    assert builder_lib.example_label({}, "171204_pose1", 0) == "pose"
+    assert builder_lib.example_label({}, "synth_000", 0) == "other"
+    (tmp_path / panoptic.LABELS_FILE).write_text('{"s": {"0": "juggle"}}')
+    with pytest.raises(panoptic.PanopticDataError, match="labels.json: s body 0: label 'juggle'"):
+        builder_lib.read_class_labels(tmp_path)
 
 
 def test_other_process_reads_with_data_source_and_tfds_load(build_small):
@@ -175,6 +231,17 @@ def test_config_validation():
     assert make_config("3d", 16, 32).name == "3d_t16_s32"
     # on_error decides whether a build stops, not what it holds: the same dataset.
     assert make_config("3d", 16, 32, on_error="raise").name == "3d_t16_s32"
+    assert make_config("3d", 16, 32, joint_req=0.7).name == "3d_t16_s32_joint_req0.7"
+    with pytest.raises(ValueError, match="joint_req"):
+        make_config("3d", joint_req=1.0)
+
+
+def test_cli_joint_req_names_and_builds_the_dataset(synthetic_root, tmp_path, capsys):
+    main([f"--manual_dir={synthetic_root}", f"--data_dir={tmp_path}", "--config=m2d",
+          "--frames=8", "--size=16", "--stride=6", "--joint_req=0.5"])
+    assert "panoptic_heatmaps/m2d_t8_s16_joint_req0.5_stride6" in capsys.readouterr().out
+    built = tfds.builder("panoptic_heatmaps/m2d_t8_s16_joint_req0.5_stride6", data_dir=tmp_path)
+    assert built.info.metadata["config"]["joint_req"] == 0.5
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/data/panoptic_sample absent")
@@ -188,6 +255,20 @@ def test_builds_from_real_panoptic_sample(tmp_path):
     ex = ds[0]
     assert ex["sequence"] == b"160906_band1" and 168 <= ex["start_frame"] <= 180
     assert ex["heatmaps"].shape == (8, 32, 32, 3) and ex["heatmaps"].max() > 200
+    # No labels.json: the sequence family is the label.
+    band = builder.info.features["label"].str2int("band")
+    assert all(ds[i]["label"] == band for i in range(len(ds)))
+    calib = json.loads((root / "160906_band1" / "calibration_160906_band1.json").read_text())
+    hd = {c["name"]: c for c in calib["cameras"] if c["type"] == "hd"}
+    for i in range(len(ds)):
+        ex = ds[i]
+        for c, name in enumerate(n.decode() for n in ex["cameras"]):
+            for key, stored in (("K", "K"), ("R", "R"), ("t", "t"), ("dist", "distCoef"),
+                                ("resolution", "resolution")):
+                want = np.asarray(hd[name][stored]).reshape(ex[f"camera_{key}"][c].shape)
+                np.testing.assert_allclose(ex[f"camera_{key}"][c], want, rtol=1e-6)
+        assert ex["camera_K"].shape == (3, 3, 3) and ex["camera_t"].shape == (3, 3)
+        assert ex["camera_dist"].shape == (3, 5) and ex["camera_resolution"].shape == (3, 2)
     # Unreconstructed joints are stored as read, marked absent.
     assert not all(ds[i]["present"].all() for i in range(len(ds)))
     assert builder.info.metadata["read_summary"]["train"] == {

@@ -1,4 +1,4 @@
-"""CMU Panoptic Studio reader: calibration, 3D poses, projection, tracks and windows.
+"""CMU Panoptic Studio reader: calibration, 3D poses, projection, tracks, windows, labels.
 
 Reads ``<root>/<seq>/calibration_<seq>.json`` and
 ``<root>/<seq>/hdPose3d_stage1_coco19/body3DScene_<frame>.json`` exactly as the
@@ -53,6 +53,19 @@ VALIDATION_SEQUENCES: tuple[str, ...] = (
     "170224_haggling_a1", "170221_haggling_b2", "160422_haggling1", "160906_band3",
     "160906_ian1", "161029_piano3", "170915_office1", "171026_pose2", "171204_pose5",
 )
+
+
+def sequence_family(sequence: str) -> str:
+    """The kind of capture a Panoptic sequence name spells ("160906_band1" -> "band"): its
+    letters after the date, so sequences of one activity share a label."""
+    m = re.match(r"(?:\d{6}_)?([A-Za-z]+)", sequence)
+    return m.group(1) if m else ""
+
+
+# The families of the reference's sequences: the activity labels real Panoptic data gets.
+SEQUENCE_FAMILIES: tuple[str, ...] = tuple(sorted(
+    {sequence_family(s) for s in TRAIN_SEQUENCES + VALIDATION_SEQUENCES}))
+
 # HD camera nodes (panel 0) the reference treats as egocentric-like and exocentric.
 EGO_CAMERAS: tuple[str, ...] = tuple(f"00_{n:02d}" for n in (0, 3, 5, 8, 9, 14, 15, 23, 24, 25))
 EXO_CAMERAS: tuple[str, ...] = tuple(f"00_{n:02d}" for n in (1, 2, 4, 6, 7, 10, 13, 17, 19, 28))
@@ -135,6 +148,7 @@ class Track:
     sequence: str
     body_id: int
     cameras: tuple[str, ...]
+    calibration: tuple[Camera, ...]  # of ``cameras``, in their order
     frames: np.ndarray  # (N,) int frame numbers, increasing
     joints3d: np.ndarray  # (N, 19, 3) float32 cm, Panoptic world axes
     confidence: np.ndarray  # (N, 19) float32, -1 where the joint was not reconstructed
@@ -155,6 +169,7 @@ class Window:
     confidence: np.ndarray  # (T, 19)
     present: np.ndarray  # (T, 19) bool; absent joints keep their raw values above
     cameras: tuple[str, ...]  # the C cameras chosen for this window
+    calibration: tuple[Camera, ...]  # of ``cameras``, in their order
     joints2d: np.ndarray  # (C, T, 19, 2)
 
 
@@ -401,7 +416,8 @@ def read_tracks(
     joint_req: float = 0.9, conf_threshold: float = 0.1, on_error: ErrorPolicy = "skip",
     summary: ReadSummary | None = None,
 ) -> list[Track]:
-    """Every body of a sequence as a track, with its projections into ``cameras``.
+    """Every body of a sequence as a track, with its projections into ``cameras`` (whose
+    calibration the track carries).
 
     A joint is present when its confidence exceeds ``conf_threshold``; absent joints keep
     their raw values (and projections) but are marked in ``Track.present``.
@@ -425,7 +441,8 @@ def read_tracks(
             proj.append(uv)
             ok.append(visible.mean(axis=-1) > joint_req)
         tracks.append(Track(
-            sequence=sequence, body_id=body_id, cameras=tuple(cameras), frames=frames,
+            sequence=sequence, body_id=body_id, cameras=tuple(cameras),
+            calibration=tuple(cams[name] for name in cameras), frames=frames,
             joints3d=xyz.astype(np.float32), confidence=conf.astype(np.float32),
             present=conf > conf_threshold,
             joints2d=np.stack(proj, axis=1).astype(np.float32), camera_ok=np.stack(ok, axis=1),
@@ -497,6 +514,7 @@ def iter_windows(
             frames=track.frames[idx], joints3d=track.joints3d[idx],
             confidence=track.confidence[idx], present=track.present[idx],
             cameras=tuple(track.cameras[c] for c in chosen),
+            calibration=tuple(track.calibration[c] for c in chosen),
             joints2d=np.transpose(track.joints2d[idx][:, chosen], (1, 0, 2, 3)),
         )
 
@@ -510,7 +528,8 @@ def available_sequences(root: str | pathlib.Path, wanted: Sequence[str] | None =
     return [s for s in present if wanted is None or s in wanted]
 
 
-SPLITS_FILE = "splits.json"
+SPLITS_FILE = "splits.json"  # {split: [sequence, ...]}, read by split_sequences
+LABELS_FILE = "labels.json"  # {sequence: {body id: label}}, read by read_labels
 
 
 def split_sequences(root: str | pathlib.Path) -> dict[str, list[str]]:
@@ -535,3 +554,27 @@ def split_sequences(root: str | pathlib.Path) -> dict[str, list[str]]:
             f"{root}: none of the split sequences has a {POSE_DIR} folder here "
             f"(found: {', '.join(present) or 'nothing'})")
     return splits
+
+
+def read_labels(root: str | pathlib.Path) -> dict[str, dict[int, str]]:
+    """``<root>/labels.json`` as {sequence: {body id: label}}; {} when there is none.
+
+    The synthetic generator writes one (each body's motion kind); real Panoptic has none.
+    """
+    path = pathlib.Path(root) / LABELS_FILE
+    if not path.exists():
+        return {}
+    data = _load_json(path)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise PanopticDataError(f"{path}: expected {{sequence: {{body id: label}}}}")
+    labels = {}
+    for sequence, bodies in data.items():
+        for body_id, label in bodies.items():
+            if not re.fullmatch(r"-?\d+", body_id):
+                raise PanopticDataError(
+                    f"{path}: {sequence}: body id {body_id!r} is not an integer")
+            if not isinstance(label, str):
+                raise PanopticDataError(f"{path}: {sequence} body {body_id}: label {label!r} "
+                                        "is not a string")
+        labels[sequence] = {int(b): label for b, label in bodies.items()}
+    return labels

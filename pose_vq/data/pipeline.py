@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data_builders.panoptic_heatmaps import PanopticHeatmapsConfig, make_config
-from pose_vq.data import modes, synthetic
+from pose_vq.data import modes, panoptic, synthetic
 
 # Device arrays (stored uint8 clips; modes without a separate target have no
 # "targets"); everything else in a batch stays on the host as numpy.
@@ -173,7 +173,7 @@ def _build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
     (defaults are left out, so the dataset's name stays the short one)."""
     defaults = PanopticHeatmapsConfig(name="defaults")
     overrides = {"stride": data.stride or defaults.stride, "score_source": data.score_source,
-                 "sigma": data.sigma, "kind": data.kind}
+                 "sigma": data.sigma, "kind": data.kind, "joint_req": data.joint_req}
     return {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
 
 
@@ -198,7 +198,7 @@ def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
     manual_dir = data.manual_dir
     if not manual_dir and data.synthetic:
         manual_dir = workdir / "synthetic_panoptic"
-        if not (manual_dir / "splits.json").exists():
+        if not (manual_dir / panoptic.LABELS_FILE).exists():  # written last (since 3.0.0)
             n = data.synthetic_sequences
             names = [f"synth_{i:03d}" for i in range(n)]
             num_val = max(1, n // 4)

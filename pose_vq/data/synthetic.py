@@ -3,7 +3,8 @@
 Writes folders in Panoptic's exact on-disk layout (``calibration_<seq>.json`` and
 ``hdPose3d_stage1_coco19/body3DScene_%08d.json``, same keys, number precision and line
 endings) from forward-kinematic human motion, so the Panoptic reader, the data builders
-and demos run without the multi-gigabyte download. World units are centimetres with y
+and demos run without the multi-gigabyte download; ``labels.json`` adds what Panoptic
+lacks, each body's motion kind as an action label. World units are centimetres with y
 pointing down (floor at y = 0), as in Panoptic.
 
     python -m pose_vq.data.synthetic --root /tmp/panoptic_synth --frames 300 --people 3
@@ -19,11 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pose_vq.data import panoptic
 from pose_vq.data.skeleton import JOINT_INDEX, NUM_JOINTS
 
 FPS = 29.97
-POSE_DIR = "hdPose3d_stage1_coco19"
-SPLITS_FILE = "splits.json"  # read by panoptic.split_sequences
+POSE_DIR, SPLITS_FILE, LABELS_FILE = panoptic.POSE_DIR, panoptic.SPLITS_FILE, panoptic.LABELS_FILE
 CAPTURE_CENTRE = np.array([0.0, -90.0, 0.0])  # cm: centre of the stage, ~1 m above the floor
 HD_CAMERAS = 31
 MOTION_KINDS = ("walk", "wave", "squat", "jumping_jacks", "idle_turn", "arm_circles", "reach")
@@ -381,14 +382,17 @@ def write_synthetic_root(
     num_vga: int = 8,
     splits: Mapping[str, Sequence[str]] | None = None,
 ) -> pathlib.Path:
-    """Write every sequence in Panoptic's layout under ``root``, plus ``splits.json``.
+    """Write every sequence in Panoptic's layout under ``root``, plus ``splits.json`` and
+    ``labels.json`` (each body's motion kind, the action label Panoptic lacks).
 
     Each sequence draws from ``default_rng([seed, crc32(name), stream])``, so its content
     depends only on its name and the seed, and reruns are byte-identical. ``splits``
     defaults to the last sequence for validation and the rest for training, since no
-    synthetic name is in the reference's split lists. Returns ``root``.
+    synthetic name is in the reference's split lists. ``labels.json`` keeps the entries of
+    sequences written earlier into the same root. Returns ``root``.
     """
     root = pathlib.Path(root)
+    labels = panoptic.read_labels(root)
     for name in sequences:
         seq_seed = [seed, zlib.crc32(name.encode())]  # + stream: 0 cameras, 1 motion, 2 clock
         pose_dir = root / name / POSE_DIR
@@ -400,6 +404,7 @@ def write_synthetic_root(
         seq = generate_sequence(num_frames, num_people, seed=[*seq_seed, 1],
                                 missing_joint_prob=missing_joint_prob,
                                 late_entry_prob=late_entry_prob, early_exit_prob=early_exit_prob)
+        labels[name] = dict(zip(map(int, seq["ids"]), seq["kinds"]))
         t0 = np.random.default_rng([*seq_seed, 2]).uniform(1e4, 9e4)  # ms, like univTime
         for i in range(num_frames):
             frame = frame_offset + i
@@ -412,6 +417,9 @@ def write_synthetic_root(
                   else {"train": sequences})
     splits_text = json.dumps({k: list(v) for k, v in splits.items()}, indent=2)
     (root / SPLITS_FILE).write_text(splits_text + "\n")
+    labels_text = json.dumps({s: {str(b): k for b, k in sorted(labels[s].items())}
+                              for s in sorted(labels)}, indent=2)
+    (root / LABELS_FILE).write_text(labels_text + "\n")
     return root
 
 

@@ -3,7 +3,7 @@ reconstruction of it, or of the clip decoded from an exported token dataset (REA
 "Tokens"):
 
     python -m pose_vq.visualize --workdir=runs/demo --split=validation --index=3 --skeleton
-    python -m pose_vq.visualize --dataset=DATA_DIR/panoptic_heatmaps/3d/2.0.0 --index=0
+    python -m pose_vq.visualize --dataset=DATA_DIR/panoptic_heatmaps/3d/3.0.0 --index=0
     python -m pose_vq.visualize --tokens=runs/demo/tokens/motion_tokens/<config>/1.0.0
 """
 
@@ -90,7 +90,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "A training workdir: show its (EMA) reconstruction "
                         "of a clip of its dataset (with --tokens: the run that decodes).")
     flags.DEFINE_string("dataset", None, "A built dataset's version directory, e.g. "
-                        "DATA_DIR/panoptic_heatmaps/3d/2.0.0: show one of its clips.")
+                        "DATA_DIR/panoptic_heatmaps/3d/3.0.0: show one of its clips.")
     flags.DEFINE_string("tokens", None, "An exported token dataset's version directory "
                         "(python -m pose_vq.tokenize prints it): show a decoded clip.")
     flags.DEFINE_string("split", "validation", "Split to take the clip from.")
