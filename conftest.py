@@ -77,3 +77,15 @@ def tiny_runs(build_small, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("runs")
     runs = {v: config_lib.apply_variant(config, v) for v in config_lib.VARIANTS}
     return config, workdir, analysis.run_all(runs, workdir)
+
+
+@pytest.fixture(scope="session")
+def tiny_lifter(build_small, tmp_path_factory):
+    """A tiny DSTformer lifter trained 4 steps on the 3d test dataset and evaluated
+    (pose_vq.lift): (data_dir, workdir, results)."""
+    from pose_vq import lift
+    from tests.test_lift import tiny_lift_config
+
+    data_dir = pathlib.Path(build_small("3d").data_dir).parents[2]
+    workdir = tmp_path_factory.mktemp("lifter")
+    return data_dir, workdir, lift.train_and_evaluate(tiny_lift_config(data_dir), workdir)

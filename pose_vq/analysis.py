@@ -1,10 +1,12 @@
-"""The paper's analyses, one command each: a vocabulary sweep and a comparison of runs.
+"""The paper's analyses, one command each: a vocabulary sweep, a comparison of runs, and
+what the tokens are worth downstream.
 
     python -m pose_vq.analysis sweep --config=configs/demo.py --workdir=runs/sweep \\
         --modes=m2d,3d --num_codes=64,128,256,512,1024
     python -m pose_vq.analysis compare --config=configs/demo.py --workdir=runs/baselines \\
         --variants=vqgan,vqvae,dvae
     python -m pose_vq.analysis compare --runs=runs/a,runs/b --workdir=runs/ab
+    python -m pose_vq.analysis probes --config=configs/demo.py --workdir=runs/probes
 
 ``sweep`` trains and evaluates the config once per (mode, vocabulary size) in
 ``<workdir>/<mode>_k<K>`` and writes ``sweep.csv`` and ``sweep.png`` (SSIM, PSNR, L1,
@@ -12,7 +14,13 @@ T-Std, codebook usage and perplexity against the vocabulary, one line per mode: 
 paper's "2D needs 128 codes, 3D needs 1024"). ``compare`` trains the config as each of
 ``pose_vq.config.VARIANTS`` (or reads already trained ``--runs``) and writes
 ``compare.csv`` and ``compare.md``: one row per run and the paper's two claims, SSIM over
-the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here.
+the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here. ``probes`` runs
+the downstream chain: it trains the tokenizer (or takes ``--tokenizer=RUN``), exports
+tokens of the trained model and of the model at initialisation, trains the DSTformer and
+per-frame MLP lifters (configs/lift_dstformer.py with ``--lift_options``, default
+``demo``), runs the pose, action and retrieval probes (pose_vq.probe) and scores
+the pose head and both lifters on the real sample (``--real``, a Panoptic root) as a
+sim-to-real check; it writes ``probes.csv`` and ``probes.md``.
 
 Runs share one dataset (built once under the workdir when the config builds its own).
 A run whose ``eval_metrics.json`` is at its last step is not trained again, and an
@@ -31,6 +39,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from pose_vq import checkpointing
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
 
@@ -92,7 +101,7 @@ def _row(results: dict[str, Any], weights: str) -> dict[str, Any]:
 
 def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -190,6 +199,121 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
     return text
 
 
+REAL_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "panoptic_sample"
+
+
+def _export_once(tokenizer: Any, out_dir: pathlib.Path, workdir: pathlib.Path,
+                 source: tuple[str, str], splits: Sequence[str]) -> pathlib.Path:
+    """The version folder of ``source``'s export under ``out_dir``, exported unless done."""
+    from pose_vq import tokenize  # noqa: PLC0415
+
+    done = sorted(out_dir.glob(f"{tokenize.TOKENS_NAME}/{source[1].split('/', 1)[1]}/*/"
+                               f"{tokenize.CODEBOOK_FILE}"))
+    if done:
+        return done[0].parent
+    builder = tokenize.export(tokenizer, splits, out_dir, workdir, source=source)
+    return pathlib.Path(builder.data_dir)
+
+
+def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
+           tokenizer_dir: str | None = None, lift_options: str = "demo",
+           real_root: str | pathlib.Path | None = REAL_SAMPLE,
+           probe_steps: int | None = None, lift_steps: int | None = None) -> list[dict[str, Any]]:
+    """The downstream chain (module docstring); every stage is skipped when its results
+    are already in ``workdir``. Returns the rows of probes.csv."""
+    from configs import lift_dstformer  # noqa: PLC0415
+    from pose_vq import lift, probe, tokenize  # noqa: PLC0415
+
+    data_config = shared_data(config, workdir)
+    source = pipeline.prepare_dataset(data_config.data, workdir)
+    if tokenizer_dir is None:
+        run_all({"tokenizer": data_config}, workdir)
+        tokenizer_dir = str(workdir / "tokenizer")
+    trained = tokenize.Tokenizer.from_workdir(tokenizer_dir)
+    splits = (probe.TRAIN, probe.HELD_OUT)
+    tokens = _export_once(trained, workdir / "tokens", workdir, source, splits)
+    control = _export_once(tokenize.Tokenizer.from_workdir(tokenizer_dir, "init"),
+                           workdir / "tokens_init", workdir, source, splits)
+    rows: list[dict[str, Any]] = []
+    lifters = {}
+    for kind in ("dstformer", "mlp"):
+        c = lift_dstformer.get_config(",".join(filter(None, [lift_options, kind == "mlp" and "mlp"])))
+        c.data = data_config.data
+        c.train.num_steps = lift_steps or c.train.num_steps
+        lifters[kind] = workdir / f"lift_{kind}"
+        found = lift.train_and_evaluate(c, lifters[kind])
+        rows.append({"task": "lifting", "input": f"{kind} from GT 2D",
+                     **{k: found[k] for k in ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error")},
+                     "clips": found["examples"]})
+    probe_config = probe.default_config()
+    probe_config.train.num_steps = probe_steps or probe_config.train.num_steps
+    for task in probe.TASKS:
+        rows += probe.run(task, tokens, workdir / "probes", control_tokens=control,
+                          lifter=lifters["dstformer"], config=probe_config)
+    if real_root and pathlib.Path(real_root).is_dir():
+        rows += _sim_to_real(data_config, workdir, pathlib.Path(real_root), trained, tokens,
+                             lifters, probe_config)
+    if jax.process_index() == 0:
+        write_csv(workdir / "probes.csv", rows)
+        (workdir / "probes.md").write_text(probes_markdown(rows) + "\n")
+    return rows
+
+
+def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                 real_root: pathlib.Path, trained: Any, tokens: pathlib.Path,
+                 lifters: dict[str, pathlib.Path], probe_config: ml_collections.ConfigDict
+                 ) -> list[dict[str, Any]]:
+    """The synthetic-trained pose head and lifters on real Panoptic windows: every split
+    of ``real_root``, rendered as the tokenizer's data but with joint_req 0.7 (real frames
+    miss a joint or two, so 0.9 leaves no window)."""
+    from pose_vq import lift, pose3d, probe  # noqa: PLC0415
+
+    real = ml_collections.ConfigDict(data_config.to_dict())
+    real.data.manual_dir, real.data.synthetic, real.data.data_dir = str(real_root), False, ""
+    real.data.joint_req = 0.7
+    source = pipeline.prepare_dataset(real.data, workdir / "real")
+    split = next(iter(pipeline.open_dataset(*source).info.splits))
+    real_tokens = probe.TokenExport.load(_export_once(trained, workdir / "real" / "tokens",
+                                                      workdir, source, [split]))
+    synthetic = probe.TokenExport.load(tokens)
+    skeletons = real_tokens.skeletons(split)
+    mode = real_tokens.metadata["mode"]
+    targets = probe.pose_targets(skeletons, mode)
+    head, variables = probe.train_head("pose", synthetic.inputs(probe.TRAIN),
+                                       probe.pose_targets(synthetic.skeletons(probe.TRAIN), mode),
+                                       workdir / "probes" / "tokens", probe_config,
+                                       probe.export_num_classes(synthetic))
+    rows = [{"task": "sim-to-real", "input": "pose probe on tokens",
+             **probe.evaluate("pose", head, variables, real_tokens.inputs(split), targets),
+             "clips": len(targets["weight"])}]
+    examples = lift.lifting_examples(skeletons)
+    for kind, lifter_dir in lifters.items():
+        model, lifter_vars, _ = lift.restore(lifter_dir)
+        pred = lift.predict(model, lifter_vars, examples["keypoints"], examples["present"])
+        errors = pose3d.errors_mm(pred, examples["target"], examples["weight"], lift.UNIT_MM)
+        rows.append({"task": "sim-to-real", "input": f"{kind} lifting from GT 2D",
+                     **{k: errors[k] for k in ("mpjpe", "p_mpjpe")}, "clips": len(pred)})
+    return rows
+
+
+def probes_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One table per task, columns as each task reports."""
+    from pose_vq import probe  # noqa: PLC0415
+
+    columns = {**probe.METRICS, "lifting": ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error"),
+               "sim-to-real": ("mpjpe", "p_mpjpe")}
+    tables = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        keys = columns[task]
+        mine = [r for r in rows if r["task"] == task]
+        fmt = "{:.3f}" if task in ("action", "retrieval") else "{:.1f}"
+        lines = [f"| {task} | " + " | ".join(keys) + " | clips |", "|---" * (len(keys) + 2) + "|"]
+        lines += [f"| {r['input']} | " + " | ".join(fmt.format(r[k]) for k in keys)
+                  + f" | {r['clips']} |" for r in mine]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
     results = {}
     for d in dirs:
@@ -201,8 +325,10 @@ def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 2 or argv[1] not in ("sweep", "compare"):
-        raise app.UsageError("usage: python -m pose_vq.analysis {sweep|compare} --workdir=DIR ...")
+    checkpointing.quiet_orbax_logs()
+    if len(argv) != 2 or argv[1] not in ("sweep", "compare", "probes"):
+        raise app.UsageError("usage: python -m pose_vq.analysis {sweep|compare|probes} "
+                             "--workdir=DIR ...")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     workdir = pathlib.Path(FLAGS.workdir)
@@ -224,6 +350,15 @@ def main(argv: list[str]) -> None:
         print(markdown_table({f"{r['mode']} K={r['num_codes']}": r for r in rows},
                              ("ssim", "psnr", "l1", "t_std", "codebook_usage",
                               "codebook_perplexity")))
+        return
+    if argv[1] == "probes":
+        c = ml_collections.ConfigDict(config.to_dict())
+        c.data.synthetic_sequences = FLAGS.synthetic_sequences or c.data.synthetic_sequences
+        c.data.synthetic_people = FLAGS.synthetic_people or c.data.synthetic_people
+        rows = probes(config_lib.validate(c), workdir, tokenizer_dir=FLAGS.tokenizer,
+                      lift_options=FLAGS.lift_options, real_root=FLAGS.real or None,
+                      probe_steps=FLAGS.probe_steps, lift_steps=FLAGS.lift_steps)
+        print(probes_markdown(rows))
         return
     if FLAGS.runs:
         results = _read_runs(FLAGS.runs)
@@ -249,6 +384,17 @@ def define_flags() -> None:
                       "train (pose_vq.config.VARIANTS).")
     flags.DEFINE_list("runs", [], "compare: trained workdirs to compare instead of --variants.")
     flags.DEFINE_enum("weights", "ema", ["ema", "raw"], "Which generator weights' metrics to report.")
+    flags.DEFINE_string("tokenizer", None, "probes: a trained tokenizer workdir to use instead of "
+                        "training --config (its mode and clip shape must be the config's).")
+    flags.DEFINE_integer("synthetic_sequences", 16, "probes: synthetic sequences (a quarter "
+                         "held out); the demo's 8 hold out 4 bodies, too few for 7 classes.")
+    flags.DEFINE_integer("synthetic_people", 3, "probes: people per synthetic sequence.")
+    flags.DEFINE_string("lift_options", "demo", "probes: configs/lift_dstformer.py's options for "
+                        "both lifters (the MLP baseline adds 'mlp').")
+    flags.DEFINE_string("real", str(REAL_SAMPLE), "probes: a real Panoptic root for the "
+                        "sim-to-real rows ('' to skip).")
+    flags.DEFINE_integer("probe_steps", None, "probes: training steps per probe head.")
+    flags.DEFINE_integer("lift_steps", None, "probes: training steps per lifter.")
 
 
 if __name__ == "__main__":

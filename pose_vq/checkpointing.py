@@ -8,6 +8,7 @@ discriminator.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any
 
@@ -15,12 +16,20 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
 from pose_vq.state import GeneratorState, Models, TrainState, abstract_generator_state
 
-CONFIG_FILE = "config.json"  # the run's config, in its workdir
+CONFIG_FILE = "config.json"
+
+
+def quiet_orbax_logs() -> None:
+    """orbax logs every save step by step at INFO; keep its warnings only (commands call
+    this first)."""
+    absl_logging.get_absl_handler().python_handler.addFilter(
+        lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)  # the run's config, in its workdir
 
 
 def write_run_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:

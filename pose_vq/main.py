@@ -9,7 +9,6 @@ model summary (--mode=describe) or the dataset build alone (--mode=build_data).
 from __future__ import annotations
 
 import json
-import logging as pylogging
 import math
 from typing import Any
 
@@ -20,6 +19,7 @@ from absl import app, flags, logging
 from clu import parameter_overview
 from ml_collections import config_flags
 
+from pose_vq import checkpointing
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
 from pose_vq.state import Models
@@ -90,14 +90,8 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return summary
 
 
-def _quiet_checkpoint_logs() -> None:
-    """orbax logs every save step by step at INFO; keep its warnings only."""
-    logging.get_absl_handler().python_handler.addFilter(
-        lambda record: record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname)
-
-
 def main(argv: list[str]) -> None:
-    _quiet_checkpoint_logs()
+    checkpointing.quiet_orbax_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config

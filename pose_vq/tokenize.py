@@ -9,7 +9,11 @@ encodes a split of the run's heatmap dataset with the latest checkpoint of ``--w
 the source example's ``sequence``, ``body_id``, ``start_frame``, its ``index`` in the
 source split, and the ``mode``; the dataset's metadata holds the tokenizer's whole config,
 its checkpoint step and weights, the source dataset and the vocabulary size. Read it back
-from any project with ``tfds.data_source("motion_tokens/<config>", data_dir=...)``.
+from any project with ``tfds.data_source("motion_tokens/<config>", data_dir=...)``; the
+token ids' embeddings (the codebook the decoder reads) are ``codebook.npy`` in the same
+folder. ``--dataset``/``--data_dir`` encode another build of the same mode and clip shape
+(e.g. real Panoptic sequences with a tokenizer trained on synthetic ones);
+``--weights=init`` encodes with the run's model as initialised, the probes' control.
 
 Decoding is one call: ``Tokenizer.from_workdir(workdir).decode(tokens)`` returns the
 clips the model reconstructs from those tokens, the same arrays evaluation scores.
@@ -37,11 +41,12 @@ from tensorflow_datasets.core.dataset_builders import adhoc_builder
 from pose_vq import checkpointing, metrics
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
-from pose_vq.state import Models, generator_variables
+from pose_vq.state import Models, generator_variables, init_state
 
 TOKENS_NAME = "motion_tokens"
 TOKENS_VERSION = "1.0.0"
-WEIGHTS = ("ema", "raw")
+WEIGHTS = ("ema", "raw", "init")  # init: the run's model as initialised (a control)
+CODEBOOK_FILE = "codebook.npy"  # (num_codes, code width) beside an export's files
 
 
 @dataclasses.dataclass
@@ -58,8 +63,10 @@ class Tokenizer:
     def from_workdir(cls, workdir: str | pathlib.Path, weights: str = "ema",
                      step: int | None = None, dtype: str | None = None) -> "Tokenizer":
         """The checkpoint at ``step`` (default: the latest) of a training workdir, with
-        the weights and codebook of one set (``ema``: both EMAs); ``dtype`` overrides the
-        run's activation dtype (parameters stay float32)."""
+        the weights and codebook of one set (``ema``: both EMAs; ``init``: the run's
+        model at initialisation from its seed, no checkpoint read, step 0: the
+        random-tokenizer control of the probes); ``dtype`` overrides the run's
+        activation dtype (parameters stay float32)."""
         if weights not in WEIGHTS:
             raise ValueError(f"weights={weights!r}: choose one of {WEIGHTS}")
         config = checkpointing.load_run_config(workdir)
@@ -69,6 +76,9 @@ class Tokenizer:
                 config.model.conv_impl = "auto"  # an execution choice; winograd is float32's
             config_lib.validate(config)
         models = Models.create(config)
+        if weights == "init":
+            state = jax.jit(functools.partial(init_state, models, config.seed))()
+            return cls(config, models, generator_variables(state, "raw"), 0, weights)
         state = checkpointing.restore_generator(workdir, models, pipeline.data_mesh(), step)
         return cls(config, models, generator_variables(state, weights), int(state.step),
                    weights)
@@ -84,6 +94,13 @@ class Tokenizer:
     def encode(self, clips: Any) -> np.ndarray:
         """Clips (B, T, H, W, C_in) in [0, 1] -> int32 token grids (B, t, h, w)."""
         return np.asarray(self._encode(self.variables, jnp.asarray(clips, jnp.float32)))
+
+    def codebook(self) -> np.ndarray:
+        """(num_codes, code width) float32: each token id's embedding, as the decoder
+        reads it."""
+        ids = jnp.arange(self.models.spec.num_codes)
+        return np.asarray(self.models.generator.apply(
+            self.variables, ids, method=lambda m, i: m.quantizer.lookup(i)), np.float32)
 
     def decode(self, tokens: Any) -> np.ndarray:
         """Token grids (B, t, h, w) -> float32 clips (B, T, H, W, C_out), as reconstructed."""
@@ -137,12 +154,21 @@ class _TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
 
 def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathlib.Path,
            workdir: str | pathlib.Path, batch_size: int = 8,
-           file_format: str = "array_record") -> tfds.core.DatasetBuilder:
-    """Encode ``splits`` of the tokenizer's dataset into a ``motion_tokens`` TFDS dataset
-    (array_record: ``tfds.data_source``; tfrecord: ``tfds.load``)."""
-    data_dir, name = pipeline.prepare_dataset(tokenizer.config.data, workdir)
+           file_format: str = "array_record", source: tuple[str, str] | None = None
+           ) -> tfds.core.DatasetBuilder:
+    """Encode ``splits`` of the tokenizer's dataset (or of ``source``, (data_dir, name)
+    of another panoptic_heatmaps build with the same mode and clip shape) into a
+    ``motion_tokens`` TFDS dataset (array_record: ``tfds.data_source``; tfrecord:
+    ``tfds.load``), with the codebook beside it (``CODEBOOK_FILE``)."""
+    data_dir, name = source or pipeline.prepare_dataset(tokenizer.config.data, workdir)
     builder = pipeline.open_dataset(data_dir, name)
-    transform = pipeline.ToModelInputs(pipeline.dataset_mode(builder))
+    mode = pipeline.dataset_mode(builder)
+    clip = tuple(builder.info.features["heatmaps"].shape)
+    if mode.name != tokenizer.config.data.mode or clip != tokenizer.models.input_shape(1)[1:]:
+        raise ValueError(f"{data_dir}/{name} holds {mode.name} clips of shape {clip}; the "
+                         f"tokenizer reads {tokenizer.config.data.mode} clips of shape "
+                         f"{tokenizer.models.input_shape(1)[1:]}")
+    transform = pipeline.ToModelInputs(mode)
     missing = [s for s in splits if s not in builder.info.splits]
     if missing:
         raise ValueError(f"{name} has no split {', '.join(missing)} "
@@ -173,6 +199,8 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
         raise FileExistsError(f"{out.data_dir} already holds an export: delete it or pass "
                               "another --output_dir")
     out.download_and_prepare()
+    if jax.process_index() == 0:
+        np.save(pathlib.Path(out.data_dir) / CODEBOOK_FILE, tokenizer.codebook())
     return out
 
 
@@ -210,8 +238,9 @@ def main(argv: list[str]) -> None:
     config_lib.configure_jax(config)  # before any JAX backend use
     tokenizer = Tokenizer.from_workdir(workdir, FLAGS.weights, FLAGS.step)
     output_dir = pathlib.Path(FLAGS.output_dir or workdir / "tokens")
+    source = (FLAGS.data_dir, FLAGS.dataset) if FLAGS.dataset else None
     builder = export(tokenizer, FLAGS.split, output_dir, workdir, FLAGS.batch_size,
-                     FLAGS.file_format)
+                     FLAGS.file_format, source)
     counts = {s: builder.info.splits[s].num_examples for s in FLAGS.split}
     tokens_per_clip = math.prod(tokenizer.models.spec.token_grid())
     print(f"wrote {builder.info.full_name} to {builder.data_dir}: {counts} clips of "
@@ -246,6 +275,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
     flags.DEFINE_string("output_dir", None, "TFDS data dir to write into (default <workdir>/tokens).")
     flags.DEFINE_integer("batch_size", 8, "Clips encoded per call.")
+    flags.DEFINE_string("dataset", None, "Encode this panoptic_heatmaps dataset (e.g. "
+                        "panoptic_heatmaps/3d_t16_s32, built with the run's mode and clip shape) "
+                        "instead of the run's own; with --data_dir.")
+    flags.DEFINE_string("data_dir", None, "TFDS data dir of --dataset.")
     flags.DEFINE_enum("file_format", "array_record", ["array_record", "tfrecord"],
                       "array_record for tfds.data_source / grain, tfrecord for tfds.load.")
     flags.DEFINE_bool("verify", False, "Decode the exported tokens and print their metrics next "

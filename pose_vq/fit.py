@@ -1,0 +1,143 @@
+"""The training loop of the downstream models (lifters, probe heads): small models on
+in-memory arrays, on one device.
+
+AdamW with MotionBERT's schedule (the learning rate times ``lr_decay`` after every
+epoch), CLU scalars every ``log_every`` steps (TensorBoard in the workdir), orbax
+checkpoints every ``checkpoint_every`` steps and at the end. The batches are a pure
+function of the seed and the step (a fresh permutation of the examples per epoch), so a
+run resumed from its last checkpoint takes exactly the batches it would have taken.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers
+
+# loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
+LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array],
+                  tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
+
+
+@flax.struct.dataclass
+class FitState:
+    step: jax.Array
+    params: Any
+    model_state: Any  # e.g. {"batch_stats": ...}; {} for models without
+    opt_state: Any
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The loop's knobs (a config's ``train`` section), with MotionBERT's optimiser."""
+    c = ml_collections.ConfigDict()
+    c.batch_size = 32
+    c.num_steps = 2000
+    c.learning_rate = 5e-4
+    c.weight_decay = 0.01
+    c.lr_decay = 0.99  # per epoch
+    c.log_every = 100
+    c.checkpoint_every = 500
+    c.seed = 0
+    return c
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    if num_examples < batch_size:
+        raise ValueError(f"{num_examples} training examples, fewer than one batch of "
+                         f"{batch_size}")
+    return num_examples // batch_size
+
+
+def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
+    """The examples of ``step``'s batch: its slice of its epoch's permutation."""
+    per_epoch = steps_per_epoch(num_examples, batch_size)
+    epoch, i = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[i * batch_size:(i + 1) * batch_size]
+
+
+def optimizer(c: ml_collections.ConfigDict, num_examples: int) -> optax.GradientTransformation:
+    schedule = optax.exponential_decay(c.learning_rate, steps_per_epoch(num_examples, c.batch_size),
+                                       c.lr_decay, staircase=True)
+    return optax.adamw(schedule, weight_decay=c.weight_decay)
+
+
+def _initial_state(tx: optax.GradientTransformation, variables: dict[str, Any]) -> FitState:
+    params = variables["params"]
+    return FitState(jnp.zeros((), jnp.int32), params,
+                    {k: v for k, v in variables.items() if k != "params"}, tx.init(params))
+
+
+def _manager(workdir: str | pathlib.Path) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+
+def _restore_latest(manager: ocp.CheckpointManager, state: FitState) -> FitState:
+    if manager.latest_step() is None:
+        return state
+    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+
+
+def load_variables(workdir: str | pathlib.Path, c: ml_collections.ConfigDict,
+                   variables: dict[str, Any]) -> dict[str, Any]:
+    """The variables of ``workdir``'s last checkpoint (``variables`` gives their
+    structure, e.g. a fresh init)."""
+    manager = _manager(workdir)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first")
+    state = _restore_latest(manager, _initial_state(optimizer(c, c.batch_size), variables))
+    return {"params": state.params, **state.model_state}
+
+
+def fit(workdir: str | pathlib.Path, c: ml_collections.ConfigDict, variables: dict[str, Any],
+        loss_fn: LossFn, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Train ``variables`` ({"params": ..., other collections}) on ``arrays`` (equal
+    first axes) for ``c.num_steps`` steps, resuming from ``workdir``'s last checkpoint;
+    returns the trained variables."""
+    n = len(next(iter(arrays.values())))
+    tx = optimizer(c, n)
+    manager = _manager(workdir)
+    state = _restore_latest(manager, _initial_state(tx, variables))
+    if int(state.step):
+        logging.info("resumed %s at step %d", workdir, int(state.step))
+
+    @jax.jit
+    def train_step(state: FitState, batch: dict[str, jax.Array], key: jax.Array):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (terms, model_state)), grads = grad_fn(state.params, state.model_state, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = FitState(state.step + 1, optax.apply_updates(state.params, updates), model_state,
+                       opt_state)
+        return new, {"loss": loss, **terms}
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    root_key = jax.random.key(c.seed)
+    pending: list[dict[str, jax.Array]] = []
+    for step in range(int(state.step), c.num_steps):
+        idx = batch_indices(step, n, c.batch_size, c.seed)
+        batch = {k: jnp.asarray(v[idx]) for k, v in arrays.items()}
+        state, terms = train_step(state, batch, jax.random.fold_in(root_key, step))
+        pending.append(terms)
+        done = step + 1
+        if done % c.log_every == 0 or done == c.num_steps:
+            means = {f"train/{k}": float(np.mean([float(t[k]) for t in pending]))
+                     for k in pending[0]}
+            if not np.isfinite(means["train/loss"]):
+                raise FloatingPointError(f"{workdir}: non-finite loss by step {done}: {means}")
+            writer.write_scalars(done, means)
+            pending = []
+        if done % c.checkpoint_every == 0 or done == c.num_steps:
+            manager.save(done, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    writer.flush()
+    return {"params": state.params, **state.model_state}

@@ -1,0 +1,395 @@
+"""What exported tokens carry: small heads trained on frozen token grids.
+
+    python -m pose_vq.probe --tokens=RUN/tokens/motion_tokens/3d_t16_s32/3.0.0 \\
+        --task=action --workdir=runs/probe [--control_tokens=DIR] [--lifter=LIFT_DIR]
+
+``--tokens`` is a ``motion_tokens`` export (pose_vq.tokenize) holding the train and
+held-out splits; each token id is looked up in the export's own codebook. The same
+``ProbeHead`` (pose_vq.models.probe_head) is trained on ``train`` and scored on
+``validation`` (held-out sequences) for each input of one table:
+
+- ``tokens``: the export;
+- ``tokens, time-shuffled``: the same grids with their time steps permuted per clip, so
+  what is left is what single steps carry (pose), not how they follow each other (motion);
+- ``random tokenizer`` (``--control_tokens``): an export of the same data by the same
+  model at initialisation (``python -m pose_vq.tokenize --weights=init``);
+- ``DSTformer`` (``--lifter``, a pose_vq.lift workdir): the skeleton-side reference from
+  ground-truth 2D of each clip's first camera: for ``pose`` the lifter's own 3D output
+  (turned into the target's axes), for ``action``/``retrieval`` the same head on its
+  (T, J, rep) features;
+- ``chance``: the training mean pose / the most frequent class / a random ranking.
+
+Tasks: ``pose`` predicts every frame's joints relative to the mid-hip (world axes, metres;
+c2d tokens, drawn in one camera's image, in that camera's axes) and reports MPJPE and
+P-MPJPE in mm; ``action`` predicts the dataset's ``label``, top-1 and macro-F1;
+``retrieval`` ranks the training clips by cosine similarity of the action head's pooled
+embedding to each held-out clip's and reports recall@1 and @5 of a same-label clip.
+Heads train in ``<workdir>/<input>/<head>`` and resume from there; results go to
+``<workdir>/<task>.csv`` and ``<task>.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import pathlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tensorflow_datasets as tfds
+from absl import app, flags, logging
+
+from pose_vq import checkpointing, fit, lift, pose3d
+from pose_vq.data import skeleton
+from pose_vq.models.probe_head import ProbeHead
+from pose_vq.tokenize import CODEBOOK_FILE
+
+TASKS = ("pose", "action", "retrieval")
+TRAIN, HELD_OUT = "train", "validation"
+METRICS = {"pose": ("mpjpe", "p_mpjpe"), "action": ("top1", "macro_f1"),
+           "retrieval": ("recall@1", "recall@5")}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The heads' size and training (the same for every input of a table)."""
+    c = ml_collections.ConfigDict()
+    c.width, c.place_width, c.depth, c.num_heads, c.dropout = 128, 8, 2, 4, 0.1
+    c.train = fit.default_config()
+    c.train.num_steps, c.train.learning_rate, c.train.log_every = 1500, 1e-3, 100
+    c.train.checkpoint_every = 500
+    return c
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+@dataclasses.dataclass
+class Inputs:
+    """One probe input on one split: per-clip arrays and the frozen, jittable map from a
+    batch of them to (B, steps, places, width) features."""
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    features: Callable[[dict[str, jax.Array]], jax.Array]
+    frames_per_step: int
+
+
+@dataclasses.dataclass
+class TokenExport:
+    """A motion_tokens export: its token grids per split, codebook and source dataset."""
+
+    path: pathlib.Path
+    builder: tfds.core.DatasetBuilder
+    codebook: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> "TokenExport":
+        path = pathlib.Path(path)
+        if not (path / CODEBOOK_FILE).exists():
+            raise FileNotFoundError(f"{path / CODEBOOK_FILE} not found: is {path} a "
+                                    "motion_tokens export (its version folder)?")
+        return cls(path, tfds.builder_from_directory(str(path)), np.load(path / CODEBOOK_FILE))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.builder.info.metadata
+
+    def split(self, split: str) -> dict[str, np.ndarray]:
+        if split not in self.builder.info.splits:
+            raise ValueError(f"{self.path} has no split {split!r} (it has "
+                             f"{', '.join(self.builder.info.splits)}): export it first")
+        source = self.builder.as_data_source(split=split)
+        rows = [source[i] for i in range(len(source))]
+        return {"tokens": np.stack([r["tokens"] for r in rows]),
+                "index": np.array([r["index"] for r in rows])}
+
+    def skeletons(self, split: str) -> dict[str, np.ndarray]:
+        """The source examples' skeleton features, in the export's order."""
+        meta = self.metadata
+        skeletons = lift.read_skeletons(meta["source_data_dir"], meta["source_dataset"], split)
+        return {k: v[self.split(split)["index"]] for k, v in skeletons.items()}
+
+    def inputs(self, split: str, name: str = "tokens", shuffle_time: bool = False) -> Inputs:
+        ids = self.split(split)["tokens"]
+        if shuffle_time:  # one fixed permutation of the time steps per clip
+            rng = np.random.default_rng(0)
+            ids = np.stack([g[rng.permutation(len(g))] for g in ids])
+        codebook = jnp.asarray(self.codebook)
+        frames = self.metadata["tokenizer_config"]["data"]["frames"]
+        t = ids.shape[1]
+        return Inputs(name, {"tokens": ids},
+                      lambda b: codebook[b["tokens"]].reshape(b["tokens"].shape[:2] + (-1, codebook.shape[1])),
+                      frames // t)
+
+
+def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Lifting examples of each clip's first camera only."""
+    return lift.lifting_examples({k: v[:, :1] if k.startswith(("joints2d", "camera_")) else v
+                                  for k, v in skeletons.items()})
+
+
+def lifter_inputs(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray]) -> Inputs:
+    """DSTformer's (T, J, rep) features from each clip's first camera's ground-truth 2D,
+    computed once (the lifter is frozen) and held in memory."""
+    model, variables, _ = lift.restore(lifter_dir)
+    first = _first_camera(skeletons)
+    features = lift.predict(model, variables, first["keypoints"], first["present"],
+                            representation=True)
+    return Inputs("DSTformer features", {"features": features}, lambda b: b["features"], 1)
+
+
+# ----------------------------------------------------------------------- targets
+
+
+def pose_targets(skeletons: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
+    """Root-relative joints in metres, in world axes (c2d: the first camera's axes)."""
+    joints = skeletons["joints3d"] / 100.0
+    if mode == "c2d":
+        joints = lift.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0] / 100.0)
+    target, weight = lift.root_relative(joints, skeletons["present"])
+    return {"target": target.astype(np.float32), "weight": weight}
+
+
+def action_targets(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"label": skeletons["label"].astype(np.int32)}
+
+
+# ------------------------------------------------------------------------- heads
+
+
+def _head(task: str, c: ml_collections.ConfigDict, inputs: Inputs, num_classes: int) -> ProbeHead:
+    outputs = inputs.frames_per_step * skeleton.NUM_JOINTS * 3 if task == "pose" else num_classes
+    return ProbeHead(outputs, per_step=task == "pose", width=c.width, place_width=c.place_width,
+                     depth=c.depth, num_heads=c.num_heads, dropout=c.dropout)
+
+
+def _pose_out(out: jax.Array) -> jax.Array:
+    """(B, steps, frames_per_step * J * 3) -> (B, T, J, 3)."""
+    b, steps, _ = out.shape
+    return out.reshape(b, -1, skeleton.NUM_JOINTS, 3)
+
+
+def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdir: pathlib.Path,
+               c: ml_collections.ConfigDict, num_classes: int) -> tuple[ProbeHead, dict[str, Any]]:
+    """Train (or resume, or reuse) the task's head on ``inputs`` in ``workdir``."""
+    head_task = "pose" if task == "pose" else "action"  # retrieval reuses the action head
+    head = _head(head_task, c, inputs, num_classes)
+    arrays = {**inputs.arrays, **targets}
+    sample = {k: jnp.asarray(v[:1]) for k, v in inputs.arrays.items()}
+    variables = head.init(jax.random.key(c.train.seed), inputs.features(sample))
+
+    def loss_fn(params, model_state, batch, key):
+        out, _ = head.apply({"params": params}, inputs.features(batch), train=True,
+                            rngs={"dropout": key})
+        if head_task == "pose":
+            loss = pose3d.mpjpe_loss(_pose_out(out), batch["target"], batch["weight"])
+        else:
+            loss = optax.softmax_cross_entropy_with_integer_labels(out, batch["label"]).mean()
+        return loss, ({}, model_state)
+
+    return head, fit.fit(workdir / head_task, c.train, variables, loss_fn, arrays)
+
+
+def apply_head(head: ProbeHead, variables: dict[str, Any], inputs: Inputs,
+               batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The head's outputs and pooled embeddings on every clip of ``inputs``."""
+    run = jax.jit(lambda v, b: head.apply(v, inputs.features(b)))
+    n = len(next(iter(inputs.arrays.values())))
+    outs, pooled = [], []
+    for start in range(0, n, batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in inputs.arrays.items()}
+        pad = batch_size - len(next(iter(batch.values())))
+        batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                 for k, v in batch.items()}
+        o, p = run(variables, batch)
+        outs.append(np.asarray(o)[:batch_size - pad])
+        pooled.append(np.asarray(p)[:batch_size - pad])
+    return np.concatenate(outs), np.concatenate(pooled)
+
+
+# ----------------------------------------------------------------------- metrics
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 averaged over the classes that occur in either (scikit-learn's macro)."""
+    scores = []
+    for k in np.union1d(labels, predicted):
+        tp = np.sum((predicted == k) & (labels == k))
+        fp, fn = np.sum((predicted == k) & (labels != k)), np.sum((predicted != k) & (labels == k))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def action_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {"top1": float(np.mean(labels == predicted)), "macro_f1": macro_f1(labels, predicted)}
+
+
+def recall_at(query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray,
+              gallery_labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Share of queries with a same-label item among their k most cosine-similar."""
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    order = np.argsort(-(unit(query) @ unit(gallery).T), axis=1, kind="stable")
+    hits = gallery_labels[order] == query_labels[:, None]
+    return {f"recall@{k}": float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
+
+
+def chance_recall(query_labels: np.ndarray, gallery_labels: np.ndarray,
+                  ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Expected recall@k of a uniformly random ranking of the gallery."""
+    n = len(gallery_labels)
+    same = np.array([np.sum(gallery_labels == q) for q in query_labels])
+    out = {}
+    for k in ks:
+        miss = np.ones(len(same))
+        for i in range(k):
+            miss *= np.clip((n - same - i) / (n - i), 0.0, 1.0)
+        out[f"recall@{k}"] = float(np.mean(1.0 - miss))
+    return out
+
+
+# -------------------------------------------------------------------------- tables
+
+
+def evaluate(task: str, head: ProbeHead, variables: dict[str, Any], held_out: Inputs,
+             targets: dict[str, np.ndarray], train: Inputs | None = None,
+             train_targets: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    out, pooled = apply_head(head, variables, held_out)
+    if task == "pose":
+        errors = pose3d.errors_mm(_pose_out(out), targets["target"], targets["weight"],
+                                  lift.UNIT_MM)
+        return {k: errors[k] for k in METRICS["pose"]}
+    if task == "action":
+        return action_metrics(targets["label"], out.argmax(-1))
+    _, gallery = apply_head(head, variables, train)
+    return recall_at(pooled, targets["label"], gallery, train_targets["label"])
+
+
+def chance(task: str, targets: dict[str, np.ndarray], train_targets: dict[str, np.ndarray]
+           ) -> dict[str, float]:
+    if task == "pose":  # the training clips' mean pose, every frame
+        w = train_targets["weight"][..., None]
+        mean = (w * train_targets["target"]).sum((0, 1)) / np.maximum(w.sum((0, 1)), 1e-12)
+        pred = np.broadcast_to(mean, targets["target"].shape)
+        errors = pose3d.errors_mm(pred, targets["target"], targets["weight"], lift.UNIT_MM)
+        return {k: errors[k] for k in METRICS["pose"]}
+    if task == "action":
+        majority = np.bincount(train_targets["label"]).argmax()
+        return action_metrics(targets["label"], np.full_like(targets["label"], majority))
+    return chance_recall(targets["label"], train_targets["label"])
+
+
+def lifter_pose(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray], mode: str
+                ) -> np.ndarray:
+    """The lifter's 3D from each clip's first camera's ground-truth 2D, in the pose
+    targets' axes (world: rotated back by R^T; c2d: the camera's own)."""
+    model, variables, _ = lift.restore(lifter_dir)
+    first = _first_camera(skeletons)
+    pred = lift.predict(model, variables, first["keypoints"], first["present"])
+    if mode == "c2d":
+        return pred
+    return np.einsum("nji,ntkj->ntki", skeletons["camera_R"][:, 0], pred)
+
+
+def run(task: str, tokens: str | pathlib.Path, workdir: str | pathlib.Path, *,
+        control_tokens: str | pathlib.Path | None = None, lifter: str | pathlib.Path | None = None,
+        config: ml_collections.ConfigDict | None = None) -> list[dict[str, Any]]:
+    """One task's table: a row per input (module docstring); also written to
+    ``<workdir>/<task>.csv`` and ``<task>.md``."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: choose one of {TASKS}")
+    c = config or default_config()
+    workdir = pathlib.Path(workdir)
+    export = TokenExport.load(tokens)
+    mode = export.metadata["mode"]
+    skeletons = {s: export.skeletons(s) for s in (TRAIN, HELD_OUT)}
+    make_targets = (lambda s: pose_targets(s, mode)) if task == "pose" else action_targets
+    targets = {s: make_targets(skeletons[s]) for s in skeletons}
+    num_classes = export_num_classes(export)
+    sources = [lambda s: export.inputs(s), lambda s: export.inputs(s, "tokens, time-shuffled", True)]
+    if control_tokens:
+        control = TokenExport.load(control_tokens)
+        sources.append(lambda s: control.inputs(s, "random tokenizer"))
+    if lifter and task != "pose":
+        sources.append(lambda s: lifter_inputs(lifter, skeletons[s]))
+    rows = []
+    for source in sources:
+        train, held_out = source(TRAIN), source(HELD_OUT)
+        slug = train.name.replace(", ", "_").replace(" ", "_")
+        head, variables = train_head(task, train, targets[TRAIN], workdir / slug, c, num_classes)
+        found = evaluate(task, head, variables, held_out, targets[HELD_OUT], train, targets[TRAIN])
+        rows.append({"task": task, "input": train.name, **found})
+    if lifter and task == "pose":
+        pred = lifter_pose(lifter, skeletons[HELD_OUT], mode)
+        errors = pose3d.errors_mm(pred, targets[HELD_OUT]["target"], targets[HELD_OUT]["weight"],
+                                  lift.UNIT_MM)
+        rows.append({"task": task, "input": "DSTformer lifting (GT 2D)",
+                     **{k: errors[k] for k in METRICS["pose"]}})
+    rows.append({"task": task, "input": "chance" if task != "pose" else "mean pose",
+                 **chance(task, targets[HELD_OUT], targets[TRAIN])})
+    for row in rows:
+        row["clips"] = len(targets[HELD_OUT]["weight" if task == "pose" else "label"])
+    write_table(workdir, task, rows)
+    return rows
+
+
+def export_num_classes(export: TokenExport) -> int:
+    """The number of classes of the export's source dataset's ``label``."""
+    meta = export.metadata
+    from pose_vq.data import pipeline  # noqa: PLC0415
+
+    source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
+    return source.info.features["label"].num_classes
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    keys = METRICS[rows[0]["task"]]
+    lines = [f"| {rows[0]['task']} input | " + " | ".join(keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    fmt = "{:.1f}" if rows[0]["task"] == "pose" else "{:.3f}"
+    lines += [f"| {r['input']} | " + " | ".join(fmt.format(r[k]) for k in keys) + " |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def write_table(workdir: pathlib.Path, task: str, rows: list[dict[str, Any]]) -> None:
+    if jax.process_index():
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / f"{task}.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (workdir / f"{task}.md").write_text(markdown(rows) + "\n")
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    checkpointing.quiet_orbax_logs()
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.tokens or not FLAGS.workdir:
+        raise app.UsageError("--tokens and --workdir are required")
+    c = default_config()
+    c.train.num_steps = FLAGS.steps or c.train.num_steps
+    rows = run(FLAGS.task, FLAGS.tokens, FLAGS.workdir, control_tokens=FLAGS.control_tokens,
+               lifter=FLAGS.lifter, config=c)
+    print(markdown(rows))
+    logging.info("%s", json.dumps(rows))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("tokens", None, "A motion_tokens export's folder (train and validation).")
+    flags.DEFINE_enum("task", "action", list(TASKS), "What the head predicts.")
+    flags.DEFINE_string("workdir", None, "Where the heads train and the table is written.")
+    flags.DEFINE_string("control_tokens", None, "Export of the same data by the model at "
+                        "initialisation (pose_vq.tokenize --weights=init): the control row.")
+    flags.DEFINE_string("lifter", None, "A pose_vq.lift workdir: the DSTformer reference row.")
+    flags.DEFINE_integer("steps", None, "Training steps per head (default 1500).")
+    app.run(main)
