@@ -170,8 +170,7 @@ def _head(task: str, c: ml_collections.ConfigDict, inputs: Inputs, num_classes: 
 
 def _pose_out(out: jax.Array) -> jax.Array:
     """(B, steps, frames_per_step * J * 3) -> (B, T, J, 3)."""
-    b, steps, _ = out.shape
-    return out.reshape(b, -1, skeleton.NUM_JOINTS, 3)
+    return out.reshape(out.shape[0], -1, skeleton.NUM_JOINTS, 3)
 
 
 def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdir: pathlib.Path,
