@@ -302,16 +302,9 @@ def probes_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
     columns = {**probe.METRICS, "lifting": ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error"),
                "sim-to-real": ("mpjpe", "p_mpjpe")}
-    tables = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        keys = columns[task]
-        mine = [r for r in rows if r["task"] == task]
-        fmt = "{:.3f}" if task in ("action", "retrieval") else "{:.1f}"
-        lines = [f"| {task} | " + " | ".join(keys) + " | clips |", "|---" * (len(keys) + 2) + "|"]
-        lines += [f"| {r['input']} | " + " | ".join(fmt.format(r[k]) for k in keys)
-                  + f" | {r['clips']} |" for r in mine]
-        tables.append("\n".join(lines))
-    return "\n\n".join(tables)
+    tasks = dict.fromkeys(r["task"] for r in rows)
+    return "\n\n".join(probe.markdown([r for r in rows if r["task"] == t], columns[t])
+                       for t in tasks)
 
 
 def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -99,6 +99,21 @@ def load_variables(workdir: str | pathlib.Path, c: ml_collections.ConfigDict,
     return {"params": state.params, **state.model_state}
 
 
+def apply_batched(fn: Callable[[dict[str, np.ndarray]], Any], arrays: dict[str, np.ndarray],
+                  batch_size: int = 64) -> Any:
+    """``fn`` (jitted) over ``arrays`` (equal first axes) in batches of one size, the last
+    padded with zeros (one compilation), its outputs (a pytree of arrays) concatenated."""
+    n = len(next(iter(arrays.values())))
+    outs = []
+    for start in range(0, n, batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+        size = len(next(iter(batch.values())))
+        batch = {k: np.concatenate([v, np.zeros((batch_size - size,) + v.shape[1:], v.dtype)])
+                 for k, v in batch.items()}
+        outs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:size], fn(batch)))
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
+
+
 def fit(workdir: str | pathlib.Path, c: ml_collections.ConfigDict, variables: dict[str, Any],
         loss_fn: LossFn, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Train ``variables`` ({"params": ..., other collections}) on ``arrays`` (equal

@@ -202,15 +202,9 @@ def predict(model, variables: dict[str, Any], keypoints: np.ndarray, present: np
             batch_size: int = 64, representation: bool = False) -> np.ndarray:
     """The model's output on clean ground-truth 2D, a fixed-size batch at a time."""
     kwargs = {"representation": True} if representation else {}
-    run = jax.jit(lambda v, x, m: model.apply(v, *clean_inputs(x, m), **kwargs))
-    out = []
-    for start in range(0, len(keypoints), batch_size):
-        x, m = keypoints[start:start + batch_size], present[start:start + batch_size]
-        pad = batch_size - len(x)
-        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-        m = np.concatenate([m, np.zeros((pad,) + m.shape[1:], m.dtype)])
-        out.append(np.asarray(run(variables, x, m))[:batch_size - pad])
-    return np.concatenate(out)
+    run = jax.jit(lambda b: model.apply(variables, *clean_inputs(b["keypoints"], b["present"]),
+                                        **kwargs))
+    return fit.apply_batched(run, {"keypoints": keypoints, "present": present}, batch_size)
 
 
 # ------------------------------------------------------------------------- the command
@@ -222,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     returns the evaluation, also written to ``<workdir>/eval_metrics.json``."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    checkpointing.write_run_config(config, workdir)
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
     train = lifting_examples(read_skeletons(data_dir, name, config.train.split))
     model = make_model(config)
@@ -245,7 +239,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
 def restore(workdir: str | pathlib.Path) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
     """A trained lifter's (model, variables, config) from its workdir."""
-    config = ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / "config.json").read_text()))
+    path = pathlib.Path(workdir) / checkpointing.CONFIG_FILE
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
     model = make_model(config)
     return model, fit.load_variables(workdir, config.train, init_variables(model, config)), config
 

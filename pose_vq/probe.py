@@ -45,7 +45,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 from pose_vq import checkpointing, fit, lift, pose3d
-from pose_vq.data import skeleton
+from pose_vq.data import pipeline, skeleton
 from pose_vq.models.probe_head import ProbeHead
 from pose_vq.tokenize import CODEBOOK_FILE
 
@@ -86,6 +86,7 @@ class TokenExport:
     path: pathlib.Path
     builder: tfds.core.DatasetBuilder
     codebook: np.ndarray
+    _splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> "TokenExport":
@@ -100,13 +101,17 @@ class TokenExport:
         return self.builder.info.metadata
 
     def split(self, split: str) -> dict[str, np.ndarray]:
+        """A split's ``tokens`` and source ``index``, read once."""
+        if split in self._splits:
+            return self._splits[split]
         if split not in self.builder.info.splits:
             raise ValueError(f"{self.path} has no split {split!r} (it has "
                              f"{', '.join(self.builder.info.splits)}): export it first")
         source = self.builder.as_data_source(split=split)
         rows = [source[i] for i in range(len(source))]
-        return {"tokens": np.stack([r["tokens"] for r in rows]),
-                "index": np.array([r["index"] for r in rows])}
+        self._splits[split] = {"tokens": np.stack([r["tokens"] for r in rows]),
+                               "index": np.array([r["index"] for r in rows])}
+        return self._splits[split]
 
     def skeletons(self, split: str) -> dict[str, np.ndarray]:
         """The source examples' skeleton features, in the export's order."""
@@ -197,18 +202,8 @@ def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdi
 def apply_head(head: ProbeHead, variables: dict[str, Any], inputs: Inputs,
                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The head's outputs and pooled embeddings on every clip of ``inputs``."""
-    run = jax.jit(lambda v, b: head.apply(v, inputs.features(b)))
-    n = len(next(iter(inputs.arrays.values())))
-    outs, pooled = [], []
-    for start in range(0, n, batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in inputs.arrays.items()}
-        pad = batch_size - len(next(iter(batch.values())))
-        batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-                 for k, v in batch.items()}
-        o, p = run(variables, batch)
-        outs.append(np.asarray(o)[:batch_size - pad])
-        pooled.append(np.asarray(p)[:batch_size - pad])
-    return np.concatenate(outs), np.concatenate(pooled)
+    run = jax.jit(lambda b: head.apply(variables, inputs.features(b)))
+    return fit.apply_batched(run, inputs.arrays, batch_size)
 
 
 # ----------------------------------------------------------------------- metrics
@@ -339,19 +334,18 @@ def run(task: str, tokens: str | pathlib.Path, workdir: str | pathlib.Path, *,
 def export_num_classes(export: TokenExport) -> int:
     """The number of classes of the export's source dataset's ``label``."""
     meta = export.metadata
-    from pose_vq.data import pipeline  # noqa: PLC0415
-
     source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
     return source.info.features["label"].num_classes
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    keys = METRICS[rows[0]["task"]]
-    lines = [f"| {rows[0]['task']} input | " + " | ".join(keys) + " |",
-             "|---" * (len(keys) + 1) + "|"]
-    fmt = "{:.1f}" if rows[0]["task"] == "pose" else "{:.3f}"
-    lines += [f"| {r['input']} | " + " | ".join(fmt.format(r[k]) for k in keys) + " |"
-              for r in rows]
+def markdown(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> str:
+    """A table of rows of one task: ``keys`` (default: the task's metrics) and clips."""
+    task = rows[0]["task"]
+    keys = keys or METRICS[task]
+    fmt = "{:.3f}" if task in ("action", "retrieval") else "{:.1f}"
+    lines = [f"| {task} | " + " | ".join(keys) + " | clips |", "|---" * (len(keys) + 2) + "|"]
+    lines += [f"| {r['input']} | " + " | ".join(fmt.format(r[k]) for k in keys)
+              + f" | {r['clips']} |" for r in rows]
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def test_probe_tables_have_every_row_and_are_written(tokens, tiny_lifter, tmp_pa
             assert all(np.isfinite(row[k]) for k in probe.METRICS[task])
             assert row["clips"] == held_out
         assert (tmp_path / f"{task}.csv").exists()
-        assert (tmp_path / f"{task}.md").read_text().startswith(f"| {task} input |")
+        assert (tmp_path / f"{task}.md").read_text().startswith(f"| {task} | ")
 
 
 def _source(tokens_dir):
