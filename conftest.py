@@ -63,8 +63,9 @@ def build_small(synthetic_root, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_runs(build_small, tmp_path_factory):
-    """The paper's three variants of the tiny test config, trained 1 step and evaluated
-    (pose_vq.analysis.run_all): (base config, workdir, {variant: eval results})."""
+    """The paper's three variants of the tiny test config, trained 1 step on the 8 host
+    devices under FSDP and evaluated (pose_vq.analysis.run_all): (base config, workdir,
+    {variant: eval results})."""
     from pose_vq import analysis
     from pose_vq import config as config_lib
     from tests.test_train import tiny_config
@@ -73,7 +74,7 @@ def tiny_runs(build_small, tmp_path_factory):
     data_dir = pathlib.Path(build_small("3d").data_dir).parents[2]
     config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 1,
                                       "train.log_every": 1, "eval.max_examples": 0,
-                                      "eval.num_videos": 0})
+                                      "eval.num_videos": 0, "sharding.strategy": "fsdp"})
     workdir = tmp_path_factory.mktemp("runs")
     runs = {v: config_lib.apply_variant(config, v) for v in config_lib.VARIANTS}
     return config, workdir, analysis.run_all(runs, workdir)

@@ -96,6 +96,12 @@ def get_config() -> ml_collections.ConfigDict:
     t.keep_checkpoints = 3  # checkpoints kept in <workdir>/checkpoints
     t.eval_every = 5000  # steps between evaluations (0: only at the end)
 
+    c.sharding = sh = ml_collections.ConfigDict()  # pose_vq.sharding
+    sh.strategy = "replicated"  # replicated | fsdp | tensor: the rules below when they are empty
+    sh.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # devices per mesh axis
+    #         (-1: the rest); the batch is split over data
+    sh.rules = ()  # ((logical axis, "data" | "model"), ...) overriding the strategy's
+
     c.eval = e = ml_collections.ConfigDict()
     e.split = "validation"  # split evaluated during training and by --mode=evaluate
     e.batch_size = 8  # global batch (the last one is padded and masked)

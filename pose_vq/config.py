@@ -11,6 +11,7 @@ import typing
 import jax
 import ml_collections
 
+from pose_vq import sharding
 from pose_vq.data import modes
 from pose_vq.models.vqgan import GeneratorSpec
 
@@ -87,9 +88,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"data.kind='keypoint' needs a 2D mode (c2d, m2d): data.mode={d.mode!r} renders "
            "3D limbs only")
     _check(config.cpu_devices >= 0, f"cpu_devices={config.cpu_devices} must be >= 0")
-    for knob, value in [("train.batch_size", tc.batch_size), ("eval.batch_size", ec.batch_size)]:
-        _check(not config.cpu_devices or value % config.cpu_devices == 0,
-               f"{knob}={value} is not divisible by cpu_devices={config.cpu_devices}")
+    _validate_sharding(config.sharding)
+    if config.cpu_devices:  # the data axis of the mesh these devices make
+        try:
+            data, _ = sharding.mesh_shape(config.sharding.mesh, config.cpu_devices)
+        except ValueError as e:
+            raise ConfigError(f"{e} (cpu_devices={config.cpu_devices})") from None
+        for knob, value in [("train.batch_size", tc.batch_size),
+                            ("eval.batch_size", ec.batch_size)]:
+            _check(value % data == 0, f"{knob}={value} is not divisible by the {data} devices "
+                   f"of the data axis (cpu_devices={config.cpu_devices})")
     _check(d.prefetch >= 0, f"data.prefetch={d.prefetch} must be >= 0")
     _check(config.loss.perceptual_planes >= 0,
            f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
@@ -98,17 +106,32 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def check_batch_divisible(config: ml_collections.ConfigDict, mesh_size: int,
+def _validate_sharding(sh: ml_collections.ConfigDict) -> None:
+    _check(sh.strategy in sharding.STRATEGIES,
+           f"sharding.strategy={sh.strategy!r}: choose one of {tuple(sharding.STRATEGIES)}")
+    mesh = dict(sh.mesh)
+    _check(set(mesh) == set(sharding.MESH_AXES),
+           f"sharding.mesh={mesh}: give the size of each of {sharding.MESH_AXES}")
+    _check(all(v == -1 or v >= 1 for v in mesh.values()) and list(mesh.values()).count(-1) <= 1,
+           f"sharding.mesh={mesh}: sizes are >= 1, one of them may be -1 (the rest)")
+    for rule in sh.rules:
+        _check(len(rule) == 2 and rule[0] in sharding.LOGICAL_AXES
+               and rule[1] in sharding.MESH_AXES,
+               f"sharding.rules: {tuple(rule)} is not (logical axis, mesh axis); logical axes "
+               f"are {tuple(sharding.LOGICAL_AXES)}, mesh axes {sharding.MESH_AXES}")
+
+
+def check_batch_divisible(config: ml_collections.ConfigDict, data_size: int,
                           knobs: tuple[str, ...] = ("train.batch_size", "eval.batch_size")
                           ) -> None:
-    """Raise ConfigError unless each global batch splits evenly over a data-parallel mesh
-    of ``mesh_size`` devices (all devices of all processes)."""
+    """Raise ConfigError unless each global batch splits evenly over the ``data_size``
+    devices of the mesh's data axis (across all processes)."""
     for knob in knobs:
         section, key = knob.split(".")
         value = config[section][key]
-        _check(value % mesh_size == 0,
-               f"{knob}={value} is not divisible by the mesh's {mesh_size} devices: use a "
-               f"multiple of {mesh_size}")
+        _check(value % data_size == 0,
+               f"{knob}={value} is not divisible by the {data_size} devices of the mesh's "
+               f"data axis: use a multiple of {data_size}")
 
 
 # In-process collectives of CPU devices abort after 40 s when one device's thread has not

@@ -21,9 +21,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from pose_vq import checkpointing, metrics, visualize
+from pose_vq import checkpointing, metrics, sharding, visualize
 from pose_vq import config as config_lib
 from pose_vq.data import modes, pipeline, skeleton
 from pose_vq.state import WEIGHT_SETS, GeneratorState, Models, TrainState, generator_variables
@@ -104,12 +104,12 @@ class Evaluator:
         if not self.num_clips:
             raise ValueError(f"{name}:{ec.split} has no examples to evaluate")
         pc = jax.process_count()
-        config_lib.check_batch_divisible(config, mesh.size, ("eval.batch_size",))
+        config_lib.check_batch_divisible(config, sharding.data_size(mesh), ("eval.batch_size",))
         self.per_host = ec.batch_size // pc
         self.indices = list(range(jax.process_index(), self.num_clips, pc))
         # Every process runs the same number of batches (collectives must match).
         self.num_batches = math.ceil(math.ceil(self.num_clips / pc) / self.per_host)
-        self._sharding = NamedSharding(mesh, PartitionSpec("data"))
+        self._sharding = sharding.batch_sharding(mesh)
         self._eval = jax.jit(functools.partial(_eval_batch, models, radius))
         self._reference = jax.jit(functools.partial(_reference_batch, radius))
 
@@ -206,7 +206,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split`` (its
     generator alone is read)."""
     workdir = pathlib.Path(workdir)
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh(config.sharding.mesh)
     models = Models.create(config)
     state = checkpointing.restore_generator(workdir, models, mesh)
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)

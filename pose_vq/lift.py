@@ -23,6 +23,7 @@ import json
 import pathlib
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -171,8 +172,11 @@ def make_model(config: ml_collections.ConfigDict) -> DSTformer | MLPLifter:
 
 
 def init_variables(model, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The lifter's initial variables as plain arrays (the loop is single-device, so the
+    parameters' logical axis names are dropped)."""
     x = jnp.zeros((1, config.data.frames, skeleton.NUM_JOINTS, 3))
-    return model.init(jax.random.key(config.train.seed), x, jnp.ones(x.shape[:-1], bool))
+    return nn.unbox(model.init(jax.random.key(config.train.seed), x,
+                               jnp.ones(x.shape[:-1], bool)))
 
 
 def make_loss(model, config: ml_collections.ConfigDict) -> fit.LossFn:

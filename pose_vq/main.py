@@ -8,6 +8,7 @@ model summary (--mode=describe) or the dataset build alone (--mode=build_data).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
@@ -22,7 +23,7 @@ from ml_collections import config_flags
 from pose_vq import checkpointing
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
-from pose_vq.state import Models
+from pose_vq.state import Models, init_state
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                 lock_config=True)
@@ -46,15 +47,12 @@ def _count(tree: Any) -> int:
 def abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Shapes of the generator's and discriminator's variables, without allocating them."""
     models = Models.create(config)
-    clip = jnp.zeros(models.input_shape(1))
-    key = jax.random.key(0)
-    generator = jax.eval_shape(lambda: models.generator.init(
-        {"params": key, "vq": key, "dropout": key}, clip, train=False))
-    discriminator = jax.eval_shape(
-        lambda: models.discriminator.init(key, jnp.zeros(models.target_shape(1))))
-    tokens = jax.eval_shape(lambda v: models.generator.apply(v, clip, method="encode"),
-                            generator)
-    return {"spec": models.spec, "generator": generator, "discriminator": discriminator,
+    state = jax.eval_shape(functools.partial(init_state, models, config.seed))
+    generator = {"params": state.generator, "vq_stats": state.vq_stats}
+    clip = jax.ShapeDtypeStruct(models.input_shape(1), jnp.float32)
+    tokens = jax.eval_shape(lambda v, x: models.generator.apply(v, x, method="encode"),
+                            generator, clip)
+    return {"spec": models.spec, "generator": generator, "discriminator": state.discriminator,
             "tokens": tokens}
 
 

@@ -36,6 +36,7 @@ import json
 import pathlib
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -185,7 +186,7 @@ def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdi
     head = _head(head_task, c, inputs, num_classes)
     arrays = {**inputs.arrays, **targets}
     sample = {k: jnp.asarray(v[:1]) for k, v in inputs.arrays.items()}
-    variables = head.init(jax.random.key(c.train.seed), inputs.features(sample))
+    variables = nn.unbox(head.init(jax.random.key(c.train.seed), inputs.features(sample)))
 
     def loss_fn(params, model_state, batch, key):
         out, _ = head.apply({"params": params}, inputs.features(batch), train=True,

@@ -2,7 +2,8 @@
 
 ``Models`` holds what one config fixes and nothing trainable (modules, optimisers, shapes);
 ``TrainState`` holds everything a checkpoint stores besides the data iterator. States are
-created directly in their sharding on the mesh (``jit(init, out_shardings=...)``), so no
+created directly in their sharding on the mesh (``jit(init, out_shardings=...)``, the
+shardings from the modules' logical axis names and ``config.sharding``'s rules), so no
 host ever holds a full unsharded copy first.
 """
 
@@ -12,14 +13,16 @@ import dataclasses
 import functools
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from pose_vq import config as config_lib
+from pose_vq import sharding
 from pose_vq.data import modes
 from pose_vq.models.discriminator import PatchDiscriminator
 from pose_vq.models.vqgan import VQGAN, GeneratorSpec
@@ -107,15 +110,19 @@ class Models:
         return self.input_shape(batch)[:-1] + (self.spec.out_channels,)
 
 
-def init_state(models: Models, seed: int) -> TrainState:
-    """A fresh state (call under jit with out_shardings to create it sharded)."""
+def init_state(models: Models, seed: int, boxed: bool = False) -> TrainState:
+    """A fresh state (call under jit with out_shardings to create it sharded). ``boxed``
+    keeps flax's logical-axis boxes around the parameters, their optimiser states and
+    EMAs: what ``state_shardings`` reads, under ``eval_shape``."""
     key = jax.random.PRNGKey(seed)
     k_gen, k_vq, k_disc, k_train = jax.random.split(key, 4)
     clip = jnp.zeros(models.input_shape(1), jnp.float32)
     variables = models.generator.init({"params": k_gen, "vq": k_vq, "dropout": k_vq}, clip,
                                       train=False)
-    generator = variables["params"]
     discriminator = models.discriminator.init(k_disc, jnp.zeros(models.target_shape(1)))
+    if not boxed:
+        variables, discriminator = nn.unbox(variables), nn.unbox(discriminator)
+    generator = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32), rng=k_train, generator=generator,
         vq_stats=variables["vq_stats"], discriminator=discriminator,
@@ -126,23 +133,26 @@ def init_state(models: Models, seed: int) -> TrainState:
         lecam=jnp.zeros((2,), jnp.float32))
 
 
-def replicated(mesh: Mesh, tree: Any) -> Any:
-    """A full copy of every leaf on every device of the mesh."""
-    return jax.tree_util.tree_map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
+def state_shardings(models: Models, mesh: Mesh) -> TrainState:
+    """Each leaf's sharding on ``mesh`` under the config's rules (``pose_vq.sharding``):
+    a parameter's optimiser states and EMA are sharded as the parameter is."""
+    boxed = jax.eval_shape(functools.partial(init_state, models, models.config.seed, True))
+    return sharding.tree_shardings(boxed, mesh, sharding.rules_for(models.config))
 
 
 def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
-    """A fresh state, created directly in its (replicated) sharding on the mesh."""
+    """A fresh state, created directly in its sharding on the mesh."""
     init = functools.partial(init_state, models, seed)
-    return jax.jit(init, out_shardings=replicated(mesh, jax.eval_shape(init)))()
+    return jax.jit(init, out_shardings=state_shardings(models, mesh))()
 
 
 def abstract_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
-    """Shapes, dtypes and (replicated) shardings of a state: what a restore needs."""
+    """Shapes, dtypes and shardings of a state on ``mesh``: what a restore needs (onto any
+    mesh: orbax reshards what another mesh wrote)."""
     abstract = jax.eval_shape(functools.partial(init_state, models, seed))
     return jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-        replicated(mesh, abstract))
+        state_shardings(models, mesh))
 
 
 def abstract_generator_state(models: Models, mesh: Mesh, seed: int) -> dict[str, Any]:

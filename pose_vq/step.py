@@ -24,12 +24,12 @@ from clu import metrics
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pose_vq import config as config_lib
-from pose_vq import losses
+from pose_vq import losses, sharding
 from pose_vq.data import modes
 from pose_vq.models import layers
 from pose_vq.models.lpips import load_lpips_params, perceptual_loss
 from pose_vq.models.quantizer import gumbel_temperature
-from pose_vq.state import Models, Params, TrainState, replicated
+from pose_vq.state import Models, Params, TrainState, state_shardings
 
 
 def load_perceptual(config: ml_collections.ConfigDict, mesh: Mesh | None = None
@@ -41,7 +41,7 @@ def load_perceptual(config: ml_collections.ConfigDict, mesh: Mesh | None = None
     if not config.loss.perceptual_weight:
         return None
     params = load_lpips_params()
-    return params if mesh is None else jax.device_put(params, replicated(mesh, params))
+    return params if mesh is None else jax.device_put(params, sharding.replicated(mesh, params))
 
 
 def _global_norm(tree: Any) -> jax.Array:
@@ -79,15 +79,15 @@ def perceptual_term(models: Models, perceptual: Params, recon: jax.Array, target
     per_clip = -(-lc.perceptual_planes // recon.shape[0])
 
     def local(params, r, t, key):
-        first = jax.lax.axis_index("data") * r.shape[0] if mesh is not None else 0
+        first = jax.lax.axis_index(sharding.DATA) * r.shape[0] if mesh is not None else 0
         a, b = sample_planes(r, t, per_clip, key, first)
         loss = perceptual_loss(params, a, b, dtype=jnp.dtype(models.config.model.dtype),
                                chunk_size=lc.perceptual_chunk or None)
-        return jax.lax.pmean(loss, "data") if mesh is not None else loss
+        return jax.lax.pmean(loss, sharding.DATA) if mesh is not None else loss
 
     if mesh is None:
         return local(perceptual, recon, target, key)
-    clips = PartitionSpec("data")
+    clips = PartitionSpec(sharding.DATA)  # whole across 'model': each of its devices repeats
     return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), clips, clips,
                                                      PartitionSpec()),
                          out_specs=PartitionSpec())(perceptual, recon, target, key)
@@ -288,15 +288,14 @@ def train_metrics_collection(names: tuple[str, ...]) -> type[metrics.Collection]
     return metrics.Collection.create(**{n: metrics.Average.from_output(n) for n in names})
 
 
-def make_train_step(models: Models, mesh: Mesh, state: TrainState):
+def make_train_step(models: Models, mesh: Mesh):
     """The jitted, state-donating ``step(state, batch, perceptual)``: the batch split over
-    the mesh's data axis, the state and the LPIPS weights (``load_perceptual``)
-    replicated."""
-    state_sharding = replicated(mesh, state)
-    data = NamedSharding(mesh, PartitionSpec("data"))
+    the mesh's data axis, the state in its sharding (``state.state_shardings``: replicated,
+    FSDP or tensor-parallel by ``config.sharding``), the LPIPS weights
+    (``load_perceptual``) replicated."""
+    state_sharding = state_shardings(models, mesh)
+    whole = NamedSharding(mesh, PartitionSpec())
     options = config_lib.xla_compiler_options(mesh.devices.flat[0].platform)
     return jax.jit(functools.partial(train_step, models, mesh=mesh), compiler_options=options,
-                   in_shardings=(state_sharding, data, NamedSharding(mesh, PartitionSpec())),
-                   out_shardings=(state_sharding, NamedSharding(mesh, PartitionSpec()),
-                                  NamedSharding(mesh, PartitionSpec())),
-                   donate_argnums=(0,))
+                   in_shardings=(state_sharding, sharding.batch_sharding(mesh), whole),
+                   out_shardings=(state_sharding, whole, whole), donate_argnums=(0,))

@@ -38,7 +38,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
-from pose_vq import checkpointing, metrics
+from pose_vq import checkpointing, metrics, sharding
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
 from pose_vq.state import Models, generator_variables, init_state
@@ -61,12 +61,15 @@ class Tokenizer:
 
     @classmethod
     def from_workdir(cls, workdir: str | pathlib.Path, weights: str = "ema",
-                     step: int | None = None, dtype: str | None = None) -> "Tokenizer":
+                     step: int | None = None, dtype: str | None = None,
+                     mesh: jax.sharding.Mesh | None = None) -> "Tokenizer":
         """The checkpoint at ``step`` (default: the latest) of a training workdir, with
         the weights and codebook of one set (``ema``: both EMAs; ``init``: the run's
         model at initialisation from its seed, no checkpoint read, step 0: the
         random-tokenizer control of the probes); ``dtype`` overrides the run's
-        activation dtype (parameters stay float32)."""
+        activation dtype (parameters stay float32). The weights are restored onto
+        ``mesh`` (default: every device on the data axis) under the run's sharding rules,
+        whatever mesh the run was trained on."""
         if weights not in WEIGHTS:
             raise ValueError(f"weights={weights!r}: choose one of {WEIGHTS}")
         config = checkpointing.load_run_config(workdir)
@@ -79,7 +82,8 @@ class Tokenizer:
         if weights == "init":
             state = jax.jit(functools.partial(init_state, models, config.seed))()
             return cls(config, models, generator_variables(state, "raw"), 0, weights)
-        state = checkpointing.restore_generator(workdir, models, pipeline.data_mesh(), step)
+        mesh = sharding.make_mesh() if mesh is None else mesh
+        state = checkpointing.restore_generator(workdir, models, mesh, step)
         return cls(config, models, generator_variables(state, weights), int(state.step),
                    weights)
 

@@ -20,7 +20,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import traverse_util
 
-from pose_vq import checkpointing, evaluate
+from pose_vq import checkpointing, evaluate, sharding
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import pipeline
@@ -87,8 +87,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     config_lib.validate(config)
     workdir = pathlib.Path(workdir)
     tc = config.train
-    mesh = pipeline.data_mesh()
-    config_lib.check_batch_divisible(config, mesh.size)
+    mesh = sharding.make_mesh(config.sharding.mesh)
+    config_lib.check_batch_divisible(config, sharding.data_size(mesh))
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.write_run_config(config, workdir)
@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         state = create_state(models, mesh, config.seed)
         writer.write_hparams(hparams(config))
     start = int(state.step)
-    step_fn = step_lib.make_train_step(models, mesh, state)
+    step_fn = step_lib.make_train_step(models, mesh)
     empty_log = jax.jit(step_lib.StepLog.empty)
     accumulate = jax.jit(step_lib.StepLog.add, donate_argnums=0)
     perceptual = step_lib.load_perceptual(config, mesh)

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import demo
+from pose_vq import sharding
 from pose_vq.benchmarks import harness, model
 from pose_vq.data import pipeline
 from tests.test_multihost import write_config_file
@@ -20,10 +20,9 @@ from tests.test_train import data_dir, tiny_config  # noqa: F401 (data_dir is a 
 
 
 def test_flops_of_a_sharded_matmul_are_summed_over_devices():
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh()
     b, n = mesh.size, 64
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    a = jax.device_put(jnp.ones((b, n, n)), sharding)
+    a = jax.device_put(jnp.ones((b, n, n)), sharding.batch_sharding(mesh))
     compiled = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a)).lower(a).compile()
     flops, lower_bound = harness.xla_flops(compiled, mesh.size)
     assert flops == pytest.approx(2 * b * n**3, rel=0.01) and not lower_bound

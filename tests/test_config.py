@@ -67,8 +67,37 @@ def test_batch_check_names_the_mesh_size():
     config_lib.check_batch_divisible(c, 64)  # a 64-device mesh, one clip per device
     c.train.batch_size = 48
     with pytest.raises(config_lib.ConfigError,
-                       match="train.batch_size=48 is not divisible by the mesh's 64 devices"):
+                       match="train.batch_size=48 is not divisible by the 64 devices of the "
+                             "mesh's data axis"):
         config_lib.check_batch_divisible(c, 64)
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("sharding.strategy", "zero3", "sharding.strategy='zero3': choose one of"),
+    ("sharding.mesh", {"data": -1, "model": -1}, "one of them may be -1"),
+    ("sharding.mesh", {"data": -1, "model": 3}, r"does not fit 2 devices \(cpu_devices=2\)"),
+    ("sharding.rules", (("codes", "pipeline"),), r"\('codes', 'pipeline'\) is not"),
+    ("sharding.rules", (("width", "data"),), r"\('width', 'data'\) is not"),
+])
+def test_sharding_knobs_are_checked(knob, value, message):
+    c = demo.get_config()  # cpu_devices=2
+    section, key = knob.split(".")
+    if isinstance(value, dict):
+        c[section][key].update(value)
+    else:
+        c[section][key] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(c)
+
+
+def test_cpu_devices_must_split_the_batch_over_the_data_axis():
+    c = demo.get_config()
+    c.cpu_devices, c.train.batch_size, c.eval.batch_size = 8, 4, 4
+    with pytest.raises(config_lib.ConfigError, match="train.batch_size=4 is not divisible by "
+                                                     "the 8 devices of the data axis"):
+        config_lib.validate(c)
+    c.sharding.mesh.model = 2  # a (4, 2) mesh: 4 clips split over 4 data devices
+    config_lib.validate(c)
 
 
 def test_expected_platform_follows_jax_platforms():

@@ -4,6 +4,7 @@ count and clip length, absent joints masked, and the stream fusion's even start.
 import dataclasses
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,7 +43,7 @@ def test_parameter_counts_equal_motionbert(spec, expected):
 def tiny():
     model = DSTformer(TINY)
     keypoints = jax.random.normal(jax.random.key(1), (2, 8, 19, 3))
-    return model, jax.jit(model.init)(jax.random.key(0), keypoints), keypoints
+    return model, nn.unbox(jax.jit(model.init)(jax.random.key(0), keypoints)), keypoints
 
 
 def test_shapes_for_any_clip_length(tiny):

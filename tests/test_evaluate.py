@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from pose_vq import evaluate, metrics
+from pose_vq import evaluate, metrics, sharding
 from pose_vq.data import pipeline
 from pose_vq.state import Models, create_state
 from tests.test_train import tiny_config
@@ -16,7 +16,7 @@ def _evaluate(build_small, tmp_path, **data):
     config = tiny_config(pathlib.Path(builder.data_dir).parents[2], **{
         "data.mode": "m2d", "loss.perceptual_weight": 0.0, "eval.num_videos": 0,
         "eval.max_examples": 0, **{f"data.{k}": v for k, v in data.items()}})
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh()
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
     return evaluate.Evaluator(models, mesh, config.data.data_dir,

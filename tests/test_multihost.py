@@ -1,6 +1,7 @@
 """Multi-host training: ``python -m pose_vq.main`` as 2 local CPU processes (one device
-each, ``jax.distributed`` with a localhost coordinator) equals one process stepping the
-same global batches; each process reads only its shard of the data."""
+each, ``jax.distributed`` with a localhost coordinator), the state sharded over both by
+FSDP, equals one process stepping the same global batches; each process reads only its
+shard of the data and writes its half of the state."""
 
 import json
 import os
@@ -11,14 +12,11 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
-from pose_vq import checkpointing, step
+from pose_vq import checkpointing, sharding, step
 from pose_vq.data import pipeline
 from pose_vq.state import Models, abstract_state, create_state
-from tests.test_train import ATTENTION, assert_states_close, data_dir, tiny_config  # noqa: F401
-
-pytestmark = pytest.mark.xdist_group("attention_step")  # one worker with test_train 8-vs-1
+from tests.test_train import assert_states_close, data_dir, tiny_config  # noqa: F401
 
 STEPS = 3
 
@@ -63,10 +61,10 @@ def _single_process(config):
     """The same steps in this process on one device (test_train shows one device equals
     eight), each global batch assembled from the two processes' shards (shard i fills
     the batch's half i, as on their mesh)."""
-    mesh = pipeline.data_mesh(jax.devices()[:1])
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
-    step_fn = step.make_train_step(models, mesh, state)
+    step_fn = step.make_train_step(models, mesh)
     shards = [iter(pipeline.make_loader(pipeline.LoaderConfig(
         data_dir=config.data.data_dir, name=pipeline.dataset_name(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
@@ -83,9 +81,9 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
                                       "optimizer.learning_rate": 2.25e-5,  # the paper's
                                       "loss.perceptual_weight": 0.0,  # compile time
-                                      **ATTENTION,  # test_train 8-vs-1 config: its one-device step
+                                      # no attention: test_train shards it (compile time)
                                       "train.num_steps": STEPS, "train.checkpoint_every": STEPS,
-                                      "eval.num_videos": 0})
+                                      "eval.num_videos": 0, "sharding.strategy": "fsdp"})
     config.cpu_devices = 0
     workdir = tmp_path / "multi"
     _launch(config, workdir, tmp_path)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from pose_vq import sharding
 from pose_vq.data import modes, pipeline
 
 
@@ -27,7 +28,7 @@ def _take(it, n):
 
 def test_batches_are_global_sharded_uint8_clips(build_small):
     builder = build_small("m2d")
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh()
     assert mesh.size == 8
     batch = next(pipeline.GlobalBatches(_cfg(builder), mesh))
     x = batch["inputs"]
@@ -76,7 +77,7 @@ def test_restore_gives_the_exact_next_batch(build_small):
     """The saved position is that of the last batch returned, not of the prefetched
     ones (prefetch 2 keeps two more already read)."""
     cfg = _cfg(build_small("m2d"))
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh()
     it = pipeline.GlobalBatches(cfg, mesh, prefetch=2)
     _take(it, 3)  # past the end of the first epoch: the state covers epochs too
     assert len(it._ahead) == 2

@@ -3,6 +3,7 @@ restart, sharded updates, k-means init, the Gumbel baseline, a short fit, bf16."
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,7 @@ from pose_vq.models.quantizer import VectorQuantizer, gumbel_temperature
 # every primitive of an op-by-op apply.
 @functools.partial(jax.jit, static_argnames=("model", "train"))
 def _init(model, key, z, train=False):
-    return model.init(key, z, train=train)
+    return nn.unbox(model.init(key, z, train=train))
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from pose_vq import checkpointing, evaluate, tokenize
+from pose_vq import checkpointing, evaluate, sharding, tokenize
 from pose_vq.benchmarks import precision
 from pose_vq.data import pipeline
 from pose_vq.state import create_state
@@ -59,9 +59,9 @@ def test_roundtrip_metrics_equal_evaluation(run_dir, tmp_path):
     tok = tokenize.Tokenizer.from_workdir(run_dir)
     config = tok.config
     config.eval.max_examples = 0
-    state = checkpointing.restore_generator(run_dir, tok.models, pipeline.data_mesh())
+    state = checkpointing.restore_generator(run_dir, tok.models, sharding.make_mesh())
     data_dir, name = pipeline.prepare_dataset(config.data, run_dir)
-    expected = evaluate.Evaluator(tok.models, pipeline.data_mesh(), data_dir, name, config,
+    expected = evaluate.Evaluator(tok.models, sharding.make_mesh(), data_dir, name, config,
                                   tmp_path).run(state, 1)["ema"]
     out = tokenize.export(tok, ["validation"], tmp_path / "tokens", run_dir)
     found = tokenize.roundtrip_metrics(tok, out, "validation")
@@ -75,7 +75,7 @@ def test_ema_weights_come_with_the_ema_codebook(run_dir):
     vq_stats leaf is the warm-up blend (decay min(ema_decay, 1/10)) of its initial and
     trained values, as the weights are."""
     tok = tokenize.Tokenizer.from_workdir(run_dir)
-    config, models, mesh = tok.config, tok.models, pipeline.data_mesh()
+    config, models, mesh = tok.config, tok.models, sharding.make_mesh()
     initial = jax.device_get(create_state(models, mesh, config.seed))
     state = jax.device_get(checkpointing.restore_generator(run_dir, models, mesh))
     decay = min(config.train.ema_decay, 1 / 10)

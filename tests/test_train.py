@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from configs import demo
-from pose_vq import checkpointing, train
+from pose_vq import checkpointing, sharding, train
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import modes, pipeline
 from pose_vq.models.lpips import perceptual_loss
-from pose_vq.state import Models, abstract_state, create_state, replicated
+from pose_vq.state import Models, abstract_state, create_state, state_shardings
 
 ATTENTION = {"model.attention_resolutions": (8,)}  # at the 8 px level of the tiny model
 
@@ -66,16 +66,15 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
 
 
-def run_steps(config, devices, batch, steps=2, initial=None):
-    """``steps`` steps on ``batch`` over ``devices`` from a fresh state, or from
-    ``initial`` (host arrays) copied to every device."""
-    mesh = pipeline.data_mesh(devices)
+def run_steps(config, mesh, batch, steps=2, initial=None):
+    """``steps`` steps on ``batch`` over ``mesh`` from a fresh state, or from ``initial``
+    (host arrays) placed as ``config.sharding`` places a state."""
     models = Models.create(config)
     if initial is None:
         state = create_state(models, mesh, config.seed)
     else:
-        state = jax.device_put(initial, replicated(mesh, initial))
-    step_fn = step_lib.make_train_step(models, mesh, state)
+        state = jax.device_put(initial, state_shardings(models, mesh))
+    step_fn = step_lib.make_train_step(models, mesh)
     perceptual = step_lib.load_perceptual(config, mesh)
     for _ in range(steps):
         state, _, finite = step_fn(state, pipeline.to_global(batch, mesh), perceptual)
@@ -101,9 +100,16 @@ def assert_states_close(one, other, learning_rate, steps):
     assert compared > 10_000 and outside <= compared * steps / 10_000, (outside, compared)
 
 
-@pytest.mark.xdist_group("attention_step")  # one worker: test_multihost reuses its step
-def test_step_on_8_devices_equals_1_device(data_dir):
-    """Two steps on a batch split over 8 devices equal them on 1 device, to 1e-5.
+def _shard_bytes(tree):
+    """Bytes device 0 holds of a tree of arrays (its addressable shards' data)."""
+    return sum(shard.data.nbytes for x in jax.tree_util.tree_leaves(tree)
+               for shard in x.addressable_shards if shard.device == jax.devices()[0])
+
+
+def test_fsdp_and_tensor_parallel_steps_equal_1_device(data_dir):
+    """Two steps on a batch split over 8 devices, with parameters, Adam moments and EMAs
+    sharded by FSDP (an eighth of the state on each device), and over a (4, 2) mesh with
+    the widest axes also split over 'model', equal them on 1 device, to 1e-5.
 
     Two exceptions, both float-noise amplifiers rather than sharding effects: at the
     default U(-1/K, 1/K) init every code is nearly equidistant from every latent, so
@@ -121,11 +127,19 @@ def test_step_on_8_devices_equals_1_device(data_dir):
                                       "loss.perceptual_weight": 0.0,  # compile time
                                       **ATTENTION})
     batch = first_batch(config)
-    mesh = pipeline.data_mesh(jax.devices()[:1])
-    initial = jax.device_get(create_state(Models.create(config), mesh, config.seed))
-    one = run_steps(config, jax.devices()[:1], batch, initial=initial)
-    eight = run_steps(config, jax.devices(), batch, initial=initial)
-    assert_states_close(one, eight, 2.25e-5, steps=2)
+    one_device = sharding.make_mesh(devices=jax.devices()[:1])
+    initial = jax.device_get(create_state(Models.create(config), one_device, config.seed))
+    one = run_steps(config, one_device, batch, initial=initial)
+    total = _shard_bytes(one)
+    # Per device: an eighth of the state but for the few leaves no axis divides (FSDP),
+    # or with biases, norms and codebook statistics split over 'model' alone (tensor).
+    for strategy, mesh, bound in [("fsdp", sharding.make_mesh(), 1.001),
+                                  ("tensor", sharding.make_mesh({"data": 4, "model": 2}), 1.1)]:
+        config.sharding.strategy = strategy
+        state = run_steps(config, mesh, batch, initial=initial)
+        assert_states_close(one, state, 2.25e-5, steps=2)
+        assert total / 8 <= _shard_bytes(state) < total / 8 * bound, (
+            strategy, _shard_bytes(state) / total)
 
 
 def _generator_objective_oracle(models, perceptual, state, x, target, key):
@@ -177,7 +191,7 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
     G) would move the gradient far outside it."""
     config = tiny_config(data_dir, **ATTENTION)
     models = Models.create(config)
-    state = create_state(models, pipeline.data_mesh(jax.devices()[:1]), 0)
+    state = create_state(models, sharding.make_mesh(devices=jax.devices()[:1]), 0)
     x, target = modes.model_clips(models.mode, first_batch(config, size=1))
 
     @jax.jit
@@ -205,14 +219,16 @@ def saved_iterator_state(workdir, step):
     return json.loads(files[0].read_text())
 
 
-@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this step
+@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this FSDP step
 def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
                                                               monkeypatch):
     """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
     checkpoint interval and stops without evaluating; the rerun goes on from there to
-    the straight run's state, bit for bit, and the same loader position."""
+    the straight run's state, bit for bit, and the same loader position (all under FSDP
+    on 8 devices: the sharded state saves and resumes exactly)."""
     config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
-                                      "train.checkpoint_every": 3})
+                                      "train.checkpoint_every": 3,
+                                      "sharding.strategy": "fsdp"})  # as tiny_runs
     straight = train.train_and_evaluate(config, tmp_path / "straight")
 
     next_batch = pipeline.GlobalBatches.__next__
@@ -294,7 +310,7 @@ def host_reads_trapped(monkeypatch):
     yield entered
 
 
-@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this step
+@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles its evaluation
 def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
         data_dir, tmp_path, monkeypatch):
     """Between boundaries (log and checkpoint at steps 3 and 6) nothing on the loop's
@@ -322,7 +338,7 @@ def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
     manager = checkpointing.checkpoint_manager(tmp_path, 3)
     assert manager.all_steps() == [3]
     models = Models.create(config)
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh()
     state = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
     assert int(state.step) == 3
     assert all(np.isfinite(x).all() for x in leaves(state.generator))
@@ -339,7 +355,7 @@ def test_baselines_neither_run_nor_update_the_discriminator(tiny_runs):
     """The vqvae and dvae baselines (adversarial weight 0) leave the discriminator and its
     optimiser at their initial state; the VQ-GAN's one step moves them."""
     config, workdir, _ = tiny_runs
-    mesh = pipeline.data_mesh()
+    mesh = sharding.make_mesh()
 
     def saved(variant):
         models = Models.create(config_lib.apply_variant(config, variant))

@@ -243,5 +243,6 @@ def test_cpu_devices_must_divide_the_batches():
     config = load("demo")
     config.cpu_devices = 3
     with pytest.raises(config_lib.ConfigError,
-                       match="train.batch_size=4 is not divisible by cpu_devices=3"):
+                       match=r"train.batch_size=4 is not divisible by the 3 devices of the data "
+                             r"axis \(cpu_devices=3\)"):
         config_lib.validate(config)

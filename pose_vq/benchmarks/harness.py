@@ -42,7 +42,7 @@ def matmul_peak(mesh, dtype) -> float:
 
     cpu = jax.devices()[0].platform == "cpu"
     n = 1024 if cpu else 8192
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names))  # one matmul per device
     a = jax.device_put(jnp.ones((mesh.size, n, n), dtype), sharding)
     mm = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a), out_shardings=sharding)
     seconds = time_calls(lambda: mm(a), repeats=5 if cpu else 20)

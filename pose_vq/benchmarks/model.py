@@ -67,21 +67,22 @@ def compare_grid(config: ml_collections.ConfigDict, compare: list[str]
 
 def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps: int) -> dict:
     """One row of the step or encode table (in its own process: see ``run_rows``)."""
+    import flax.linen as nn  # noqa: PLC0415
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
-    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
 
+    from pose_vq import sharding  # noqa: PLC0415
     from pose_vq import step as step_lib  # noqa: PLC0415
-    from pose_vq.data import pipeline  # noqa: PLC0415
     from pose_vq.models.vqgan import VQGAN  # noqa: PLC0415
     from pose_vq.state import Models, create_state  # noqa: PLC0415
 
     config.train.batch_size = batch
     models = Models.create(config)
-    mesh = pipeline.data_mesh()
-    if batch % mesh.size:
-        raise ValueError(f"batch {batch} is not divisible by the {mesh.size} devices")
-    data = NamedSharding(mesh, PartitionSpec("data"))
+    mesh = sharding.make_mesh(config.sharding.mesh)
+    if batch % sharding.data_size(mesh):
+        raise ValueError(f"batch {batch} is not divisible by the {sharding.data_size(mesh)} "
+                         "devices of the data axis")
+    data = sharding.batch_sharding(mesh)
     rng = np.random.default_rng(0)
     clips = lambda shape: jax.device_put(rng.uniform(size=shape).astype(np.float32), data)
     stored = lambda shape: jax.device_put(rng.integers(0, 256, shape, np.uint8), data)
@@ -92,7 +93,7 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         if models.mode.has_separate_target:
             batch_arrays["targets"] = stored(models.target_shape(batch))
         perceptual = step_lib.load_perceptual(config, mesh)
-        compiled = step_lib.make_train_step(models, mesh, state).lower(
+        compiled = step_lib.make_train_step(models, mesh).lower(
             state, batch_arrays, perceptual).compile()
         holder = [state]
 
@@ -101,14 +102,17 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
             return finite
     else:
         x = clips(models.input_shape(batch))
-        variables = jax.jit(lambda: models.generator.init(
-            {"params": jax.random.key(0), "vq": jax.random.key(1)}, x[:1]))()
+        init = lambda: models.generator.init({"params": jax.random.key(0),
+                                              "vq": jax.random.key(1)}, x[:1])
+        placed = sharding.tree_shardings(jax.eval_shape(init), mesh, sharding.rules_for(config))
+        variables = jax.jit(lambda: nn.unbox(init()), out_shardings=placed)()
+        state = variables
         encode = jax.jit(lambda v, x: models.generator.apply(v, x, method=VQGAN.encode),
                          out_shardings=data)
         compiled = encode.lower(variables, x).compile()
         run = lambda: compiled(variables, x)
     compile_s = time.perf_counter() - start
-    seconds = harness.time_calls(run, steps)
+    seconds = harness.time_calls(run, steps) if steps else float("nan")  # 0: compile only
     flops, flops_lower_bound = harness.xla_flops(compiled, mesh.size)
     peak = harness.matmul_peak(mesh, jnp.dtype(config.model.dtype))
     return {
@@ -120,6 +124,7 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         "peak_tflops_per_device": peak / 1e12,
         "utilisation": flops / seconds / (peak * mesh.size),
         "xla_gib_per_device": harness.xla_memory_gib(compiled),
+        "state_gib_per_device": sharding.bytes_per_device(state) / 2**30,
         "peak_gib": harness.peak_memory_gib(), "compile_seconds": compile_s,
     }
 
@@ -152,8 +157,8 @@ def print_table(rows: list[dict]) -> None:
         print(f"# {r['what']} benchmark on {harness.machine()}: {r['platform']} "
               f"({r['device_kind']}), {r['devices']} device(s)")
     print(f"{'changed':<34} {'batch':>5} {'s/step':>8} {'ex/s/dev':>9} {'GFLOP':>9} "
-          f"{'TFLOP/s':>8} {'peak':>7} {'util':>6} {'XLA GiB':>8} {'peak GiB':>8} "
-          f"{'vs 1st':>7}")
+          f"{'TFLOP/s':>8} {'peak':>7} {'util':>6} {'XLA GiB':>8} {'state':>6} "
+          f"{'peak GiB':>8} {'vs 1st':>7}")
     first = ok[0]["examples_per_sec_per_device"] if ok else None
     for r in rows:
         changed = ",".join(f"{k.split('.')[-1]}={v}" for k, v in r["changed"].items()) or "-"
@@ -165,10 +170,12 @@ def print_table(rows: list[dict]) -> None:
               f"{r['examples_per_sec_per_device']:9.2f} {r['gflops']:8.1f}{bound}"
               f"{r['tflops_per_sec']:8.3f} {r['peak_tflops_per_device']:7.3f} "
               f"{100 * r['utilisation']:5.1f}% {r['xla_gib_per_device']:8.2f} "
-              f"{r['peak_gib']:8.2f} {r['examples_per_sec_per_device'] / first:6.2f}x")
-    print("s/step: mean after compilation; peak: measured matmul TFLOP/s per device in the "
+              f"{r['state_gib_per_device']:6.2f} {r['peak_gib']:8.2f} "
+              f"{r['examples_per_sec_per_device'] / first:6.2f}x")
+    print("s/step: mean after compilation (nan with --steps=0: compiled, not run); peak: measured matmul TFLOP/s per device in the "
           "model's dtype; util: model FLOP rate / (peak x devices); XLA GiB: arguments + "
-          "outputs + temporaries per device; peak GiB: the process's peak RSS (CPU) or the "
+          "outputs + temporaries per device; state: the GiB of it that is the train state "
+          "(step) or the weights (encode) as sharded by config.sharding; peak GiB: the process's peak RSS (CPU) or the "
           "device's peak bytes in use; vs 1st: examples/s/device relative to the first row; "
           "+: the program loops (e.g. loss.perceptual_chunk) and XLA counts a loop body "
           "once, so its FLOPs, TFLOP/s and util are lower bounds")

@@ -18,6 +18,7 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
     """Clips and bytes per second of the training batches, on the devices (global)."""
     import jax  # noqa: PLC0415
 
+    from pose_vq import sharding  # noqa: PLC0415
     from pose_vq.data import pipeline  # noqa: PLC0415
 
     try:
@@ -31,7 +32,8 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
         data_dir, name = pipeline.prepare_dataset(data, workdir)
     loader = pipeline.GlobalBatches(pipeline.LoaderConfig(
         data_dir=data_dir, name=name, split="train", global_batch_size=config.train.batch_size,
-        seed=config.seed, worker_count=config.data.worker_count), pipeline.data_mesh(),
+        seed=config.seed, worker_count=config.data.worker_count),
+        sharding.make_mesh(config.sharding.mesh),
         prefetch=config.data.prefetch)
     clips = lambda batch: list(pipeline.model_fields(batch).values())
     for _ in range(2):  # worker start-up, first reads and the prefetch queue

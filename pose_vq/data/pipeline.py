@@ -21,9 +21,10 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from data_builders.panoptic_heatmaps import PanopticHeatmapsConfig, make_config
+from pose_vq import sharding as sharding_lib
 from pose_vq.data import modes, panoptic, synthetic
 
 # Device arrays (stored uint8 clips; modes without a separate target have no
@@ -106,20 +107,15 @@ def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
         worker_count=cfg.worker_count)
 
 
-def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh over all devices (of every process) with axis name ``data``."""
-    devices = devices if devices is not None else jax.devices()
-    return Mesh(np.asarray(devices), ("data",))
-
-
 def model_fields(batch: dict[str, Any]) -> dict[str, Any]:
     """The fields of a batch the model reads (``MODEL_KEYS`` that the batch has)."""
     return {k: batch[k] for k in MODEL_KEYS if k in batch}
 
 
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
-    """Place this process's part of a batch as global arrays sharded on ``data``."""
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    """Place this process's part of a batch as global arrays split over the mesh's data
+    axis."""
+    sharding = sharding_lib.batch_sharding(mesh)
     return {k: (jax.make_array_from_process_local_data(sharding, v) if k in MODEL_KEYS else v)
             for k, v in batch.items()}
 

@@ -9,6 +9,7 @@ parameter count as BatchNorm (so the model size still matches the reference's).
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ class PatchDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        chex.assert_rank(x, 5)
         dtype = jnp.dtype(self.dtype)
         init = nn.initializers.normal(0.02)  # the reference's DCGAN-style initialisation
         conv = lambda f, stride, pad, bias=True: layers.conv3d(
@@ -36,6 +38,6 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, self.num_layers + 1):
             width = self.filters * min(2**i, 8)
             h = conv(width, 2 if i < self.num_layers else 1, 1, bias=False)(h)
-            h = nn.GroupNorm(min(self.norm_groups, width), dtype=dtype, param_dtype=jnp.float32)(h)
+            h = layers.group_norm(min(self.norm_groups, width), dtype=dtype)(h)
             h = nn.leaky_relu(h, 0.2)
         return conv(1, 1, 2)(h).astype(jnp.float32)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from pose_vq.sharding import logical
 
 # MotionBERT initialises every linear layer and both position embeddings from a normal
 # truncated at +-2 std, std 0.02, with zero biases.
@@ -43,8 +46,16 @@ MOTIONBERT = DSTformerSpec()
 MOTIONBERT_LITE = DSTformerSpec(dim=256, mlp_ratio=4.0)
 
 
-def _dense(features: int, name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=_INIT, name=name)
+def _dense(features: int, name: str, axes: tuple[str, str] = ("embed", "mlp")) -> nn.Dense:
+    """A linear layer whose kernel's (input, output) axes are named ``axes``."""
+    return nn.Dense(features, kernel_init=logical(_INIT, *axes),
+                    bias_init=logical(nn.initializers.zeros, axes[1]), name=name)
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, name=name,
+                        scale_init=logical(nn.initializers.ones, "embed"),
+                        bias_init=logical(nn.initializers.zeros, "embed"))
 
 
 class _Attention(nn.Module):
@@ -59,7 +70,7 @@ class _Attention(nn.Module):
         qkv = _dense(3 * c, "qkv")(x).reshape(*lead, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = (qkv[..., i, :, :] for i in range(3))
         out = nn.dot_product_attention(q, k, v)  # softmax(q k / sqrt(head dim)) v
-        out = _dense(c, "proj")(out.reshape(*lead, n, c))
+        out = _dense(c, "proj", ("mlp", "embed"))(out.reshape(*lead, n, c))
         return nn.Dropout(self.dropout, deterministic=not train)(out)
 
 
@@ -71,7 +82,8 @@ class _Mlp(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         h = nn.gelu(_dense(self.hidden, "fc1")(x), approximate=False)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        return nn.Dropout(self.dropout, deterministic=not train)(_dense(x.shape[-1], "fc2")(h))
+        h = _dense(x.shape[-1], "fc2", ("mlp", "embed"))(h)
+        return nn.Dropout(self.dropout, deterministic=not train)(h)
 
 
 class _Stream(nn.Module):
@@ -85,7 +97,7 @@ class _Stream(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         s = self.spec
         for axis in self.order:  # "s": over joints (axis 2), "t": over frames (axis 1)
-            norm = lambda name: nn.LayerNorm(epsilon=1e-5, name=f"{name}_{axis}")
+            norm = lambda name: _layer_norm(f"{name}_{axis}")
             attend = _Attention(s.num_heads, s.dropout, name=f"attn_{axis}")
             if axis == "s":
                 x = x + attend(norm("norm1")(x), train)
@@ -108,26 +120,34 @@ class DSTformer(nn.Module):
     def __call__(self, keypoints: jax.Array, mask: jax.Array | None = None, *,
                  train: bool = False, representation: bool = False) -> jax.Array:
         s = self.spec
+        chex.assert_rank(keypoints, 4)
+        chex.assert_axis_dimension(keypoints, -1, 3)  # x, y, confidence
+        if mask is not None:
+            chex.assert_shape(mask, keypoints.shape[:-1])
         _, t, j, _ = keypoints.shape
         if j != s.num_joints or t > s.max_frames:
             raise ValueError(f"DSTformer for {s.num_joints} joints and up to {s.max_frames} "
                              f"frames got {j} joints and {t} frames")
         if mask is not None:
             keypoints = jnp.where(mask[..., None], keypoints, 0.0)
-        joint_pos = self.param("pos_embed", _INIT, (s.num_joints, s.dim))
-        frame_pos = self.param("temp_embed", _INIT, (s.max_frames, 1, s.dim))
-        x = _dense(s.dim, "joints_embed")(keypoints) + joint_pos + frame_pos[:t]
+        joint_pos = self.param("pos_embed", logical(_INIT, "joints", "embed"),
+                               (s.num_joints, s.dim))
+        frame_pos = self.param("temp_embed", logical(_INIT, "frames", None, "embed"),
+                               (s.max_frames, 1, s.dim))
+        embed = _dense(s.dim, "joints_embed", ("channels_in", "embed"))
+        x = embed(keypoints) + joint_pos + frame_pos[:t]
         x = nn.Dropout(s.dropout, deterministic=not train)(x)
         for level in range(s.depth):
             x_st = _Stream(s, "st", name=f"blocks_st_{level}")(x, train)
             x_ts = _Stream(s, "ts", name=f"blocks_ts_{level}")(x, train)
             # Per-token fusion weights; zero kernel and equal biases: an even average at init.
-            fuse = nn.Dense(2, kernel_init=nn.initializers.zeros,
-                            bias_init=nn.initializers.constant(0.5), name=f"ts_attn_{level}")
+            fuse = nn.Dense(2, kernel_init=logical(nn.initializers.zeros, "mlp", "outputs"),
+                            bias_init=logical(nn.initializers.constant(0.5), "outputs"),
+                            name=f"ts_attn_{level}")
             alpha = jax.nn.softmax(fuse(jnp.concatenate([x_st, x_ts], axis=-1)), axis=-1)
             x = x_st * alpha[..., :1] + x_ts * alpha[..., 1:]
-        x = nn.LayerNorm(epsilon=1e-5, name="norm")(x)
+        x = _layer_norm("norm")(x)
         rep = jnp.tanh(_dense(s.rep_dim, "pre_logits")(x))
         if representation or not s.out_dim:
             return rep
-        return _dense(s.out_dim, "head")(rep)
+        return _dense(s.out_dim, "head", ("mlp", "outputs"))(rep)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pose_vq.sharding import logical
+
 Dtype = Any
 
 
@@ -62,8 +64,10 @@ class Conv3D(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kt, kh, kw = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (kt, kh, kw, x.shape[-1], self.features),
-                            jnp.float32).astype(self.dtype)
+        kernel = self.param("kernel", logical(self.kernel_init, None, None, None, "channels_in",
+                                              "channels_out"),
+                            (kt, kh, kw, x.shape[-1], self.features), jnp.float32
+                            ).astype(self.dtype)
         x = x.astype(self.dtype)
         pads = self._pads()
         cpu_path = self.impl in ("folded", "winograd")
@@ -78,8 +82,8 @@ class Conv3D(nn.Module):
             y = jax.lax.conv_general_dilated(x, kernel, self.strides, pads,
                                              dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
-                               ).astype(self.dtype)
+            y = y + self.param("bias", logical(nn.initializers.zeros, "channels_out"),
+                               (self.features,), jnp.float32).astype(self.dtype)
         return y
 
     def _pads(self) -> list[tuple[int, int]]:
@@ -188,6 +192,15 @@ def conv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), *, strides=(
                   kernel_init, impl, name=name)
 
 
+def group_norm(num_groups: int, epsilon: float = 1e-6, dtype: Dtype = jnp.float32
+               ) -> nn.GroupNorm:
+    """GroupNorm with float32 parameters named as per-channel ("norm") axes."""
+    return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype,
+                        param_dtype=jnp.float32,
+                        scale_init=logical(nn.initializers.ones, "norm"),
+                        bias_init=logical(nn.initializers.zeros, "norm"))
+
+
 class ResBlock(nn.Module):
     """GN -> swish -> conv -> GN -> swish -> dropout -> conv, plus a (1x1x1 when the
     width changes) shortcut. ``remat`` recomputes the block's activations in the backward
@@ -206,8 +219,7 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def _body(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = lambda: nn.GroupNorm(num_groups=self.norm_groups, epsilon=1e-6, dtype=self.dtype,
-                                    param_dtype=jnp.float32)
+        norm = lambda: group_norm(self.norm_groups, dtype=self.dtype)
         h = conv3d(self.features, dtype=self.dtype, impl=self.conv_impl)(nn.swish(norm()(x)))
         h = nn.swish(norm()(h))
         h = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(h)
@@ -233,7 +245,7 @@ class NonLocalBlock(nn.Module):
     @nn.compact
     def _body(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        h = nn.GroupNorm(num_groups=1, epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)(x)
+        h = group_norm(1, epsilon=1e-5, dtype=self.dtype)(x)
         proj = lambda name: conv3d(c, (1, 1, 1), dtype=self.dtype, name=name)
         q, k, v = proj("q")(h), proj("k")(h), proj("v")(h)
         flat = lambda a: a.reshape(a.shape[0], -1, c)

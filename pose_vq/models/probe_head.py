@@ -12,8 +12,21 @@ returned as the clip's embedding (retrieval).
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
+
+from pose_vq.sharding import logical
+
+
+def _dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+    return nn.Dense(features, kernel_init=logical(nn.initializers.lecun_normal(), *axes),
+                    bias_init=logical(nn.initializers.zeros, axes[1]), name=name)
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(name=name, scale_init=logical(nn.initializers.ones, "embed"),
+                        bias_init=logical(nn.initializers.zeros, "embed"))
 
 
 class ProbeHead(nn.Module):
@@ -28,19 +41,26 @@ class ProbeHead(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool = False
                  ) -> tuple[jax.Array, jax.Array]:
+        chex.assert_rank(features, 4)  # (B, steps, places, width)
         b, steps, places, _ = features.shape
-        x = nn.Dense(self.place_width, name="narrow")(features).reshape(b, steps, -1)
-        x = nn.Dense(self.width, name="step_embed")(x)
-        x = x + self.param("pos_embed", nn.initializers.normal(0.02), (steps, self.width))
+        x = _dense(self.place_width, ("channels_in", "channels_out"), "narrow")(features)
+        x = _dense(self.width, ("channels_in", "embed"), "step_embed")(x.reshape(b, steps, -1))
+        x = x + self.param("pos_embed", logical(nn.initializers.normal(0.02), "frames", "embed"),
+                           (steps, self.width))
+        lecun = nn.initializers.lecun_normal()
         for i in range(self.depth):
-            h = nn.LayerNorm(name=f"norm1_{i}")(x)
-            h = nn.MultiHeadDotProductAttention(self.num_heads, dropout_rate=self.dropout,
-                                                deterministic=not train, name=f"attn_{i}")(h, h)
+            h = _layer_norm(f"norm1_{i}")(x)
+            h = nn.MultiHeadDotProductAttention(
+                self.num_heads, dropout_rate=self.dropout, deterministic=not train,
+                kernel_init=logical(lecun, "embed", "heads", "head_dim"),
+                bias_init=logical(nn.initializers.zeros, "heads", "head_dim"),
+                out_kernel_init=logical(lecun, "heads", "head_dim", "embed"),
+                out_bias_init=logical(nn.initializers.zeros, "embed"), name=f"attn_{i}")(h, h)
             x = x + h
-            h = nn.Dense(2 * self.width, name=f"fc1_{i}")(nn.LayerNorm(name=f"norm2_{i}")(x))
+            h = _dense(2 * self.width, ("embed", "mlp"), f"fc1_{i}")(_layer_norm(f"norm2_{i}")(x))
             h = nn.Dropout(self.dropout, deterministic=not train)(nn.gelu(h))
-            x = x + nn.Dense(self.width, name=f"fc2_{i}")(h)
-        x = nn.LayerNorm(name="norm")(x)
+            x = x + _dense(self.width, ("mlp", "embed"), f"fc2_{i}")(h)
+        x = _layer_norm("norm")(x)
         pooled = x.mean(axis=1)
-        out = nn.Dense(self.outputs, name="out")(x if self.per_step else pooled)
+        out = _dense(self.outputs, ("embed", "outputs"), "out")(x if self.per_step else pooled)
         return out, pooled

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from pose_vq.sharding import logical
+
 KINDS = ("ema", "learned", "gumbel")
 _HIGHEST = lax.Precision.HIGHEST  # f32 matmuls even where the default is bf16 passes (TPU)
 
@@ -127,22 +129,29 @@ class VectorQuantizer(nn.Module):
         def uniform(key):  # the reference's init: U(-1/K, 1/K)
             return jax.random.uniform(key, (k, d), jnp.float32, -1.0 / k, 1.0 / k)
 
+        codes = lambda init: logical(init, "codes", "code_dim")  # (K, D) tables
+        per_code = lambda init: logical(init, "codes")  # (K,) statistics
         if self.kind == "ema":
             self.codebook = self.variable("vq_stats", "embedding",
-                                          lambda: uniform(self.make_rng("params")))
+                                          codes(lambda: uniform(self.make_rng("params"))))
             # One pseudo-observation per code, at the code: consistent with the codebook
             # and light enough that the first real batches move it quickly.
             self.cluster_size = self.variable("vq_stats", "cluster_size",
-                                              lambda: jnp.ones((k,), jnp.float32))
-            self.embed_sum = self.variable("vq_stats", "embed_sum", lambda: self.codebook.value)
+                                              per_code(lambda: jnp.ones((k,), jnp.float32)))
+            self.embed_sum = self.variable("vq_stats", "embed_sum",
+                                           codes(lambda: self.codebook.value))
         else:
-            self.codebook = self.param("embedding", uniform)
+            self.codebook = self.param("embedding", codes(uniform))
         if self.kind == "gumbel":
-            self.to_logits = nn.Dense(k, dtype=jnp.float32, param_dtype=jnp.float32)
+            self.to_logits = nn.Dense(
+                k, dtype=jnp.float32, param_dtype=jnp.float32,
+                kernel_init=logical(nn.initializers.lecun_normal(), "code_dim", "codes"),
+                bias_init=per_code(nn.initializers.zeros))
         # Usage starts at zero: a code counts as dead until it is used, so the health
         # metric is honest from step one, and with restart the first training steps move
         # the codes that the data do not use onto the data.
-        self.usage = self.variable("vq_stats", "usage", lambda: jnp.zeros((k,), jnp.float32))
+        self.usage = self.variable("vq_stats", "usage",
+                                   per_code(lambda: jnp.zeros((k,), jnp.float32)))
         if self.kmeans_init:
             self.initialized = self.variable("vq_stats", "initialized",
                                              lambda: jnp.array(False))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -137,7 +138,7 @@ class Encoder(nn.Module):
             if level["down"]:
                 h = layers.Downsample(*level["down"], dtype=dtype, conv_impl=s.conv_impl)(h)
         h = _middle(s, h, train)
-        h = nn.swish(nn.GroupNorm(s.norm_groups, epsilon=1e-6, dtype=dtype)(h))
+        h = nn.swish(layers.group_norm(s.norm_groups, dtype=dtype)(h))
         return layers.conv3d(s.latent_channels, dtype=dtype, name="conv_out", impl=s.conv_impl)(h)
 
 
@@ -156,7 +157,7 @@ class Decoder(nn.Module):
                 h = layers.Upsample(level["up"], dtype=dtype, conv_impl=s.conv_impl)(h)
         # The output's norm and conv in float32 whatever the dtype: bf16 would round the
         # reconstruction to 8 bits of mantissa, coarser than the data's 1/255 levels.
-        h = nn.swish(nn.GroupNorm(s.norm_groups, epsilon=1e-6, dtype=jnp.float32)(h))
+        h = nn.swish(layers.group_norm(s.norm_groups)(h))
         # The adaptive GAN weight is taken on this kernel: params["decoder"]["conv_out"].
         self.sow("intermediates", "conv_out_input", h)
         return layers.conv3d(s.out_channels, dtype=jnp.float32, name="conv_out",
@@ -185,6 +186,8 @@ class VQGAN(nn.Module):
 
     def quantize(self, x: jax.Array, *, train: bool = False,
                  temperature: float | None = None) -> QuantizerOutput:
+        chex.assert_rank(x, 5)  # (B, T, H, W, C_in), channels last
+        chex.assert_axis_dimension(x, -1, self.spec.in_channels)
         z = self.quant_conv(self.encoder(x, train=train))
         return self.quantizer(z, train=train, temperature=temperature)
 
@@ -197,4 +200,5 @@ class VQGAN(nn.Module):
 
     def decode_indices(self, indices: jax.Array) -> jax.Array:
         """Heatmap clips from token ids (B, t, h, w)."""
+        chex.assert_rank(indices, 4)
         return self.decode_latents(self.quantizer.lookup(indices))
