@@ -111,7 +111,7 @@ def restore_generator(workdir: str | pathlib.Path, models: Models, mesh: jax.sha
     manager = checkpoint_manager(workdir, read_only=True)
     _require_checkpoint(manager)
     step = manager.latest_step() if step is None else step
-    abstract = abstract_generator_state(models, mesh, models.config.seed)
+    abstract = abstract_generator_state(models, mesh)
     item = ocp.args.PyTreeRestore(abstract, restore_args=_restore_args(abstract),
                                   partial_restore=True)
     return GeneratorState(**manager.restore(step, args=ocp.args.Composite(state=item))["state"])

@@ -109,6 +109,13 @@ class Models:
     def target_shape(self, batch: int) -> tuple[int, ...]:
         return self.input_shape(batch)[:-1] + (self.spec.out_channels,)
 
+    @functools.cached_property
+    def boxed_state_shapes(self) -> TrainState:
+        """The state's shapes and dtypes in flax's logical-axis boxes: what shardings and
+        restores read. Traced once per Models (tracing init costs seconds at paper
+        scale, and a run asks for it when it creates, steps, restores and evaluates)."""
+        return jax.eval_shape(functools.partial(init_state, self, self.config.seed, True))
+
 
 def init_state(models: Models, seed: int, boxed: bool = False) -> TrainState:
     """A fresh state (call under jit with out_shardings to create it sharded). ``boxed``
@@ -136,8 +143,8 @@ def init_state(models: Models, seed: int, boxed: bool = False) -> TrainState:
 def state_shardings(models: Models, mesh: Mesh) -> TrainState:
     """Each leaf's sharding on ``mesh`` under the config's rules (``pose_vq.sharding``):
     a parameter's optimiser states and EMA are sharded as the parameter is."""
-    boxed = jax.eval_shape(functools.partial(init_state, models, models.config.seed, True))
-    return sharding.tree_shardings(boxed, mesh, sharding.rules_for(models.config))
+    return sharding.tree_shardings(models.boxed_state_shapes, mesh,
+                                   sharding.rules_for(models.config))
 
 
 def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
@@ -146,17 +153,17 @@ def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
     return jax.jit(init, out_shardings=state_shardings(models, mesh))()
 
 
-def abstract_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
+def abstract_state(models: Models, mesh: Mesh) -> TrainState:
     """Shapes, dtypes and shardings of a state on ``mesh``: what a restore needs (onto any
     mesh: orbax reshards what another mesh wrote)."""
-    abstract = jax.eval_shape(functools.partial(init_state, models, seed))
+    abstract = nn.unbox(models.boxed_state_shapes)
     return jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         state_shardings(models, mesh))
 
 
-def abstract_generator_state(models: Models, mesh: Mesh, seed: int) -> dict[str, Any]:
+def abstract_generator_state(models: Models, mesh: Mesh) -> dict[str, Any]:
     """The GeneratorState fields of ``abstract_state``: what a generator-only restore
     reads."""
-    state = abstract_state(models, mesh, seed)
+    state = abstract_state(models, mesh)
     return {name: getattr(state, name) for name in GENERATOR_FIELDS}

@@ -101,8 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     manager = checkpointing.checkpoint_manager(workdir, tc.keep_checkpoints, tc.checkpoint_every)
     if manager.latest_step() is not None:
-        state = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed),
-                                            batches)
+        state = checkpointing.restore_state(manager, abstract_state(models, mesh), batches)
         logging.info("restored step %d from %s", int(state.step), manager.directory)
     else:
         state = create_state(models, mesh, config.seed)

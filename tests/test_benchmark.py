@@ -2,7 +2,6 @@
 the encode and pipeline commands end to end on the tiny test model."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from configs import demo
 from pose_vq import sharding
 from pose_vq.benchmarks import harness, model
 from pose_vq.data import pipeline
+from tests import own_devices_env
 from tests.test_multihost import write_config_file
 from tests.test_train import data_dir, tiny_config  # noqa: F401 (data_dir is a fixture)
 
@@ -50,9 +50,9 @@ def test_compare_grid_types_values_and_combines_them():
 
 
 def _run(tmp_path, *args):
-    env = {**os.environ, "XLA_FLAGS": ""}  # devices: the config's cpu_devices
     res = subprocess.run([sys.executable, "-m", "pose_vq.benchmark", *args, "--json"],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=own_devices_env(),  # devices: the config's cpu_devices
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 

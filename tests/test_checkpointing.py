@@ -25,7 +25,7 @@ def test_generator_restore_equals_the_whole_states_fields(tiny_runs, run_dir):
     assert config.to_dict() == tiny_runs[0].to_dict()  # config.json, read back
     models, mesh = Models.create(config), sharding.make_mesh()
     whole = checkpointing.restore_state(checkpointing.checkpoint_manager(run_dir),
-                                        abstract_state(models, mesh, config.seed))
+                                        abstract_state(models, mesh))
     part = checkpointing.restore_generator(run_dir, models, mesh)
     assert isinstance(part, GeneratorState) and not hasattr(part, "generator_opt")
     for name in ("step", "generator", "vq_stats", "ema_generator", "ema_vq_stats"):
@@ -45,7 +45,7 @@ def test_a_state_written_under_fsdp_restores_onto_other_meshes(run_dir):
     def restore(strategy, mesh):
         config.sharding.strategy = strategy
         models = Models.create(config)
-        return checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
+        return checkpointing.restore_state(manager, abstract_state(models, mesh))
 
     written = restore("fsdp", sharding.make_mesh())
     kernel = lambda s: s.generator["encoder"]["conv_in"]["kernel"]

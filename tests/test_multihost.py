@@ -16,6 +16,7 @@ import numpy as np
 from pose_vq import checkpointing, sharding, step
 from pose_vq.data import pipeline
 from pose_vq.state import Models, abstract_state, create_state
+from tests import own_devices_env
 from tests.test_train import assert_states_close, data_dir, tiny_config  # noqa: F401
 
 STEPS = 3
@@ -38,23 +39,29 @@ def write_config_file(config, directory) -> pathlib.Path:
 
 
 def _launch(config, workdir, tmp_path):
-    """Both processes of the run, as a user starts them on two hosts."""
+    """Both processes of the run, as a user starts them on two hosts. Each writes its
+    output to a file: a pipe read after the other process's would fill and stall that
+    process, and with it the collectives of both."""
     config_file = write_config_file(config, tmp_path)
-    env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device per process
+    env = own_devices_env()  # one CPU device per process
     address = f"localhost:{_free_port()}"
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "pose_vq.main", f"--config={config_file}",
-         f"--workdir={workdir}", f"--coordinator_address={address}", "--num_processes=2",
-         f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True) for i in range(2)]
-    for i, proc in enumerate(procs):
-        try:
-            out, _ = proc.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        assert proc.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+    logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+    procs = []
+    for i, log in enumerate(logs):
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "pose_vq.main", f"--config={config_file}",
+                 f"--workdir={workdir}", f"--coordinator_address={address}",
+                 "--num_processes=2", f"--process_id={i}"],
+                env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        for proc in procs:
+            proc.wait(timeout=600)
+    finally:
+        for proc in procs:
+            proc.kill()
+    for i, (proc, log) in enumerate(zip(procs, logs)):
+        assert proc.returncode == 0, f"process {i} failed:\n{log.read_text()[-4000:]}"
 
 
 def _single_process(config):
@@ -91,7 +98,7 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     models, mesh, expected = _single_process(config)
     manager = checkpointing.checkpoint_manager(workdir, 1)
     assert manager.latest_step() == STEPS
-    restored = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
+    restored = checkpointing.restore_state(manager, abstract_state(models, mesh))
     assert int(restored.step) == STEPS
     assert_states_close(expected, restored, config.optimizer.learning_rate, STEPS)
 

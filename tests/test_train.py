@@ -310,7 +310,7 @@ def host_reads_trapped(monkeypatch):
     yield entered
 
 
-@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles its evaluation
+@pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this FSDP step
 def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
         data_dir, tmp_path, monkeypatch):
     """Between boundaries (log and checkpoint at steps 3 and 6) nothing on the loop's
@@ -318,7 +318,8 @@ def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
     unchanged and is reported at step 6, naming the step and the term; the step-3
     checkpoint is kept."""
     config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 6,
-                                      "train.log_every": 3, "train.checkpoint_every": 3})
+                                      "train.log_every": 3, "train.checkpoint_every": 3,
+                                      "sharding.strategy": "fsdp"})  # tiny_runs' step
     next_batch = pipeline.GlobalBatches.__next__
     calls = {"n": 0}
 
@@ -339,7 +340,7 @@ def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
     assert manager.all_steps() == [3]
     models = Models.create(config)
     mesh = sharding.make_mesh()
-    state = checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
+    state = checkpointing.restore_state(manager, abstract_state(models, mesh))
     assert int(state.step) == 3
     assert all(np.isfinite(x).all() for x in leaves(state.generator))
 
@@ -360,7 +361,7 @@ def test_baselines_neither_run_nor_update_the_discriminator(tiny_runs):
     def saved(variant):
         models = Models.create(config_lib.apply_variant(config, variant))
         manager = checkpointing.checkpoint_manager(workdir / variant, read_only=True)
-        return checkpointing.restore_state(manager, abstract_state(models, mesh, config.seed))
+        return checkpointing.restore_state(manager, abstract_state(models, mesh))
 
     initial = create_state(Models.create(config), mesh, config.seed).discriminator
     changed = lambda state: any(not np.array_equal(a, b) for a, b in
