@@ -8,11 +8,11 @@ model summary (--mode=describe) or the dataset build alone (--mode=build_data).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,7 +23,7 @@ from ml_collections import config_flags
 from pose_vq import checkpointing
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
-from pose_vq.state import Models, init_state
+from pose_vq.state import Models
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                 lock_config=True)
@@ -47,7 +47,7 @@ def _count(tree: Any) -> int:
 def abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Shapes of the generator's and discriminator's variables, without allocating them."""
     models = Models.create(config)
-    state = jax.eval_shape(functools.partial(init_state, models, config.seed))
+    state = nn.unbox(models.boxed_state_shapes)
     generator = {"params": state.generator, "vq_stats": state.vq_stats}
     clip = jax.ShapeDtypeStruct(models.input_shape(1), jnp.float32)
     tokens = jax.eval_shape(lambda v, x: models.generator.apply(v, x, method="encode"),
