@@ -9,7 +9,6 @@ itself (the soft-argmax's floor). Results go to the metric writer and to
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import pathlib
@@ -26,7 +25,8 @@ from jax.sharding import Mesh
 from pose_vq import checkpointing, metrics, sharding, visualize
 from pose_vq import config as config_lib
 from pose_vq.data import modes, pipeline, skeleton
-from pose_vq.state import WEIGHT_SETS, GeneratorState, Models, TrainState, generator_variables
+from pose_vq.state import (WEIGHT_SETS, GeneratorState, Models, TrainState, bound,
+                           generator_variables)
 
 
 def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
@@ -110,8 +110,8 @@ class Evaluator:
         # Every process runs the same number of batches (collectives must match).
         self.num_batches = math.ceil(math.ceil(self.num_clips / pc) / self.per_host)
         self._sharding = sharding.batch_sharding(mesh)
-        self._eval = jax.jit(functools.partial(_eval_batch, models, radius))
-        self._reference = jax.jit(functools.partial(_reference_batch, radius))
+        self._eval = jax.jit(bound(_eval_batch, models, radius))
+        self._reference = jax.jit(bound(_reference_batch, radius))
 
     def batches(self) -> Iterator[dict[str, jax.Array | None]]:
         """Global batches with a ``mask`` that is 0 on padding clips and, for keypoint

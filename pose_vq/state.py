@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -77,25 +78,64 @@ GENERATOR_FIELDS = tuple(f.name for f in dataclasses.fields(GeneratorState))
 
 
 @dataclasses.dataclass(frozen=True)
-class Models:
-    """The modules and optimisers one config defines (nothing trainable, no weights)."""
+class Bound:
+    """``function`` with its leading arguments fixed (``bound``)."""
 
-    config: ml_collections.ConfigDict
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: tuple[tuple[str, Any], ...]
+
+    @property
+    def __name__(self) -> str:  # jit(<name>) in logs, profiles and HLO module names
+        return self.function.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*self.args, *args, **dict(self.kwargs), **kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def bound(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Bound:
+    """``function`` with its leading arguments (Models, seeds, meshes: hashable values)
+    fixed, for jax.jit: functools.partial's kin, but one object for equal parts. jit's
+    caches hold a function's traced and compiled programs only while that function
+    object lives, so a run created, resumed or evaluated again in this process (or a
+    Tokenizer reopened) reuses them instead of tracing and compiling again."""
+    return Bound(function, args, tuple(sorted(kwargs.items())))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Models:
+    """The modules and optimisers one config defines (nothing trainable, no weights).
+
+    Models of equal configs are equal (and hash alike): the programs that take them as a
+    static part (``bound``) are traced and compiled once per process, however often a
+    run is created, resumed, evaluated or reopened there."""
+
+    config: ml_collections.ConfigDict  # a copy: the caller's config may change later
     spec: GeneratorSpec
     generator: VQGAN
     discriminator: PatchDiscriminator
     generator_tx: optax.GradientTransformation
     discriminator_tx: optax.GradientTransformation
+    key: tuple[str, GeneratorSpec]  # what equality compares: the config (JSON) and spec
 
     @classmethod
     def create(cls, config: ml_collections.ConfigDict) -> "Models":
+        config = config.copy_and_resolve_references()
         spec = config_lib.generator_spec(config)
         d, o = config.discriminator, config.optimizer
         tx = lambda: optax.adam(o.learning_rate, b1=o.b1, b2=o.b2)
         return cls(config=config, spec=spec, generator=VQGAN(spec),
                    discriminator=PatchDiscriminator(d.filters, d.num_layers, d.norm_groups,
                                                     config.model.dtype, spec.conv_impl),
-                   generator_tx=tx(), discriminator_tx=tx())
+                   generator_tx=tx(), discriminator_tx=tx(),
+                   key=(config.to_json_best_effort(sort_keys=True), spec))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Models) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     @property
     def mode(self) -> modes.Mode:
@@ -114,7 +154,7 @@ class Models:
         """The state's shapes and dtypes in flax's logical-axis boxes: what shardings and
         restores read. Traced once per Models (tracing init costs seconds at paper
         scale, and a run asks for it when it creates, steps, restores and evaluates)."""
-        return jax.eval_shape(functools.partial(init_state, self, self.config.seed, True))
+        return jax.jit(bound(init_state, self, self.config.seed, True)).eval_shape()
 
 
 def init_state(models: Models, seed: int, boxed: bool = False) -> TrainState:
@@ -149,7 +189,7 @@ def state_shardings(models: Models, mesh: Mesh) -> TrainState:
 
 def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
     """A fresh state, created directly in its sharding on the mesh."""
-    init = functools.partial(init_state, models, seed)
+    init = bound(init_state, models, seed)
     return jax.jit(init, out_shardings=state_shardings(models, mesh))()
 
 

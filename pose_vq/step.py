@@ -29,7 +29,7 @@ from pose_vq.data import modes
 from pose_vq.models import layers
 from pose_vq.models.lpips import load_lpips_params, perceptual_loss
 from pose_vq.models.quantizer import gumbel_temperature
-from pose_vq.state import Models, Params, TrainState, state_shardings
+from pose_vq.state import Models, Params, TrainState, bound, state_shardings
 
 
 def load_perceptual(config: ml_collections.ConfigDict, mesh: Mesh | None = None
@@ -296,6 +296,6 @@ def make_train_step(models: Models, mesh: Mesh):
     state_sharding = state_shardings(models, mesh)
     whole = NamedSharding(mesh, PartitionSpec())
     options = config_lib.xla_compiler_options(mesh.devices.flat[0].platform)
-    return jax.jit(functools.partial(train_step, models, mesh=mesh), compiler_options=options,
+    return jax.jit(bound(train_step, models, mesh=mesh), compiler_options=options,
                    in_shardings=(state_sharding, sharding.batch_sharding(mesh), whole),
                    out_shardings=(state_sharding, whole, whole), donate_argnums=(0,))

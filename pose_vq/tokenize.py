@@ -41,7 +41,7 @@ from tensorflow_datasets.core.dataset_builders import adhoc_builder
 from pose_vq import checkpointing, metrics, sharding
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
-from pose_vq.state import Models, generator_variables, init_state
+from pose_vq.state import Models, bound, generator_variables, init_state
 
 TOKENS_NAME = "motion_tokens"
 TOKENS_VERSION = "1.0.0"
@@ -80,7 +80,7 @@ class Tokenizer:
             config_lib.validate(config)
         models = Models.create(config)
         if weights == "init":
-            state = jax.jit(functools.partial(init_state, models, config.seed))()
+            state = jax.jit(bound(init_state, models, config.seed))()
             return cls(config, models, generator_variables(state, "raw"), 0, weights)
         mesh = sharding.make_mesh() if mesh is None else mesh
         state = checkpointing.restore_generator(workdir, models, mesh, step)
@@ -89,11 +89,11 @@ class Tokenizer:
 
     @functools.cached_property
     def _encode(self):
-        return jax.jit(lambda v, x: self.models.generator.apply(v, x, method="encode"))
+        return jax.jit(bound(_apply, self.models, "encode"))
 
     @functools.cached_property
     def _decode(self):
-        return jax.jit(lambda v, t: self.models.generator.apply(v, t, method="decode_indices"))
+        return jax.jit(bound(_apply, self.models, "decode_indices"))
 
     def encode(self, clips: Any) -> np.ndarray:
         """Clips (B, T, H, W, C_in) in [0, 1] -> int32 token grids (B, t, h, w)."""
@@ -117,6 +117,10 @@ class Tokenizer:
             raise ValueError(f"token ids must be in [0, {self.models.spec.num_codes}); got "
                              f"[{tokens.min()}, {tokens.max()}]")
         return np.asarray(self._decode(self.variables, jnp.asarray(tokens, jnp.int32)))
+
+
+def _apply(models: Models, method: str, variables: dict[str, Any], x: jax.Array) -> jax.Array:
+    return models.generator.apply(variables, x, method=method)
 
 
 def _batched(n: int, size: int) -> Iterator[range]:
