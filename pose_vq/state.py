@@ -152,8 +152,9 @@ class Models:
     @functools.cached_property
     def boxed_state_shapes(self) -> TrainState:
         """The state's shapes and dtypes in flax's logical-axis boxes: what shardings and
-        restores read. Traced once per Models (tracing init costs seconds at paper
-        scale, and a run asks for it when it creates, steps, restores and evaluates)."""
+        restores read. Traced once per config in a process (tracing init costs seconds
+        at paper scale, and a run asks for it when it creates, steps, restores and
+        evaluates)."""
         return jax.jit(bound(init_state, self, self.config.seed, True)).eval_shape()
 
 

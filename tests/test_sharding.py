@@ -27,7 +27,7 @@ from pose_vq.models.dstformer import MOTIONBERT, DSTformer
 from pose_vq.models.lifters import MLPLifter, MLPLifterSpec
 from pose_vq.models.lpips import LPIPS
 from pose_vq.models.probe_head import ProbeHead
-from pose_vq.state import Models, create_state, init_state
+from pose_vq.state import Models, abstract_state, init_state
 from tests.test_train import data_dir, tiny_config  # noqa: F401  (data_dir: a fixture)
 
 P = PartitionSpec
@@ -183,7 +183,7 @@ def test_compiled_step_has_only_gradient_and_statistic_all_reduces(data_dir):  #
     config = tiny_config(data_dir, **LOSS)
     models = Models.create(config)
     mesh = sharding.make_mesh()
-    state = create_state(models, mesh, config.seed)
+    state = abstract_state(models, mesh)  # shapes and shardings: nothing is run
     batch = {"inputs": jax.ShapeDtypeStruct(models.input_shape(8), jnp.uint8,
                                             sharding=NamedSharding(mesh, PartitionSpec("data")))}
     compiled = step_lib.make_train_step(models, mesh).lower(

@@ -4,6 +4,7 @@ stop-gradient adaptive weight), pre-emption, and non-finite losses stopping trai
 good checkpoint kept."""
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -225,10 +226,20 @@ def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
     """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
     checkpoint interval and stops without evaluating; the rerun goes on from there to
     the straight run's state, bit for bit, and the same loader position (all under FSDP
-    on 8 devices: the sharded state saves and resumes exactly)."""
+    on 8 devices: the sharded state saves and resumes exactly). The three runs of one
+    config in this process trace the step once (state.bound)."""
     config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
                                       "train.checkpoint_every": 3,
                                       "sharding.strategy": "fsdp"})  # as tiny_runs
+    traces = []
+
+    @functools.wraps(step_lib.train_step)  # its name: the same program as tiny_runs' step
+    def counted_step(*args, **kwargs):
+        traces.append(1)
+        return traced_step(*args, **kwargs)
+
+    traced_step = step_lib.train_step
+    monkeypatch.setattr(step_lib, "train_step", counted_step)
     straight = train.train_and_evaluate(config, tmp_path / "straight")
 
     next_batch = pipeline.GlobalBatches.__next__
@@ -255,6 +266,7 @@ def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
         np.testing.assert_array_equal(a, b)
     assert (saved_iterator_state(tmp_path / "straight", 4)
             == saved_iterator_state(tmp_path / "resumed", 4))
+    assert len(traces) == 1
     results = json.loads((tmp_path / "resumed" / "eval_metrics.json").read_text())
     assert results["step"] == 4 and results["split"] == "validation"
     assert set(results) >= {"raw", "ema", "zeros", "num_clips"}

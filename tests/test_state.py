@@ -1,0 +1,44 @@
+"""Models compare by their config, and a program bound to equal Models is traced once per
+process (state.bound): a run resumed or evaluated again in one process reuses its
+programs."""
+
+import jax
+import jax.numpy as jnp
+
+from configs import demo
+from pose_vq.state import Models, bound
+
+
+def test_models_of_equal_configs_are_equal_and_keep_their_own_config():
+    config = demo.get_config()
+    a, b = Models.create(config), Models.create(config)
+    assert a is not b and a == b and hash(a) == hash(b)
+    config.quantizer.num_codes = 128  # the caller's config changes later: a keeps its copy
+    assert a.config.quantizer.num_codes == a.spec.num_codes == 256
+    assert Models.create(config) != a
+
+
+def test_a_program_bound_to_equal_models_is_traced_once():
+    traces = []
+
+    def program(models, x):
+        traces.append(models.spec.num_codes)  # runs once per trace
+        return x * models.spec.num_codes
+
+    config = demo.get_config()
+    x = jnp.ones(3)
+    for _ in range(2):  # as two runs of one process: new Models and jit objects each time
+        assert float(jax.jit(bound(program, Models.create(config)))(x)[0]) == 256
+    assert traces == [256]
+    config.quantizer.num_codes = 128
+    assert float(jax.jit(bound(program, Models.create(config)))(x)[0]) == 128
+    assert traces == [256, 128]
+
+
+def test_bound_passes_its_arguments_first_and_is_one_object_for_equal_parts():
+    def scaled(a, x, *, scale):
+        return (a, x, scale)
+
+    assert bound(scaled, 1, scale=3)(2) == (1, 2, 3)
+    assert bound(scaled, 1, scale=3) is bound(scaled, 1, scale=3)
+    assert bound(scaled, 1, scale=3).__name__ == "scaled"  # jit(scaled) in logs and HLO
