@@ -77,30 +77,14 @@ def generator_variables(state: TrainState | GeneratorState, weights: str) -> dic
 GENERATOR_FIELDS = tuple(f.name for f in dataclasses.fields(GeneratorState))
 
 
-@dataclasses.dataclass(frozen=True)
-class Bound:
-    """``function`` with its leading arguments fixed (``bound``)."""
-
-    function: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: tuple[tuple[str, Any], ...]
-
-    @property
-    def __name__(self) -> str:  # jit(<name>) in logs, profiles and HLO module names
-        return self.function.__name__
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*self.args, *args, **dict(self.kwargs), **kwargs)
-
-
 @functools.lru_cache(maxsize=64)
-def bound(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Bound:
-    """``function`` with its leading arguments (Models, seeds, meshes: hashable values)
-    fixed, for jax.jit: functools.partial's kin, but one object for equal parts. jit's
-    caches hold a function's traced and compiled programs only while that function
-    object lives, so a run created, resumed or evaluated again in this process (or a
-    Tokenizer reopened) reuses them instead of tracing and compiling again."""
-    return Bound(function, args, tuple(sorted(kwargs.items())))
+def bound(function: Callable[..., Any], *args: Any, **kwargs: Any) -> functools.partial:
+    """``functools.partial(function, *args, **kwargs)`` for jax.jit, the same object for
+    equal (hashable) arguments: Models, seeds, meshes. jit's caches hold a function's
+    traced and compiled programs only while that function object lives, so a run
+    created, resumed or evaluated again in this process (or a Tokenizer reopened)
+    reuses them instead of tracing and compiling again."""
+    return functools.partial(function, *args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

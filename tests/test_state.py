@@ -35,10 +35,12 @@ def test_a_program_bound_to_equal_models_is_traced_once():
     assert traces == [256, 128]
 
 
-def test_bound_passes_its_arguments_first_and_is_one_object_for_equal_parts():
+def test_bound_is_one_partial_for_equal_parts_named_as_its_function():
     def scaled(a, x, *, scale):
-        return (a, x, scale)
+        return a * x * scale
 
-    assert bound(scaled, 1, scale=3)(2) == (1, 2, 3)
+    assert bound(scaled, 1, scale=3)(2) == 6
     assert bound(scaled, 1, scale=3) is bound(scaled, 1, scale=3)
-    assert bound(scaled, 1, scale=3).__name__ == "scaled"  # jit(scaled) in logs and HLO
+    assert bound(scaled, 2, scale=3) is not bound(scaled, 1, scale=3)
+    lowered = jax.jit(bound(scaled, 2, scale=3)).lower(jnp.ones(()))
+    assert "jit_scaled" in lowered.as_text()  # jit(scaled) in logs, profiles and HLO
