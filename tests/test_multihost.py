@@ -12,12 +12,13 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from pose_vq import checkpointing, sharding, step
 from pose_vq.data import pipeline
 from pose_vq.state import Models, abstract_state, create_state
 from tests import own_devices_env
-from tests.test_train import assert_states_close, data_dir, tiny_config  # noqa: F401
+from tests.test_train import assert_states_close, data_dir, sharded_run_config  # noqa: F401
 
 STEPS = 3
 
@@ -84,14 +85,10 @@ def _single_process(config):
     return models, mesh, state
 
 
+@pytest.mark.xdist_group("sharded_steps")  # with test_train's equality: one set of 1-device programs
 def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
-    config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
-                                      "optimizer.learning_rate": 2.25e-5,  # the paper's
-                                      "loss.perceptual_weight": 0.0,  # compile time
-                                      # no attention: test_train shards it (compile time)
-                                      "train.num_steps": STEPS, "train.checkpoint_every": STEPS,
-                                      "eval.num_videos": 0, "sharding.strategy": "fsdp"})
-    config.cpu_devices = 0
+    config = sharded_run_config(data_dir)
+    assert config.train.num_steps == STEPS and config.cpu_devices == 0
     workdir = tmp_path / "multi"
     _launch(config, workdir, tmp_path)
 

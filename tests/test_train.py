@@ -48,6 +48,22 @@ def tiny_config(data_dir, **overrides):
     return c
 
 
+def sharded_run_config(data_dir):
+    """The tiny config as test_multihost's two processes run it under FSDP (3 steps, a
+    checkpoint at the end, no videos, each process on its own one CPU device). k-means
+    init separates the codes (test_fsdp_and_tensor_parallel_steps_equal_1_device says
+    why), at the paper's learning rate, without LPIPS (compile time). The sharded-step
+    equality steps this config too, so it and the multi-host reference (one xdist
+    worker) trace and compile their 1-device programs once."""
+    config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
+                                      "optimizer.learning_rate": 2.25e-5,
+                                      "loss.perceptual_weight": 0.0,
+                                      "sharding.strategy": "fsdp", "train.num_steps": 3,
+                                      "train.checkpoint_every": 3, "eval.num_videos": 0})
+    config.cpu_devices = 0
+    return config
+
+
 @pytest.fixture(scope="module")
 def data_dir(build_small):
     builder = build_small("3d")  # .../<data_dir>/panoptic_heatmaps/<config>/<version>
@@ -84,16 +100,14 @@ def run_steps(config, mesh, batch, steps=2, initial=None):
 
 
 def assert_states_close(one, other, learning_rate, steps):
-    """Two train states equal to 1e-5, save for the float-noise amplifiers of
-    test_step_on_8_devices_equals_1_device's docstring."""
+    """Two train states equal to 1e-5, save for Adam's float-noise amplification
+    (test_fsdp_and_tensor_parallel_steps_equal_1_device's docstring)."""
     compared, outside, lr_bound = 0, 0, 2 * learning_rate * steps
     for name in ("generator", "vq_stats", "discriminator", "ema_generator", "ema_vq_stats"):
         flat_one = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(one, name)))
         flat_other = jax.tree_util.tree_leaves(jax.device_get(getattr(other, name)))
         for (path, a), b in zip(flat_one, flat_other):
             key = jax.tree_util.keystr(path)
-            if "NonLocalBlock" in key and "['k']['bias']" in key:
-                continue
             a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
             np.testing.assert_allclose(b, a, atol=lr_bound, rtol=1e-5, err_msg=f"{name}{key}")
             outside += int(np.sum(np.abs(b - a) > 1e-5 + 1e-5 * np.abs(a)))
@@ -107,26 +121,22 @@ def _shard_bytes(tree):
                for shard in x.addressable_shards if shard.device == jax.devices()[0])
 
 
+@pytest.mark.xdist_group("sharded_steps")  # one worker: its 1-device programs are test_multihost's
 def test_fsdp_and_tensor_parallel_steps_equal_1_device(data_dir):
     """Two steps on a batch split over 8 devices, with parameters, Adam moments and EMAs
     sharded by FSDP (an eighth of the state on each device), and over a (4, 2) mesh with
     the widest axes also split over 'model', equal them on 1 device, to 1e-5.
 
-    Two exceptions, both float-noise amplifiers rather than sharding effects: at the
+    Adam amplifies float noise in near-zero gradient entries (g / (|g| + eps) turns
+    rounding noise into +-lr steps), so such entries may differ by at most 2 * lr per
+    step, and at most 1 in 10,000 entries per step may do so (flips add up over the
+    steps; test_multihost's 3 steps across processes are held to the same bound). At the
     default U(-1/K, 1/K) init every code is nearly equidistant from every latent, so
-    nearest-code choices are ties decided by rounding (k-means init here separates the
-    codes); and the attention key bias has an exactly zero gradient (softmax ignores a
-    shift shared by all keys), which Adam's g / (|g| + eps) turns from rounding noise
-    into +-lr steps, so those leaves are not compared. Adam does the same, rarely, to
-    other near-zero gradient entries: those may differ by at most 2 * lr per step, and
-    at most 1 in 10,000 entries per step may do so (flips add up over the steps;
-    test_multihost's 3 steps across processes are held to the same bound).
+    nearest-code choices would be ties decided by rounding: k-means init separates the
+    codes (sharded_run_config).
     """
     assert jax.device_count() == 8
-    config = tiny_config(data_dir, **{"quantizer.kmeans_init": True,
-                                      "optimizer.learning_rate": 2.25e-5,  # the paper's
-                                      "loss.perceptual_weight": 0.0,  # compile time
-                                      **ATTENTION})
+    config = sharded_run_config(data_dir)
     batch = first_batch(config)
     one_device = sharding.make_mesh(devices=jax.devices()[:1])
     initial = jax.device_get(create_state(Models.create(config), one_device, config.seed))
@@ -223,12 +233,12 @@ def saved_iterator_state(workdir, step):
 @pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this FSDP step
 def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
                                                               monkeypatch):
-    """A SIGTERM during step 2 of 4 (a pre-empted VM): the loop saves step 2 off the
+    """A SIGTERM during step 2 of 3 (a pre-empted VM): the loop saves step 2 off the
     checkpoint interval and stops without evaluating; the rerun goes on from there to
     the straight run's state, bit for bit, and the same loader position (all under FSDP
     on 8 devices: the sharded state saves and resumes exactly). The three runs of one
     config in this process trace the step once (state.bound)."""
-    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
+    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 3,
                                       "train.checkpoint_every": 3,
                                       "sharding.strategy": "fsdp"})  # as tiny_runs
     traces = []
@@ -261,16 +271,16 @@ def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
     assert signal.getsignal(signal.SIGTERM) == handler  # the loop's own handler is gone
 
     resumed = train.train_and_evaluate(config, tmp_path / "resumed")
-    assert int(straight.step) == int(resumed.step) == 4
+    assert int(straight.step) == int(resumed.step) == 3
     for a, b in zip(leaves(straight), leaves(resumed)):
         np.testing.assert_array_equal(a, b)
-    assert (saved_iterator_state(tmp_path / "straight", 4)
-            == saved_iterator_state(tmp_path / "resumed", 4))
+    assert (saved_iterator_state(tmp_path / "straight", 3)
+            == saved_iterator_state(tmp_path / "resumed", 3))
     assert len(traces) == 1
     results = json.loads((tmp_path / "resumed" / "eval_metrics.json").read_text())
-    assert results["step"] == 4 and results["split"] == "validation"
+    assert results["step"] == 3 and results["split"] == "validation"
     assert set(results) >= {"raw", "ema", "zeros", "num_clips"}
-    assert list((tmp_path / "resumed" / "videos").glob("step_0000004_clip0.gif"))
+    assert list((tmp_path / "resumed" / "videos").glob("step_0000003_clip0.gif"))
 
 
 @contextlib.contextmanager
@@ -325,35 +335,36 @@ def host_reads_trapped(monkeypatch):
 @pytest.mark.xdist_group("tiny_runs")  # one worker: the fixture compiles this FSDP step
 def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
         data_dir, tmp_path, monkeypatch):
-    """Between boundaries (log and checkpoint at steps 3 and 6) nothing on the loop's
-    thread reads a device value (host_reads_trapped). Step 5's NaN batch leaves the state
-    unchanged and is reported at step 6, naming the step and the term; the step-3
+    """Between boundaries (log and checkpoint at steps 2 and 4) nothing on the loop's
+    thread reads a device value (host_reads_trapped). Step 3's NaN batch leaves the state
+    unchanged and is reported at step 4, naming the step and the term; the step-2
     checkpoint is kept."""
-    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0, "train.num_steps": 6,
-                                      "train.log_every": 3, "train.checkpoint_every": 3,
+    config = tiny_config(data_dir, **{"loss.perceptual_weight": 0.0,
                                       "sharding.strategy": "fsdp"})  # tiny_runs' step
+    assert (config.train.num_steps, config.train.log_every,
+            config.train.checkpoint_every) == (4, 2, 2)
     next_batch = pipeline.GlobalBatches.__next__
     calls = {"n": 0}
 
     def poisoned(self):
         batch = next_batch(self)
         calls["n"] += 1
-        if calls["n"] == 5:  # float, as uint8 holds no NaN
+        if calls["n"] == 3:  # float, as uint8 holds no NaN
             batch["inputs"] = batch["inputs"] * jnp.nan
         return batch
 
     monkeypatch.setattr(pipeline.GlobalBatches, "__next__", poisoned)
     with host_reads_trapped(monkeypatch) as entered:
-        with pytest.raises(FloatingPointError, match=r"non-finite loss at step 5: .*loss/l1.*"
-                                                     r"last checkpoint \(step 3\)"):
+        with pytest.raises(FloatingPointError, match=r"non-finite loss at step 3: .*loss/l1.*"
+                                                     r"last checkpoint \(step 2\)"):
             train.train_and_evaluate(config, tmp_path)
-    assert len(entered) == 6
-    manager = checkpointing.checkpoint_manager(tmp_path, 3)
-    assert manager.all_steps() == [3]
+    assert len(entered) == 4
+    manager = checkpointing.checkpoint_manager(tmp_path, 2)
+    assert manager.all_steps() == [2]
     models = Models.create(config)
     mesh = sharding.make_mesh()
     state = checkpointing.restore_state(manager, abstract_state(models, mesh))
-    assert int(state.step) == 3
+    assert int(state.step) == 2
     assert all(np.isfinite(x).all() for x in leaves(state.generator))
 
 
