@@ -1,7 +1,10 @@
 """Helpers the test modules share."""
 
+import contextlib
 import os
 import re
+
+import jax
 
 
 def own_devices_env() -> dict[str, str]:
@@ -10,3 +13,15 @@ def own_devices_env() -> dict[str, str]:
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
                    os.environ.get("XLA_FLAGS", ""))
     return {**os.environ, "XLA_FLAGS": flags.strip()}
+
+
+@contextlib.contextmanager
+def xla_optimizations():
+    """XLA's optimisations on for the programs compiled inside (the suite turns them off:
+    most of its programs run once or twice; a loop of hundreds of steps pays for them)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)

@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pose_vq.models.quantizer import VectorQuantizer, gumbel_temperature
+from tests import xla_optimizations
 
 
 # Jitted helpers: one compile per configuration is far cheaper on CPU than compiling
@@ -272,7 +273,8 @@ def test_short_fit_uses_the_codebook():
             return v, None
         return jax.lax.scan(step, variables, (batches, keys))[0]
 
-    variables = fit_ema(_init(ema, jax.random.key(0), probe[:batch]))
+    with xla_optimizations():  # 600 steps: 9.2 s in all against 13.8 s unoptimised
+        variables = fit_ema(_init(ema, jax.random.key(0), probe[:batch]))
     ema_usage = float(_eval(ema, variables, probe).health["unique_fraction"])
 
     learned = VectorQuantizer(k, d, kind="learned")
@@ -295,7 +297,8 @@ def test_short_fit_uses_the_codebook():
         params, stats, _ = jax.lax.scan(step, carry, (batches, keys))[0]
         return {"params": params, "vq_stats": stats}
 
-    lv = fit_learned(_init(learned, jax.random.key(0), probe[:batch]))
+    with xla_optimizations():
+        lv = fit_learned(_init(learned, jax.random.key(0), probe[:batch]))
     learned_usage = float(_eval(learned, lv, probe).health["unique_fraction"])
     print(f"\ncodebook usage after {steps} steps (K={k}, D={d}, batch {batch}, 16384-vector "
           f"probe): ema+restart {ema_usage:.3f}, learned (adam 1e-3) {learned_usage:.3f}")
