@@ -20,8 +20,13 @@ def run_dir(tiny_runs):
     return tiny_runs[1] / "vqgan"
 
 
-def test_export_read_back_decode_equals_reconstruction(run_dir, tmp_path):
-    tok = tokenize.Tokenizer.from_workdir(run_dir)
+@pytest.fixture(scope="module")
+def tok(run_dir):
+    """The run's default Tokenizer (EMA weights, every device), restored once."""
+    return tokenize.Tokenizer.from_workdir(run_dir)
+
+
+def test_export_read_back_decode_equals_reconstruction(tok, run_dir, tmp_path):
     assert (tok.step, tok.weights) == (1, "ema")
     out = tokenize.export(tok, ["validation"], tmp_path, run_dir, batch_size=4)
     name = f"{tokenize.TOKENS_NAME}/{out.builder_config.name}"
@@ -54,10 +59,9 @@ def test_export_read_back_decode_equals_reconstruction(run_dir, tmp_path):
     assert len(np.unique(tokens)) > 1
 
 
-def test_roundtrip_metrics_equal_evaluation(run_dir, tmp_path):
+def test_roundtrip_metrics_equal_evaluation(tok, run_dir, tmp_path):
     """--verify's numbers: the evaluation's EMA metrics, recomputed from exported tokens."""
-    tok = tokenize.Tokenizer.from_workdir(run_dir)
-    config = tok.config
+    config = tok.config.copy_and_resolve_references()
     config.eval.max_examples = 0
     state = checkpointing.restore_generator(run_dir, tok.models, sharding.make_mesh())
     data_dir, name = pipeline.prepare_dataset(config.data, run_dir)
@@ -69,12 +73,11 @@ def test_roundtrip_metrics_equal_evaluation(run_dir, tmp_path):
         assert found[k] == pytest.approx(expected[k], rel=1e-5, abs=1e-6), k
 
 
-def test_ema_weights_come_with_the_ema_codebook(run_dir):
+def test_ema_weights_come_with_the_ema_codebook(tok, run_dir):
     """The EMA weights are evaluated and exported with the same EMA of the codebook state,
     not with the codebook that tracked the raw encoder: after one step every float
     vq_stats leaf is the warm-up blend (decay min(ema_decay, 1/10)) of its initial and
     trained values, as the weights are."""
-    tok = tokenize.Tokenizer.from_workdir(run_dir)
     config, models, mesh = tok.config, tok.models, sharding.make_mesh()
     initial = jax.device_get(create_state(models, mesh, config.seed))
     state = jax.device_get(checkpointing.restore_generator(run_dir, models, mesh))
@@ -89,7 +92,8 @@ def test_ema_weights_come_with_the_ema_codebook(run_dir):
         assert any(not np.allclose(b, e) for b, e in zip(raw, ema)), name
     for weights, (params, stats) in {"ema": ("ema_generator", "ema_vq_stats"),
                                      "raw": ("generator", "vq_stats")}.items():
-        variables = tokenize.Tokenizer.from_workdir(run_dir, weights=weights).variables
+        variables = (tok if weights == "ema" else
+                     tokenize.Tokenizer.from_workdir(run_dir, weights=weights)).variables
         for got, want in ((variables["params"], getattr(state, params)),
                           (variables["vq_stats"], getattr(state, stats))):
             for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(got)),
@@ -113,8 +117,7 @@ def test_bfloat16_tokenizer_stays_within_bfloat16_rounding_of_float32(run_dir):
     assert abs(result["l1_bf16"] - result["l1_f32"]) < 0.01 * result["l1_f32"] + 1e-3
 
 
-def test_decode_rejects_bad_tokens(run_dir):
-    tok = tokenize.Tokenizer.from_workdir(run_dir)
+def test_decode_rejects_bad_tokens(tok, run_dir):
     grid = tok.models.spec.token_grid()
     with pytest.raises(ValueError, match="token ids"):
         tok.decode(np.full((1, *grid), tok.models.spec.num_codes))
