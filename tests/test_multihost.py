@@ -20,8 +20,6 @@ from pose_vq.state import Models, abstract_state, create_state
 from tests import own_devices_env
 from tests.test_train import assert_states_close, data_dir, sharded_run_config  # noqa: F401
 
-STEPS = 3
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -77,7 +75,7 @@ def _single_process(config):
         data_dir=config.data.data_dir, name=pipeline.dataset_name(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
         for i in range(2)]
-    for _ in range(STEPS):
+    for _ in range(config.train.num_steps):
         parts = [pipeline.model_fields(next(s)) for s in shards]
         batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         state, _, finite = step_fn(state, pipeline.to_global(batch, mesh), None)
@@ -88,25 +86,25 @@ def _single_process(config):
 @pytest.mark.xdist_group("sharded_steps")  # with test_train's equality: one set of 1-device programs
 def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
     config = sharded_run_config(data_dir)
-    assert config.train.num_steps == STEPS and config.cpu_devices == 0
+    steps = config.train.num_steps
     workdir = tmp_path / "multi"
     _launch(config, workdir, tmp_path)
 
     models, mesh, expected = _single_process(config)
     manager = checkpointing.checkpoint_manager(workdir, 1)
-    assert manager.latest_step() == STEPS
+    assert manager.latest_step() == steps
     restored = checkpointing.restore_state(manager, abstract_state(models, mesh))
-    assert int(restored.step) == STEPS
-    assert_states_close(expected, restored, config.optimizer.learning_rate, STEPS)
+    assert int(restored.step) == steps
+    assert_states_close(expected, restored, config.optimizer.learning_rate, steps)
 
     # Each process saved its own loader position, over its own half of the records.
-    data = workdir / "checkpoints" / str(STEPS) / "data"
+    data = workdir / "checkpoints" / str(steps) / "data"
     samplers = [json.loads((data / f"process_{i}-of-2.json").read_text())["sampler"]
                 for i in range(2)]
     for i, sampler in enumerate(samplers):
         assert f"shard_index={i}, shard_count=2" in sampler, sampler
     results = json.loads((workdir / "eval_metrics.json").read_text())
-    assert results["step"] == STEPS and results["num_clips"] == config.eval.max_examples
+    assert results["step"] == steps and results["num_clips"] == config.eval.max_examples
 
 
 def test_launch_scripts_print_the_documented_commands():
