@@ -10,6 +10,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                                    "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
+import gc  # noqa: E402
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -25,9 +26,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+def pytest_collection_finish(session):
+    """Python's collector leaves the imported libraries alone from here on: tracing makes
+    objects by the million, and each full collection would walk jax, flax, TensorFlow."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
 
 def pytest_sessionfinish(session, exitstatus):
-    """The process that made the cache removes it (xdist workers inherit and share it)."""
+    """The process that made the cache removes it (xdist workers inherit and share it).
+    Everything is frozen first: pytest's exit collects five times over every object the
+    session made (6 s a worker), and what is left at exit is no test's business."""
+    gc.freeze()
     if "_JIT_CACHE" in globals() and not hasattr(session.config, "workerinput"):
         shutil.rmtree(_JIT_CACHE, ignore_errors=True)
 
