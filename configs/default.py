@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.synthetic_people = 2  # ... people per sequence
     d.worker_count = 0  # grain worker processes for the training loader
     d.prefetch = 2  # training batches copied to the devices ahead of the step
+    d.read_ahead = 4  # batches of stored clips grain's threads read ahead (BENCHMARKS.md)
 
     c.model = m = ml_collections.ConfigDict()
     m.channels = (64, 64, 128, 128, 256)  # width of each level (reference intermediate_channels)

@@ -1,9 +1,13 @@
 """The grain loader: decoding, determinism, per-host shards, global arrays, resume."""
 
+import time
+
 import jax
 import numpy as np
 import pytest
 
+from configs import default
+from pose_vq import config as config_lib
 from pose_vq import sharding
 from pose_vq.data import modes, pipeline
 
@@ -104,6 +108,35 @@ def test_each_process_reads_its_own_shard(build_small, monkeypatch):
     assert len(seen[0]) + len(seen[1]) == 2 * (n // 2)
 
 
+def _records_read_after_one_batch(builder, monkeypatch, **kw) -> int:
+    """Records the loader's threads have read from the data source once they stop, after
+    it returned its first batch (2 clips)."""
+    source_type = type(builder.as_data_source()["train"])
+    reads = []
+    read = source_type.__getitem__
+    monkeypatch.setattr(source_type, "__getitem__",
+                        lambda self, i: reads.append(i) or read(self, i))
+    it = iter(pipeline.make_loader(_cfg(builder, global_batch_size=2, **kw)))
+    next(it)
+    settled, deadline = -1, time.monotonic() + 30
+    while settled != len(reads) and time.monotonic() < deadline:
+        settled = len(reads)
+        time.sleep(0.5)
+    return len(reads)
+
+
+def test_read_ahead_bounds_the_records_read_before_they_are_needed(build_small, monkeypatch):
+    """``read_ahead`` batches of records beyond the batch returned, not grain's 500 (the
+    sampler repeats the 12 stored clips forever, so nothing else stops the reads)."""
+    builder = build_small("3d")
+    assert _records_read_after_one_batch(builder, monkeypatch, read_ahead=1) <= 2 + 2
+    assert 2 + 2 < _records_read_after_one_batch(builder, monkeypatch, read_ahead=4) <= 2 + 8
+    config = default.get_config()
+    config.data.read_ahead = 0
+    with pytest.raises(config_lib.ConfigError, match="data.read_ahead=0"):
+        config_lib.validate(config)
+
+
 def test_bad_batch_sizes_are_reported(build_small):
     builder = build_small("3d")
     with pytest.raises(ValueError, match="fewer than one batch"):
@@ -111,7 +144,6 @@ def test_bad_batch_sizes_are_reported(build_small):
 
 
 def test_dataset_name_spells_only_non_default_build_knobs():
-    from configs import default
     data = default.get_config().data
     assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d"
     data.stride, data.score_source = 8, "ones"

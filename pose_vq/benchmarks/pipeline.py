@@ -32,7 +32,8 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
         data_dir, name = pipeline.prepare_dataset(data, workdir)
     loader = pipeline.GlobalBatches(pipeline.LoaderConfig(
         data_dir=data_dir, name=name, split="train", global_batch_size=config.train.batch_size,
-        seed=config.seed, worker_count=config.data.worker_count),
+        seed=config.seed, worker_count=config.data.worker_count,
+        read_ahead=config.data.read_ahead),
         sharding.make_mesh(config.sharding.mesh),
         prefetch=config.data.prefetch)
     clips = lambda batch: list(pipeline.model_fields(batch).values())

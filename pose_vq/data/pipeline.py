@@ -42,6 +42,7 @@ class LoaderConfig:
     shuffle: bool = True
     num_epochs: int | None = None  # None: repeat forever
     worker_count: int = 0  # grain worker processes (>0 needs absl.app.run around main)
+    read_ahead: int = 4  # batches of records read ahead (each worker's, with workers)
     shard: tuple[int, int] | None = None  # (index, count) to read; None: this JAX process's
 
 
@@ -86,7 +87,10 @@ class ToModelInputs(ToBatchFields):
 
 
 def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
-    """A grain DataLoader yielding this process's numpy batches."""
+    """A grain DataLoader yielding this process's numpy batches, its threads ``read_ahead``
+    batches of records ahead. grain's default, 500 records, held 2.8 GB at the peak
+    against 1.5 GB for 4 batches of the paper's clips, at a slower rate; on a dozen
+    stored clips it spent 1.4 s of CPU on index shuffles (BENCHMARKS.md)."""
     index, process_count = cfg.shard or (jax.process_index(), jax.process_count())
     if cfg.global_batch_size % process_count:
         raise ValueError(f"global batch {cfg.global_batch_size} is not divisible by "
@@ -104,7 +108,8 @@ def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
         data_source=source, sampler=sampler,
         operations=[ToBatchFields(dataset_mode(builder)),
                     grain.Batch(per_host, drop_remainder=True)],
-        worker_count=cfg.worker_count)
+        worker_count=cfg.worker_count,
+        read_options=grain.ReadOptions(prefetch_buffer_size=cfg.read_ahead * per_host))
 
 
 def model_fields(batch: dict[str, Any]) -> dict[str, Any]:
