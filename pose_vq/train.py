@@ -94,11 +94,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     checkpointing.write_run_config(config, workdir)
     models = Models.create(config)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    batches = pipeline.GlobalBatches(pipeline.LoaderConfig(
-        data_dir=data_dir, name=name, split="train", global_batch_size=tc.batch_size,
-        seed=config.seed, worker_count=config.data.worker_count,
-        read_ahead=config.data.read_ahead), mesh,
-        prefetch=config.data.prefetch)
+    batches = pipeline.GlobalBatches(pipeline.training_loader_config(config, data_dir, name),
+                                     mesh, prefetch=config.data.prefetch)
 
     manager = checkpointing.checkpoint_manager(workdir, tc.keep_checkpoints, tc.checkpoint_every)
     if manager.latest_step() is not None:

@@ -30,12 +30,9 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
         data.update(synthetic=True, data_dir="", synthetic_sequences=max(data.synthetic_sequences, 16),
                     synthetic_frames=max(data.synthetic_frames, 1800))
         data_dir, name = pipeline.prepare_dataset(data, workdir)
-    loader = pipeline.GlobalBatches(pipeline.LoaderConfig(
-        data_dir=data_dir, name=name, split="train", global_batch_size=config.train.batch_size,
-        seed=config.seed, worker_count=config.data.worker_count,
-        read_ahead=config.data.read_ahead),
-        sharding.make_mesh(config.sharding.mesh),
-        prefetch=config.data.prefetch)
+    loader = pipeline.GlobalBatches(pipeline.training_loader_config(config, data_dir, name),
+                                    sharding.make_mesh(config.sharding.mesh),
+                                    prefetch=config.data.prefetch)
     clips = lambda batch: list(pipeline.model_fields(batch).values())
     for _ in range(2):  # worker start-up, first reads and the prefetch queue
         jax.block_until_ready(clips(next(loader)))

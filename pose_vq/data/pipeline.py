@@ -46,6 +46,16 @@ class LoaderConfig:
     shard: tuple[int, int] | None = None  # (index, count) to read; None: this JAX process's
 
 
+def training_loader_config(config: ml_collections.ConfigDict, data_dir: str, name: str
+                           ) -> LoaderConfig:
+    """The training batches of a run's config: what the train loop and the pipeline
+    benchmark read."""
+    return LoaderConfig(data_dir=data_dir, name=name, split="train",
+                        global_batch_size=config.train.batch_size, seed=config.seed,
+                        worker_count=config.data.worker_count,
+                        read_ahead=config.data.read_ahead)
+
+
 def open_dataset(data_dir: str, name: str) -> tfds.core.DatasetBuilder:
     """The built dataset, read from files alone (no builder code needed)."""
     return tfds.builder(name, data_dir=data_dir)
