@@ -9,28 +9,63 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
 from configs import demo
 from pose_vq import sharding
+from pose_vq import step as step_lib
 from pose_vq.benchmarks import harness, model
 from pose_vq.data import pipeline
+from pose_vq.state import Models, abstract_state
 from tests import own_devices_env
 from tests.test_multihost import write_config_file
-from tests.test_train import data_dir, tiny_config  # noqa: F401 (data_dir is a fixture)
+from tests.test_train import (data_dir, sharded_run_config,  # noqa: F401 (data_dir is a fixture)
+                              tiny_config)
 
 
-def test_flops_of_a_sharded_matmul_are_summed_over_devices():
+def test_flops_count_the_whole_lowered_program_by_the_formulas():
     mesh = sharding.make_mesh()
     b, n = mesh.size, 64
     a = jax.device_put(jnp.ones((b, n, n)), sharding.batch_sharding(mesh))
-    compiled = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a)).lower(a).compile()
-    flops, lower_bound = harness.xla_flops(compiled, mesh.size)
+    lowered = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a)).lower(a)
+    flops, lower_bound = harness.xla_flops(lowered)  # all devices' matmuls
     assert flops == pytest.approx(2 * b * n**3, rel=0.01) and not lower_bound
+    # A 3D convolution: XLA's GPU backend hands it to cuDNN, where the compiled program's
+    # analysis no longer counts it; the lowered program's count is the formula's.
+    x, w = jnp.ones((2, 6, 10, 10, 4)), jnp.ones((3, 3, 3, 4, 8))
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1, 1), "VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC")))
+    flops, _ = harness.xla_flops(conv.lower(x, w))
+    assert flops == pytest.approx(2 * (2 * 4 * 8 * 8 * 8) * (27 * 4), rel=0.01)
+    # A shard_map's body counts once, one device's share: step_flops lowers for one device.
+    per_device = jax.shard_map(lambda a: jnp.einsum("bij,bjk->bik", a, a), mesh=mesh,
+                               in_specs=PartitionSpec("data"), out_specs=PartitionSpec("data"))
+    flops, _ = harness.xla_flops(jax.jit(per_device).lower(a))
+    assert flops == pytest.approx(2 * n**3, rel=0.01)
     # A loop's body is counted once: the row says its FLOPs are a lower bound.
     k = 4
     looped = jax.jit(lambda a: jax.lax.map(lambda m: m @ m, a)).lower(jnp.ones((k, n, n)))
-    flops, lower_bound = harness.xla_flops(looped.compile(), 1)
+    flops, lower_bound = harness.xla_flops(looped)
     assert lower_bound and flops == pytest.approx(2 * n**3, rel=0.01)  # of 2 * k * n**3
+    # The random-number generator's loops do no arithmetic: the count is whole.
+    noisy = jax.jit(lambda k, m: m @ m + jax.random.uniform(k, (n, n)))
+    lowered = noisy.lower(jax.random.key(0), jnp.ones((n, n)))
+    assert " while(" in lowered.as_text("hlo") and not harness.xla_flops(lowered)[1]
+
+
+@pytest.mark.xdist_group("sharded_steps")  # the compiled 1-device step is test_train's
+def test_step_flops_are_the_compiled_one_device_steps(data_dir):  # noqa: F811
+    """The step row's count against XLA's analysis of the step compiled for one CPU
+    device, where no convolution is handed to a library."""
+    config = sharded_run_config(data_dir)
+    models = Models.create(config)
+    batch = {"inputs": jax.ShapeDtypeStruct(models.input_shape(8), jnp.uint8)}
+    flops, lower_bound = model.step_flops(models, batch, None)
+    one = sharding.make_mesh(devices=jax.devices()[:1])
+    compiled = step_lib.make_train_step(models, one).lower(
+        abstract_state(models, one), batch, None).compile()
+    assert lower_bound  # k-means init's iterations (quantizer.kmeans_init) are a loop
+    assert flops == pytest.approx(compiled.cost_analysis()["flops"], rel=0.01)
 
 
 def test_compare_grid_types_values_and_combines_them():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -58,14 +59,41 @@ def xla_memory_gib(compiled) -> float:
             - m.alias_size_in_bytes) / 2**30
 
 
-def xla_flops(compiled, devices: int) -> tuple[float, bool]:
-    """FLOPs of one call summed over the ``devices`` it runs on (XLA's cost analysis is per
-    device), and whether that is a lower bound: XLA counts a loop's body once (e.g. the
-    LPIPS chunks of ``loss.perceptual_chunk``)."""
-    cost = compiled.cost_analysis()
+def xla_flops(lowered) -> tuple[float, bool]:
+    """FLOPs of one call of a lowered program as XLA's cost analysis counts them before the
+    backend's passes: the same on every platform, and the whole batch's on a mesh, except
+    that a shard_map's body counts once (so lower for one device). And whether that is a
+    lower bound: a loop's body counts once, which matters where it does arithmetic (e.g.
+    the LPIPS chunks of ``loss.perceptual_chunk``). Not the compiled program's count: on
+    GPU that leaves out the convolutions XLA hands to cuDNN (0.85 of the paper step's 126
+    TFLOP on an H200, BENCHMARKS.md)."""
+    cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    has_loop = " while(" in compiled.as_text()
-    return float(cost.get("flops", float("nan"))) * devices, has_loop
+    return float(cost.get("flops", float("nan"))), loops_do_arithmetic(lowered.as_text("hlo"))
+
+
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([^\s(]+)[^\n]*\{\n(.*?)^\}", re.M | re.S)
+_CALLED = re.compile(r"(?:body|condition|to_apply|calls|true_computation|false_computation)"
+                     r"=%?([\w.\-]+)|branch_computations=\{([^}]*)\}")
+
+
+def loops_do_arithmetic(hlo: str) -> bool:
+    """Whether a while loop of an HLO module's text, or a computation it calls, holds a dot
+    or a convolution: the loops of the random-number generator hold neither."""
+    computations = dict(_COMPUTATION.findall(hlo))
+    todo = re.findall(r" while\(.*?body=%?([\w.\-]+)", hlo)
+    seen = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in computations:
+            continue
+        seen.add(name)
+        body = computations[name]
+        if re.search(r"\s(?:dot|convolution)\(", body):
+            return True
+        for called, branches in _CALLED.findall(body):
+            todo.extend([called] if called else re.findall(r"[\w.\-]+", branches))
+    return False
 
 
 def peak_memory_gib() -> float:

@@ -3,7 +3,7 @@ adaptive weight, EMA) of a config on random clips, or clips to token ids. One ro
 batch size and per combination of ``--compare`` values (``knob=v1,v2``; ``;`` separates
 values that contain commas), each in a fresh process on all local devices with the batch
 split over them: seconds per step after compilation, examples/s/device, FLOPs from XLA's
-cost analysis, the FLOP rate against a matmul peak measured in the same process in the
+cost analysis of the program lowered for one device, the FLOP rate against a matmul peak measured in the same process in the
 model's dtype, XLA's memory per device and the process's (or accelerator's) peak."""
 
 from __future__ import annotations
@@ -65,6 +65,27 @@ def compare_grid(config: ml_collections.ConfigDict, compare: list[str]
     return rows
 
 
+def _shapes(tree: Any) -> Any:
+    """Shapes and dtypes of a tree of arrays, without their placement."""
+    import jax  # noqa: PLC0415
+
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+
+def step_flops(models, batch: dict[str, Any], perceptual: Any) -> tuple[float, bool]:
+    """FLOPs of one training step at the whole batch (``harness.xla_flops``), from the step
+    lowered for one device: the same model on any mesh and platform."""
+    import jax  # noqa: PLC0415
+
+    from pose_vq import sharding  # noqa: PLC0415
+    from pose_vq import step as step_lib  # noqa: PLC0415
+    from pose_vq.state import abstract_state  # noqa: PLC0415
+
+    one_device = sharding.make_mesh({"data": 1, "model": 1}, jax.devices()[:1])
+    return harness.xla_flops(step_lib.make_train_step(models, one_device).lower(
+        abstract_state(models, one_device), _shapes(batch), _shapes(perceptual)))
+
+
 def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps: int) -> dict:
     """One row of the step or encode table (in its own process: see ``run_rows``)."""
     import flax.linen as nn  # noqa: PLC0415
@@ -107,13 +128,16 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         placed = sharding.tree_shardings(jax.eval_shape(init), mesh, sharding.rules_for(config))
         variables = jax.jit(lambda: nn.unbox(init()), out_shardings=placed)()
         state = variables
-        encode = jax.jit(lambda v, x: models.generator.apply(v, x, method=VQGAN.encode),
-                         out_shardings=data)
-        compiled = encode.lower(variables, x).compile()
+        apply = lambda v, x: models.generator.apply(v, x, method=VQGAN.encode)
+        compiled = jax.jit(apply, out_shardings=data).lower(variables, x).compile()
         run = lambda: compiled(variables, x)
     compile_s = time.perf_counter() - start
     seconds = harness.time_calls(run, steps) if steps else float("nan")  # 0: compile only
-    flops, flops_lower_bound = harness.xla_flops(compiled, mesh.size)
+    if what == "step":
+        flops, flops_lower_bound = step_flops(models, batch_arrays, perceptual)
+    else:  # lowered unplaced: for one device
+        flops, flops_lower_bound = harness.xla_flops(
+            jax.jit(apply).lower(_shapes(variables), _shapes(x)))
     peak = harness.matmul_peak(mesh, jnp.dtype(config.model.dtype))
     return {
         "what": what, "batch": batch, "devices": mesh.size, "platform": jax.devices()[0].platform,
@@ -177,8 +201,9 @@ def print_table(rows: list[dict]) -> None:
           "outputs + temporaries per device; state: the GiB of it that is the train state "
           "(step) or the weights (encode) as sharded by config.sharding; peak GiB: the process's peak RSS (CPU) or the "
           "device's peak bytes in use; vs 1st: examples/s/device relative to the first row; "
-          "+: the program loops (e.g. loss.perceptual_chunk) and XLA counts a loop body "
-          "once, so its FLOPs, TFLOP/s and util are lower bounds")
+          "GFLOP: the step lowered for one device (the same on every platform); +: a loop "
+          "does arithmetic (e.g. loss.perceptual_chunk) and XLA counts its body once, so "
+          "the FLOPs, TFLOP/s and util are lower bounds")
 
 
 if __name__ == "__main__":  # one row, in the fresh process run_rows starts
