@@ -15,13 +15,16 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
 from pose_vq.benchmarks import harness
+
+if TYPE_CHECKING:
+    from pose_vq.state import Models
 
 
 class CompareError(ValueError):
@@ -72,7 +75,8 @@ def _shapes(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
 
 
-def step_flops(models, batch: dict[str, Any], perceptual: Any) -> tuple[float, bool]:
+def step_flops(models: Models, batch: dict[str, Any], perceptual: Any
+               ) -> tuple[float, bool]:
     """FLOPs of one training step at the whole batch (``harness.xla_flops``), from the step
     lowered for one device: the same model on any mesh and platform."""
     import jax  # noqa: PLC0415
