@@ -3,8 +3,9 @@ adaptive weight, EMA) of a config on random clips, or clips to token ids. One ro
 batch size and per combination of ``--compare`` values (``knob=v1,v2``; ``;`` separates
 values that contain commas), each in a fresh process on all local devices with the batch
 split over them: seconds per step after compilation, examples/s/device, FLOPs from XLA's
-cost analysis of the program lowered for one device, the FLOP rate against a matmul peak measured in the same process in the
-model's dtype, XLA's memory per device and the process's (or accelerator's) peak."""
+cost analysis of the program lowered for one device, the FLOP rate against a matmul peak
+measured in the same process in the model's dtype, XLA's memory per device and the
+process's (or accelerator's) peak."""
 
 from __future__ import annotations
 
@@ -205,7 +206,7 @@ def print_table(rows: list[dict]) -> None:
           "outputs + temporaries per device; state: the GiB of it that is the train state "
           "(step) or the weights (encode) as sharded by config.sharding; peak GiB: the process's peak RSS (CPU) or the "
           "device's peak bytes in use; vs 1st: examples/s/device relative to the first row; "
-          "GFLOP: the step lowered for one device (the same on every platform); +: a loop "
+          "GFLOP: the program lowered for one device (the same on every platform); +: a loop "
           "does arithmetic (e.g. loss.perceptual_chunk) and XLA counts its body once, so "
           "the FLOPs, TFLOP/s and util are lower bounds")
 
