@@ -259,6 +259,9 @@ def _mixture(n, seed, d=16, components=64):
 
 
 def test_short_fit_uses_the_codebook():
+    """300 steps on a 64-component mixture: the EMA codebook with dead-code restart (the
+    default) ends using >= 90% of its 256 codes; the paper's learned codebook (Adam) keeps
+    under half in use (measured 1.000 against 0.238): what the default rests on."""
     k, d, batch, steps = 256, 16, 2048, 300
     batches = _mixture(steps * batch, seed=1, d=d).reshape(steps, batch, d)
     keys = jax.random.split(jax.random.key(1), steps)
@@ -303,6 +306,7 @@ def test_short_fit_uses_the_codebook():
     print(f"\ncodebook usage after {steps} steps (K={k}, D={d}, batch {batch}, 16384-vector "
           f"probe): ema+restart {ema_usage:.3f}, learned (adam 1e-3) {learned_usage:.3f}")
     assert ema_usage >= 0.9
+    assert learned_usage < 0.5
 
 
 @pytest.mark.parametrize("kind", ["ema", "learned", "gumbel"])
