@@ -172,9 +172,15 @@ def state_shardings(models: Models, mesh: Mesh) -> TrainState:
                                    sharding.rules_for(models.config))
 
 
+def _unboxed_init_state(models: Models, seed: int) -> TrainState:
+    """``init_state`` through the boxed init's jit: the trace ``boxed_state_shapes`` made
+    is reused instead of tracing the models' init a second time."""
+    return nn.unbox(jax.jit(bound(init_state, models, seed, True))())
+
+
 def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:
     """A fresh state, created directly in its sharding on the mesh."""
-    init = bound(init_state, models, seed)
+    init = bound(_unboxed_init_state, models, seed)
     return jax.jit(init, out_shardings=state_shardings(models, mesh))()
 
 

@@ -1,12 +1,14 @@
 """Models compare by their config, and a program bound to equal Models is traced once per
 process (state.bound): a run resumed or evaluated again in one process reuses its
-programs."""
+programs, and a state is created from the trace of the init that gave its shapes."""
 
 import jax
 import jax.numpy as jnp
 
 from configs import demo
+from pose_vq import sharding, state
 from pose_vq.state import Models, bound
+from tests.test_train import tiny_config
 
 
 def test_models_of_equal_configs_are_equal_and_keep_their_own_config():
@@ -44,3 +46,23 @@ def test_bound_is_one_partial_for_equal_parts_named_as_its_function():
     assert bound(scaled, 2, scale=3) is not bound(scaled, 1, scale=3)
     lowered = jax.jit(bound(scaled, 2, scale=3)).lower(jnp.ones(()))
     assert "jit_scaled" in lowered.as_text()  # jit(scaled) in logs, profiles and HLO
+
+
+def test_a_state_is_created_from_the_init_its_shapes_traced(monkeypatch):
+    """Shardings, restores and creation read one trace of the models' init: creating the
+    state after asking for its shapes does not trace the init again."""
+    traces = []
+
+    def counted_init_state(models, seed, boxed=False):
+        traces.append(boxed)
+        return init_state(models, seed, boxed)
+
+    init_state = state.init_state
+    monkeypatch.setattr(state, "init_state", counted_init_state)
+    models = Models.create(tiny_config("unused"))
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    abstract = state.abstract_state(models, mesh)
+    created = jax.eval_shape(lambda: state.create_state(models, mesh, models.config.seed))
+    assert traces == [True]
+    assert created == jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                             abstract)
