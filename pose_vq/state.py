@@ -139,7 +139,7 @@ class Models:
         restores read. Traced once per config in a process (tracing init costs seconds
         at paper scale, and a run asks for it when it creates, steps, restores and
         evaluates)."""
-        return jax.jit(bound(init_state, self, self.config.seed, True)).eval_shape()
+        return _boxed_init(self, self.config.seed).eval_shape()
 
 
 def init_state(models: Models, seed: int, boxed: bool = False) -> TrainState:
@@ -172,10 +172,14 @@ def state_shardings(models: Models, mesh: Mesh) -> TrainState:
                                    sharding.rules_for(models.config))
 
 
+def _boxed_init(models: Models, seed: int) -> Callable[[], TrainState]:
+    """The jitted boxed ``init_state``: one trace per config and seed, which the state's
+    shapes (``Models.boxed_state_shapes``) and its creation (``create_state``) share."""
+    return jax.jit(bound(init_state, models, seed, True))
+
+
 def _unboxed_init_state(models: Models, seed: int) -> TrainState:
-    """``init_state`` through the boxed init's jit: the trace ``boxed_state_shapes`` made
-    is reused instead of tracing the models' init a second time."""
-    return nn.unbox(jax.jit(bound(init_state, models, seed, True))())
+    return nn.unbox(_boxed_init(models, seed)())
 
 
 def create_state(models: Models, mesh: Mesh, seed: int) -> TrainState:

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 from configs import demo
 from pose_vq import sharding, state
 from pose_vq.state import Models, bound
-from tests.test_train import tiny_config
 
 
 def test_models_of_equal_configs_are_equal_and_keep_their_own_config():
@@ -59,7 +58,7 @@ def test_a_state_is_created_from_the_init_its_shapes_traced(monkeypatch):
 
     init_state = state.init_state
     monkeypatch.setattr(state, "init_state", counted_init_state)
-    models = Models.create(tiny_config("unused"))
+    models = Models.create(demo.get_config())
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     abstract = state.abstract_state(models, mesh)
     created = jax.eval_shape(lambda: state.create_state(models, mesh, models.config.seed))
