@@ -19,10 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from jax.sharding import Mesh
 
-from pose_vq import checkpointing, metrics, sharding, visualize
+from pose_vq import checkpointing, metrics, sharding, summary, visualize
 from pose_vq import config as config_lib
 from pose_vq.data import modes, pipeline, skeleton
 from pose_vq.state import (WEIGHT_SETS, GeneratorState, Models, TrainState, bound,
@@ -138,7 +137,7 @@ class Evaluator:
                                       for k, v in host.items()}}
 
     def run(self, state: TrainState | GeneratorState, step: int,
-            writer: metric_writers.MetricWriter | None = None) -> dict[str, Any]:
+            writer: summary.SummaryWriter | None = None) -> dict[str, Any]:
         """Evaluate both weight sets; write summaries, GIFs and eval_metrics.json."""
         sums = {w: None for w in (*WEIGHT_SETS, "zeros", "target")}
         histograms = {w: None for w in WEIGHT_SETS}
@@ -178,7 +177,7 @@ class Evaluator:
         return results
 
     def _write_videos(self, step: int, targets: jax.Array, recon: jax.Array,
-                      writer: metric_writers.MetricWriter) -> None:
+                      writer: summary.SummaryWriter) -> None:
         n = min(self.num_videos, self.num_clips, self.per_host)
         if not n:
             return
@@ -210,8 +209,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     models = Models.create(config)
     state = checkpointing.restore_generator(workdir, models, mesh)
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
     results = Evaluator(models, mesh, data_dir, name, config, workdir).run(
         state, int(state.step), writer)
-    writer.flush()
+    writer.close()
     return results

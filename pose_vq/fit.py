@@ -2,7 +2,7 @@
 in-memory arrays, on one device.
 
 AdamW with MotionBERT's schedule (the learning rate times ``lr_decay`` after every
-epoch), CLU scalars every ``log_every`` steps (TensorBoard in the workdir), orbax
+epoch), scalars every ``log_every`` steps (TensorBoard in the workdir), orbax
 checkpoints every ``checkpoint_every`` steps and at the end. The batches are a pure
 function of the seed and the step (a fresh permutation of the examples per epoch), so a
 run resumed from its last checkpoint takes exactly the batches it would have taken.
@@ -21,7 +21,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers
+
+from pose_vq import summary
 
 # loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
 LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array],
@@ -135,7 +136,7 @@ def fit(workdir: str | pathlib.Path, c: ml_collections.ConfigDict, variables: di
                        opt_state)
         return new, {"loss": loss, **terms}
 
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
     root_key = jax.random.key(c.seed)
     pending: list[dict[str, jax.Array]] = []
     for step in range(int(state.step), c.num_steps):
@@ -154,5 +155,5 @@ def fit(workdir: str | pathlib.Path, c: ml_collections.ConfigDict, variables: di
         if done % c.checkpoint_every == 0 or done == c.num_steps:
             manager.save(done, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
-    writer.flush()
+    writer.close()
     return {"params": state.params, **state.model_state}

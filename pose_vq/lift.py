@@ -30,10 +30,9 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
-from clu import metric_writers
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, fit, pose3d
+from pose_vq import checkpointing, fit, pose3d, summary
 from pose_vq.data import pipeline, skeleton
 from pose_vq.models.dstformer import DSTformer, DSTformerSpec
 from pose_vq.models.lifters import MLPLifter, MLPLifterSpec
@@ -232,10 +231,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     results = {"step": config.train.num_steps, "split": config.eval.split,
                "examples": len(pred), "dataset": name, "model": config.model.kind,
                **pose3d.errors_mm(pred, held_out["target"], held_out["weight"], UNIT_MM)}
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
     writer.write_scalars(config.train.num_steps, {f"eval/{k}": results[k] for k in
                                                   ("mpjpe", "n_mpjpe", "p_mpjpe", "velocity_error")})
-    writer.flush()
+    writer.close()
     (workdir / EVAL_FILE).write_text(json.dumps(results, indent=2) + "\n")
     logging.info("lifting %s: %s", workdir, results)
     return results

@@ -28,7 +28,7 @@ import functools
 import json
 import math
 import pathlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
+from data_builders.panoptic_heatmaps import check_file_format
 from pose_vq import checkpointing, metrics, sharding
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline
@@ -150,9 +151,16 @@ def _split_examples(tokenizer: Tokenizer, source: Sequence[dict[str, Any]],
 class _TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
     """An ad-hoc TFDS builder that also stores dataset-level metadata."""
 
-    def __init__(self, *, metadata: dict[str, Any], **kwargs: Any):
-        self._metadata = metadata
-        super().__init__(**kwargs)
+    def __init__(self, *, metadata: dict[str, Any],
+                 split_datasets: dict[str, Iterable[tuple[str, dict[str, Any]]]], **kwargs: Any):
+        self._metadata, self._splits = metadata, split_datasets
+        super().__init__(split_datasets=split_datasets, **kwargs)
+
+    def _split_generators(self, dl_manager: Any
+                          ) -> dict[str, Iterable[tuple[str, dict[str, Any]]]]:
+        """The splits' (key, example) iterators as they are: the base class first asks
+        whether each is a ``tf.data.Dataset``, which imports TensorFlow."""
+        return dict(self._splits)
 
     def _info(self) -> tfds.core.DatasetInfo:
         info = super()._info()
@@ -168,6 +176,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
     of another panoptic_heatmaps build with the same mode and clip shape) into a
     ``motion_tokens`` TFDS dataset (array_record: ``tfds.data_source``; tfrecord:
     ``tfds.load``), with the codebook beside it (``CODEBOOK_FILE``)."""
+    check_file_format(file_format)
     data_dir, name = source or pipeline.prepare_dataset(tokenizer.config.data, workdir)
     builder = pipeline.open_dataset(data_dir, name)
     mode = pipeline.dataset_mode(builder)

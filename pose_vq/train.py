@@ -1,5 +1,5 @@
 """The training loop: ``train_and_evaluate(config, workdir)`` resumes from the workdir's
-latest checkpoint, runs the jitted step (pose_vq.step), writes CLU summaries, saves
+latest checkpoint, runs the jitted step (pose_vq.step), writes TensorBoard summaries, saves
 checkpoints (pose_vq.checkpointing) and evaluates periodically and at the end.
 
 A SIGTERM (or, across processes, JAX's preemption notice) saves a checkpoint and stops
@@ -17,10 +17,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, periodic_actions
 from flax import traverse_util
 
-from pose_vq import checkpointing, evaluate, sharding
+from pose_vq import checkpointing, evaluate, sharding, summary
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import pipeline
@@ -93,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.write_run_config(config, workdir)
     models = Models.create(config)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
     batches = pipeline.GlobalBatches(pipeline.training_loader_config(config, data_dir, name),
                                      mesh, prefetch=config.data.prefetch)
 
@@ -111,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     perceptual = step_lib.load_perceptual(config, mesh)
     evaluator = evaluate.Evaluator(models, mesh, data_dir, name, config, workdir)
 
-    report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer)
+    report = summary.Progress(tc.num_steps, writer)
     preemption = Preemption(manager)
     log, window_start, window_steps = None, None, 0
     last_saved = manager.latest_step()
@@ -123,12 +122,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                                 perceptual)
                 log = accumulate(empty_log(update) if log is None else log, update, finite,
                                  step)
-                report(step)
             if step == start + 1:  # compilation: excluded from the throughput
                 jax.block_until_ready(finite)
                 window_start, window_steps = time.perf_counter(), 0
             else:
                 window_steps += 1
+            report(step)
             final = step == tc.num_steps or preemption.reached(step)
             evaluate_now = (tc.eval_every and step % tc.eval_every == 0) or step == tc.num_steps
             if step % tc.log_every == 0 or final:
@@ -158,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     finally:
         preemption.restore()
         manager.wait_until_finished()
-        writer.flush()
+        writer.close()
     return state
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import re
+from typing import Any
 
 import jax
 
@@ -25,3 +26,17 @@ def xla_optimizations():
         yield
     finally:
         jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def read_events(logdir: str | os.PathLike) -> dict[str, tuple[str, list[tuple[int, Any]]]]:
+    """tag -> (plugin name, [(step, value as a numpy array)]) of every event file in
+    ``logdir``, through TensorBoard's own reader (the plugin event accumulator its
+    dashboards use)."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+    from tensorboard.util import tensor_util
+
+    acc = plugin_event_accumulator.EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: (acc.SummaryMetadata(tag).plugin_data.plugin_name,
+                  [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)])
+            for tag in acc.Tags()["tensors"]}

@@ -82,7 +82,7 @@ def test_the_import_graph_has_no_cycle():
 # Each module may import only from its own layer or those below it.
 LAYERS = (
     ("pose_vq.data", "pose_vq.models", "pose_vq.losses", "pose_vq.metrics", "pose_vq.visualize",
-     "pose_vq.pose3d", "pose_vq.fit", "pose_vq.sharding"),
+     "pose_vq.pose3d", "pose_vq.fit", "pose_vq.sharding", "pose_vq.summary"),
     ("pose_vq.config", "configs"),
     ("pose_vq.state",),
     ("pose_vq.step", "pose_vq.checkpointing"),

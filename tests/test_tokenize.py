@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from pose_vq import checkpointing, evaluate, sharding, tokenize
 from pose_vq.benchmarks import precision
@@ -26,9 +27,18 @@ def tok(run_dir):
     return tokenize.Tokenizer.from_workdir(run_dir)
 
 
-def test_export_read_back_decode_equals_reconstruction(tok, run_dir, tmp_path):
+class _NoTensorFlow:
+    def __getattr__(self, name):
+        raise AssertionError(f"the array_record export touched TensorFlow (tf.{name})")
+
+
+def test_export_read_back_decode_equals_reconstruction(tok, run_dir, tmp_path, monkeypatch):
     assert (tok.step, tok.weights) == (1, "ema")
+    # TFDS's ad-hoc builder asks each split whether it is a tf.data.Dataset; the export's
+    # builder does not, so it needs no TensorFlow install.
+    monkeypatch.setattr(adhoc_builder, "tf", _NoTensorFlow())
     out = tokenize.export(tok, ["validation"], tmp_path, run_dir, batch_size=4)
+    monkeypatch.undo()
     name = f"{tokenize.TOKENS_NAME}/{out.builder_config.name}"
 
     ds = tfds.data_source(name, data_dir=str(tmp_path))["validation"]  # files only

@@ -23,6 +23,7 @@ from pose_vq import step as step_lib
 from pose_vq.data import modes, pipeline
 from pose_vq.models.lpips import perceptual_loss
 from pose_vq.state import Models, abstract_state, create_state, state_shardings
+from tests import read_events
 
 ATTENTION = {"model.attention_resolutions": (8,)}  # at the 8 px level of the tiny model
 
@@ -281,6 +282,15 @@ def test_preempted_run_saves_stops_and_resumes_bit_identical(data_dir, tmp_path,
     assert results["step"] == 3 and results["split"] == "validation"
     assert set(results) >= {"raw", "ema", "zeros", "num_clips"}
     assert list((tmp_path / "resumed" / "videos").glob("step_0000003_clip0.gif"))
+    # TensorBoard: the resumed run's curves go on where the stopped one's end.
+    for run in ("straight", "resumed"):
+        events = read_events(tmp_path / run)
+        assert [s for s, _ in events["train/loss/l1"][1]] == [2, 3]
+        assert [s for s, _ in events["eval/ema/psnr"][1]] == [3]
+        assert float(events["eval/ema/psnr"][1][0][1]) == pytest.approx(
+            json.loads((tmp_path / run / "eval_metrics.json").read_text())["ema"]["psnr"])
+        assert events["eval/reconstruction_0"][0] == "images"
+        assert events["_hparams_/session_start_info"][0] == "hparams"
 
 
 @contextlib.contextmanager

@@ -4,8 +4,10 @@ from data_builders.panoptic_heatmaps.panoptic_heatmaps_dataset_builder import (
     QUANTIZATION_LEVELS,
     Builder,
     PanopticHeatmapsConfig,
+    check_file_format,
     make_config,
     quantize,
 )
 
-__all__ = ["Builder", "PanopticHeatmapsConfig", "QUANTIZATION_LEVELS", "make_config", "quantize"]
+__all__ = ["Builder", "PanopticHeatmapsConfig", "QUANTIZATION_LEVELS", "check_file_format",
+           "make_config", "quantize"]

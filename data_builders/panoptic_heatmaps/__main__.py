@@ -15,7 +15,7 @@ import typing
 
 import tensorflow_datasets as tfds
 
-from data_builders.panoptic_heatmaps import Builder, make_config
+from data_builders.panoptic_heatmaps import Builder, check_file_format, make_config
 from pose_vq.data import modes, panoptic
 
 
@@ -29,6 +29,7 @@ def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: st
     Afterwards no ``incomplete.*`` folder of this config's version is left (a killed
     build's TFDS temporary folder is never renamed nor removed by TFDS itself).
     """
+    check_file_format(file_format)
     root = pathlib.Path(manual_dir)
     if not root.is_dir() or not any(root.iterdir()):  # TFDS would assert, over many lines
         raise panoptic.PanopticDataError(f"{root}: Panoptic root folder not found or empty")

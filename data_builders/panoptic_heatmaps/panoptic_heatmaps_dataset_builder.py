@@ -32,6 +32,7 @@ interrupted build leaves nothing half-written behind and a re-run starts clean.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import zlib
 
@@ -77,6 +78,16 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
             raise ValueError("frames, heatmap_size, stride and frame_interval must be >= 1")
         if not 0 <= self.joint_req < 1:  # no camera sees more than all of the joints
             raise ValueError(f"joint_req={self.joint_req} must be in [0, 1)")
+
+
+def check_file_format(file_format: str) -> None:
+    """Fail before any work when TFDS could not finish writing ``file_format``: tfrecord
+    files are written through TensorFlow, which pose_vq does not install by default."""
+    if file_format not in ("array_record", "tfrecord"):
+        raise ValueError(f"file_format {file_format!r}: expected array_record or tfrecord")
+    if file_format == "tfrecord" and importlib.util.find_spec("tensorflow") is None:
+        raise ValueError("file_format tfrecord is written with TensorFlow, which is not "
+                         "installed: pip install -e '.[tf]', or use array_record")
 
 
 def make_config(mode: str, frames: int | None = None, heatmap_size: int | None = None,

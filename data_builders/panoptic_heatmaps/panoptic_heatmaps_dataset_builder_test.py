@@ -1,5 +1,6 @@
 """The panoptic_heatmaps builder on synthetic and real Panoptic files."""
 
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -118,32 +119,51 @@ def test_label_falls_back_to_family_then_other(tmp_path):
 
 def test_other_process_reads_with_data_source_and_tfds_load(build_small):
     """Another project needs only the data dir: array_record via data_source, tfrecord via
-    tfds.load (TensorFlow)."""
+    tfds.load (TensorFlow, the [tf] extra)."""
     ar = build_small("3d")
-    tfr = build_small("3d", file_format="tfrecord")
     script = textwrap.dedent(f"""
         import json, tensorflow_datasets as tfds
         out = {{}}
         ds = tfds.data_source("{ar.name}/{ar.builder_config.name}", data_dir="{ar.data_dir_root}")
         out["data_source"] = [len(ds["train"]), list(ds["train"][0]["heatmaps"].shape)]
-        try:
-            import tensorflow  # noqa: F401
-        except ImportError:
-            out["tfds_load"] = None
-        else:
+    """)
+    with_tf = importlib.util.find_spec("tensorflow") is not None
+    if with_tf:
+        tfr = build_small("3d", file_format="tfrecord")
+        script += textwrap.dedent(f"""
             d = tfds.load("{tfr.name}/{tfr.builder_config.name}", data_dir="{tfr.data_dir_root}", split="train")
             out["tfds_load"] = [len(list(d)), list(next(iter(d.as_numpy_iterator()))["heatmaps"].shape)]
-        print(json.dumps(out))
-    """)
+        """)
+    script += "print(json.dumps(out))\n"
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd="/", timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     n = len(ar.as_data_source()["train"])
     assert out["data_source"] == [n, [8, 16, 16, 3]]
-    if out["tfds_load"] is None:
-        pytest.skip("TensorFlow not installed: tfds.load not exercised (pip install .[tf])")
+    if not with_tf:
+        pytest.skip("TensorFlow not installed: tfds.load not exercised (pip install -e '.[tf]')")
     assert out["tfds_load"] == [n, [8, 16, 16, 3]]
+
+
+def test_tfrecord_without_tensorflow_fails_before_any_work(synthetic_root, tmp_path,
+                                                           monkeypatch):
+    """TFDS writes tfrecord through TensorFlow, an extra: without it the build and the
+    token export stop at once with the fix, not after rendering every split."""
+    from pose_vq import tokenize
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(ValueError, match=r"tfrecord is written with TensorFlow, which is not "
+                                         r"installed: pip install -e '\.\[tf\]'"):
+        build(synthetic_root, tmp_path / "tfds", "3d", file_format="tfrecord")
+    assert not (tmp_path / "tfds").exists()
+    with pytest.raises(ValueError, match="tfrecord is written with TensorFlow"):
+        tokenize.export(None, ["validation"], tmp_path / "tokens", tmp_path,
+                        file_format="tfrecord")
+    with pytest.raises(ValueError, match="file_format 'parquet': expected array_record or"):
+        build(synthetic_root, tmp_path / "tfds", "3d", file_format="parquet")
 
 
 def test_interrupted_build_reruns_cleanly(synthetic_root, tmp_path, monkeypatch):
