@@ -32,7 +32,9 @@ _FILE_NUMBER = itertools.count()  # two writers of one process in one second: tw
 
 class SummaryWriter:
     """One event file under ``logdir`` for scalars, images and hparams; scalars are also
-    logged. ``enabled=False`` (processes other than 0 of a multi-host run) only logs."""
+    logged. Each call's events reach the file before it returns, so TensorBoard shows a
+    running job's latest values. ``enabled=False`` (processes other than 0 of a multi-host
+    run) only logs."""
 
     def __init__(self, logdir: str | os.PathLike, *, enabled: bool = True):
         self._records = None
@@ -50,6 +52,7 @@ class SummaryWriter:
         logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
         for tag, value in values.items():
             self._write(event_pb2.Event(step=step, summary=scalar_summary.scalar_pb(tag, value)))
+        self.flush()
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """``images``: tag -> uint8 (N, H, W, 3) RGB images, stored as PNG."""
@@ -69,10 +72,12 @@ class SummaryWriter:
                 display_name=tag, description=""),
                 tensor=tensor_util.make_tensor_proto(np.array(content, dtype=object)))
             self._write(event_pb2.Event(step=step, summary=summary))
+        self.flush()
 
     def write_hparams(self, hparams: Mapping[str, bool | int | float | str]) -> None:
         """The run's hyperparameters, for TensorBoard's HParams dashboard."""
         self._write(event_pb2.Event(summary=hparams_summary.hparams_pb(dict(hparams))))
+        self.flush()
 
     def flush(self) -> None:
         if self._records is not None:
