@@ -209,7 +209,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     models = Models.create(config)
     state = checkpointing.restore_generator(workdir, models, mesh)
     data_dir, name = pipeline.prepare_dataset(config.data, workdir)
-    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
+    writer = summary.SummaryWriter(workdir)
     results = Evaluator(models, mesh, data_dir, name, config, workdir).run(
         state, int(state.step), writer)
     writer.close()

@@ -136,7 +136,7 @@ def fit(workdir: str | pathlib.Path, c: ml_collections.ConfigDict, variables: di
                        opt_state)
         return new, {"loss": loss, **terms}
 
-    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
+    writer = summary.SummaryWriter(workdir)
     root_key = jax.random.key(c.seed)
     pending: list[dict[str, jax.Array]] = []
     for step in range(int(state.step), c.num_steps):

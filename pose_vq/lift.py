@@ -231,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     results = {"step": config.train.num_steps, "split": config.eval.split,
                "examples": len(pred), "dataset": name, "model": config.model.kind,
                **pose3d.errors_mm(pred, held_out["target"], held_out["weight"], UNIT_MM)}
-    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
+    writer = summary.SummaryWriter(workdir)
     writer.write_scalars(config.train.num_steps, {f"eval/{k}": results[k] for k in
                                                   ("mpjpe", "n_mpjpe", "p_mpjpe", "velocity_error")})
     writer.close()

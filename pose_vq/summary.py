@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 from PIL import Image
@@ -33,11 +34,13 @@ _FILE_NUMBER = itertools.count()  # two writers of one process in one second: tw
 class SummaryWriter:
     """One event file under ``logdir`` for scalars, images and hparams; scalars are also
     logged. Each call's events reach the file before it returns, so TensorBoard shows a
-    running job's latest values. ``enabled=False`` (processes other than 0 of a multi-host
-    run) only logs."""
+    running job's latest values. Only process 0 of a multi-host run writes the file
+    (``enabled`` defaults to that); the others only log."""
 
-    def __init__(self, logdir: str | os.PathLike, *, enabled: bool = True):
+    def __init__(self, logdir: str | os.PathLike, *, enabled: bool | None = None):
         self._records = None
+        if enabled is None:
+            enabled = jax.process_index() == 0
         if enabled:
             logdir = pathlib.Path(logdir)
             logdir.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.write_run_config(config, workdir)
     models = Models.create(config)
-    writer = summary.SummaryWriter(workdir, enabled=jax.process_index() == 0)
+    writer = summary.SummaryWriter(workdir)
     batches = pipeline.GlobalBatches(pipeline.training_loader_config(config, data_dir, name),
                                      mesh, prefetch=config.data.prefetch)
 

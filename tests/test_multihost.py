@@ -105,6 +105,7 @@ def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
         assert f"shard_index={i}, shard_count=2" in sampler, sampler
     results = json.loads((workdir / "eval_metrics.json").read_text())
     assert results["step"] == steps and results["num_clips"] == config.eval.max_examples
+    assert len(list(workdir.glob("events.out.tfevents.*"))) == 1  # process 0's alone
 
 
 def test_launch_scripts_print_the_documented_commands():
