@@ -10,12 +10,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                                    "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
-import gc  # noqa: E402
-import pathlib  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
+import gc
+import pathlib
+import shutil
+import tempfile
 
-import pytest  # noqa: E402
+import pytest
 
 # One compilation cache for the run, subprocesses included: the tests compile the same
 # tiny programs many times (a run resumed twice, the Tokenizer after training, ...).
@@ -59,7 +59,7 @@ def synthetic_root(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def build_small(synthetic_root, tmp_path_factory):
     """build_small(mode, **kw) -> builder: a tiny dataset (8 frames, 16 px), cached."""
-    from data_builders.panoptic_heatmaps.__main__ import build
+    from pose_vq.data.prepare import build
 
     data_dir = tmp_path_factory.mktemp("tfds")
     cache = {}
@@ -97,8 +97,8 @@ def tiny_runs(build_small, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_lifter(build_small, tmp_path_factory):
     """A tiny DSTformer lifter trained 4 steps on the 3d test dataset and evaluated
-    (pose_vq.lift): (data_dir, workdir, results)."""
-    from pose_vq import lift
+    (pose_vq.downstream.lift): (data_dir, workdir, results)."""
+    from pose_vq.downstream import lift
     from tests.test_lift import tiny_lift_config
 
     data_dir = pathlib.Path(build_small("3d").data_dir).parents[2]

@@ -10,8 +10,8 @@ Both keep the paper's F8 topology (3 down-samplings in space and time, attention
 --batch_sizes=1,2`` times them; BENCHMARKS.md has the reference's figures beside ours.
 """
 
-from configs._variants import variant
 from pose_vq.config import validate
+from pose_vq.defaults import paper_config
 
 SIZES = {"small": (16, 32, (32, 32, 64, 64, 128), 128),
          "medium": (32, 64, (64, 64, 128, 128, 256), 256)}
@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
     if arg not in SIZES:
         raise ValueError(f"cpu_targets.py:{arg}: choose one of {', '.join(SIZES)}")
     frames, size, channels, latent = SIZES[arg]
-    c = variant("3d", 1024, "f8", frames=frames)
+    c = paper_config("3d", 1024, "f8", frames=frames)
     c.data.heatmap_size = size
     c.model.channels = channels
     c.model.latent_channels = latent

@@ -7,12 +7,12 @@ synthetic Panoptic root that it writes and builds into the workdir on first use.
 (pose_vq.config.VARIANTS).
 """
 
-from configs import default
+from pose_vq import defaults
 from pose_vq.config import apply_variant, validate
 
 
 def get_config(arg: str | None = None):
-    c = default.get_config()
+    c = defaults.get_config()
     c.data.frames = 16
     c.data.heatmap_size = 32
     c.model.channels = (8, 32, 64)  # a narrow full-resolution level: it dominates the step

@@ -17,8 +17,8 @@ paper's "2D needs 128 codes, 3D needs 1024"). ``compare`` trains the config as e
 the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here. ``probes`` runs
 the downstream chain: it trains the tokenizer (or takes ``--tokenizer=RUN``), exports
 tokens of the trained model and of the model at initialisation, trains the DSTformer and
-per-frame MLP lifters (configs/lift_dstformer.py with ``--lift_options``, default
-``demo``), runs the pose, action and retrieval probes (pose_vq.probe) and scores
+per-frame MLP lifters (``pose_vq.downstream.lift.default_config`` with ``--lift_options``, default
+``demo``), runs the pose, action and retrieval probes (pose_vq.downstream.probe) and scores
 the pose head and both lifters on the real sample (``--real``, a Panoptic root) as a
 sim-to-real check; it writes ``probes.csv`` and ``probes.md``.
 
@@ -32,16 +32,17 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing
+from pose_vq import checkpointing, runtime
 from pose_vq import config as config_lib
-from pose_vq.data import pipeline
+from pose_vq.data import pipeline, prepare
 
 FLAGS = flags.FLAGS
 
@@ -65,7 +66,7 @@ def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
     """A copy of ``config`` that reads its dataset from under ``workdir`` (built there
     once, synthetic root included, when the config builds its own)."""
     c = ml_collections.ConfigDict(config.to_dict())
-    data_dir, _ = pipeline.prepare_dataset(c.data, workdir)
+    data_dir, _ = prepare.prepare_dataset(c.data, workdir)
     c.data.data_dir, c.data.manual_dir, c.data.synthetic = data_dir, "", False
     return c
 
@@ -199,9 +200,6 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
     return text
 
 
-REAL_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "panoptic_sample"
-
-
 def _export_once(tokenizer: Any, out_dir: pathlib.Path, workdir: pathlib.Path,
                  source: tuple[str, str], splits: Sequence[str]) -> pathlib.Path:
     """The version folder of ``source``'s export under ``out_dir``, exported unless done."""
@@ -217,15 +215,15 @@ def _export_once(tokenizer: Any, out_dir: pathlib.Path, workdir: pathlib.Path,
 
 def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
            tokenizer_dir: str | None = None, lift_options: str = "demo",
-           real_root: str | pathlib.Path | None = REAL_SAMPLE,
+           real_root: str | pathlib.Path | None = None,
            probe_steps: int | None = None, lift_steps: int | None = None) -> list[dict[str, Any]]:
     """The downstream chain (module docstring); every stage is skipped when its results
     are already in ``workdir``. Returns the rows of probes.csv."""
-    from configs import lift_dstformer  # noqa: PLC0415
-    from pose_vq import lift, probe, tokenize  # noqa: PLC0415
+    from pose_vq import tokenize  # noqa: PLC0415
+    from pose_vq.downstream import lift, probe  # noqa: PLC0415
 
     data_config = shared_data(config, workdir)
-    source = pipeline.prepare_dataset(data_config.data, workdir)
+    source = prepare.prepare_dataset(data_config.data, workdir)
     if tokenizer_dir is None:
         run_all({"tokenizer": data_config}, workdir)
         tokenizer_dir = str(workdir / "tokenizer")
@@ -237,7 +235,7 @@ def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
     rows: list[dict[str, Any]] = []
     lifters = {}
     for kind in ("dstformer", "mlp"):
-        c = lift_dstformer.get_config(",".join(filter(None, [lift_options, kind == "mlp" and "mlp"])))
+        c = lift.default_config(",".join(filter(None, [lift_options, kind == "mlp" and "mlp"])))
         c.data = data_config.data
         c.train.num_steps = lift_steps or c.train.num_steps
         lifters[kind] = workdir / f"lift_{kind}"
@@ -266,12 +264,12 @@ def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: pathlib.Path,
     """The synthetic-trained pose head and lifters on real Panoptic windows: every split
     of ``real_root``, rendered as the tokenizer's data but with joint_req 0.7 (real frames
     miss a joint or two, so 0.9 leaves no window)."""
-    from pose_vq import lift, pose3d, probe  # noqa: PLC0415
+    from pose_vq.downstream import lift, pose3d, probe  # noqa: PLC0415
 
     real = ml_collections.ConfigDict(data_config.to_dict())
     real.data.manual_dir, real.data.synthetic, real.data.data_dir = str(real_root), False, ""
     real.data.joint_req = 0.7
-    source = pipeline.prepare_dataset(real.data, workdir / "real")
+    source = prepare.prepare_dataset(real.data, workdir / "real")
     split = next(iter(pipeline.open_dataset(*source).info.splits))
     real_tokens = probe.TokenExport.load(_export_once(trained, workdir / "real" / "tokens",
                                                       workdir, source, [split]))
@@ -298,7 +296,7 @@ def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 def probes_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """One table per task, columns as each task reports."""
-    from pose_vq import probe  # noqa: PLC0415
+    from pose_vq.downstream import probe  # noqa: PLC0415
 
     columns = {**probe.METRICS, "lifting": ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error"),
                "sim-to-real": ("mpjpe", "p_mpjpe")}
@@ -333,7 +331,7 @@ def main(argv: list[str]) -> None:
             config_lib.validate(config)
         except config_lib.ConfigError as e:
             raise app.UsageError(f"invalid config: {e}") from None
-        config_lib.configure_jax(config)  # before any JAX backend use
+        runtime.configure_jax(config)  # before any JAX backend use
     if argv[1] == "sweep":
         try:
             sizes = [int(k) for k in FLAGS.num_codes]
@@ -382,10 +380,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("synthetic_sequences", 16, "probes: synthetic sequences (a quarter "
                          "held out); the demo's 8 hold out 4 bodies, too few for 7 classes.")
     flags.DEFINE_integer("synthetic_people", 3, "probes: people per synthetic sequence.")
-    flags.DEFINE_string("lift_options", "demo", "probes: configs/lift_dstformer.py's options for "
+    flags.DEFINE_string("lift_options", "demo", "probes: lifting's options (lift.default_config) for "
                         "both lifters (the MLP baseline adds 'mlp').")
-    flags.DEFINE_string("real", str(REAL_SAMPLE), "probes: a real Panoptic root for the "
-                        "sim-to-real rows ('' to skip).")
+    flags.DEFINE_string("real", None, "probes: a real Panoptic root (e.g. a download of "
+                        "160906_band1) for the sim-to-real rows; none without it.")
     flags.DEFINE_integer("probe_steps", None, "probes: training steps per probe head.")
     flags.DEFINE_integer("lift_steps", None, "probes: training steps per lifter.")
 

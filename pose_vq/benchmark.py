@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pose_vq import config as config_lib
+from pose_vq import runtime
 from pose_vq.benchmarks import conv, harness, model, pipeline, precision, render
 
 FLAGS = flags.FLAGS
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> None:
             raise app.UsageError("precision needs --workdir, a training run's directory")
         from pose_vq import checkpointing  # noqa: PLC0415
 
-        config_lib.configure_jax(checkpointing.load_run_config(FLAGS.workdir))
+        runtime.configure_jax(checkpointing.load_run_config(FLAGS.workdir))
         result = precision.run(FLAGS.workdir, FLAGS.split, FLAGS.max_clips)
         harness.emit([result], lambda rows: precision.print_table(rows[0]), FLAGS.json)
         return
@@ -57,11 +58,11 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(str(e)) from None
         harness.emit(rows, model.print_table, FLAGS.json)
     elif what == "conv":
-        config_lib.enable_cpu_conv_flag()  # before any backend use, as configure_jax does
+        runtime.enable_cpu_conv_flag()  # before any backend use, as configure_jax does
         rows = conv.run(config, batch_sizes[0] if FLAGS.batch_sizes else 1, FLAGS.steps)
         harness.emit(rows, conv.print_table, FLAGS.json)
     else:
-        config_lib.configure_jax(config)
+        runtime.configure_jax(config)
         with tempfile.TemporaryDirectory() as tmp:
             result = pipeline.run(config, FLAGS.workdir or tmp, FLAGS.batches, FLAGS.steps)
         if FLAGS.json:

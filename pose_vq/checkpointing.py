@@ -29,7 +29,7 @@ def quiet_orbax_logs() -> None:
     """orbax logs every save step by step at INFO; keep its warnings only (commands call
     this first)."""
     absl_logging.get_absl_handler().python_handler.addFilter(
-        lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)  # the run's config, in its workdir
+        lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
 
 
 def write_run_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:

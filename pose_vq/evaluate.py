@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,15 @@ from jax.sharding import Mesh
 
 from pose_vq import checkpointing, metrics, sharding, summary, visualize
 from pose_vq import config as config_lib
-from pose_vq.data import modes, pipeline, skeleton
-from pose_vq.state import (WEIGHT_SETS, GeneratorState, Models, TrainState, bound,
-                           generator_variables)
+from pose_vq.data import modes, pipeline, prepare, skeleton
+from pose_vq.state import (
+    WEIGHT_SETS,
+    GeneratorState,
+    Models,
+    TrainState,
+    bound,
+    generator_variables,
+)
 
 
 def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
@@ -139,8 +146,8 @@ class Evaluator:
     def run(self, state: TrainState | GeneratorState, step: int,
             writer: summary.SummaryWriter | None = None) -> dict[str, Any]:
         """Evaluate both weight sets; write summaries, GIFs and eval_metrics.json."""
-        sums = {w: None for w in (*WEIGHT_SETS, "zeros", "target")}
-        histograms = {w: None for w in WEIGHT_SETS}
+        sums = dict.fromkeys((*WEIGHT_SETS, "zeros", "target"))
+        histograms = dict.fromkeys(WEIGHT_SETS)
         first = None
         # Accumulated on the host in float64, one batch at a time: fewer multi-device
         # programs in flight (two CPU devices have deadlocked in an all-reduce of eager
@@ -208,7 +215,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     mesh = sharding.make_mesh(config.sharding.mesh)
     models = Models.create(config)
     state = checkpointing.restore_generator(workdir, models, mesh)
-    data_dir, name = pipeline.prepare_dataset(config.data, workdir)
+    data_dir, name = prepare.locate_dataset(config.data, workdir)
     writer = summary.SummaryWriter(workdir)
     results = Evaluator(models, mesh, data_dir, name, config, workdir).run(
         state, int(state.step), writer)

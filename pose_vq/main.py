@@ -3,7 +3,8 @@
 Thin on purpose: flags, config validation, multi-process set-up, dispatch to
 ``train.train_and_evaluate`` (--mode=train), ``evaluate.evaluate`` (--mode=evaluate), a
 model summary (--mode=describe) or the dataset build alone (--mode=build_data).
-``--config.<knob>=value`` overrides any knob of the config file; a variant takes its compression after a colon (``configs/3d_1024.py:f16``).
+``--config.<knob>=value`` overrides any knob of the config file; a variant takes its
+compression after a colon (``configs/3d_1024.py:f16``).
 """
 
 from __future__ import annotations
@@ -20,23 +21,11 @@ from absl import app, flags, logging
 from clu import parameter_overview
 from ml_collections import config_flags
 
-from pose_vq import checkpointing
+from pose_vq import checkpointing, runtime
 from pose_vq import config as config_lib
-from pose_vq.data import pipeline
+from pose_vq.data import prepare
 from pose_vq.state import Models
 
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "describe", "build_data"],
-                  "What to do (build_data: build the config's dataset from data.manual_dir "
-                  "or data.synthetic into data.data_dir, then stop).")
-flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() (multi-process runs: TPU pods, SLURM, or "
-                  "the coordinator flags below).")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
-flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 FLAGS = flags.FLAGS
 
 
@@ -80,7 +69,7 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "num_codes": spec.num_codes,
         "generator_params": generator_params,
         "discriminator_params": _count(v["discriminator"]["params"]),
-        "dataset": pipeline.dataset_name(config.data),
+        "dataset": prepare.dataset_name(config.data),
     }
     print(f"input clip {summary['input_shape']} -> token grid {grid} "
           f"({summary['tokens_per_clip']} tokens of {spec.num_codes}) -> {summary['target_shape']}")
@@ -103,12 +92,12 @@ def main(argv: list[str]) -> None:
         describe(config)
         return
     if FLAGS.mode == "build_data":  # e.g. once, before a multi-process run
-        data_dir, name = pipeline.prepare_dataset(config.data, FLAGS.workdir or ".")
+        data_dir, name = prepare.prepare_dataset(config.data, FLAGS.workdir or ".")
         print(f"{name} is ready in {data_dir}")
         return
     if not FLAGS.workdir:
         raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
-    config_lib.configure_jax(config)  # before any JAX backend use
+    runtime.configure_jax(config)  # before any JAX backend use
     if FLAGS.distributed or FLAGS.coordinator_address:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id)
@@ -123,5 +112,23 @@ def main(argv: list[str]) -> None:
         evaluate.evaluate(config, FLAGS.workdir)
 
 
+def define_flags() -> None:
+    """The command's flags (defined when it runs, so importing this module for its
+    functions never clashes with another command's flags)."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
+    flags.DEFINE_enum("mode", "train", ["train", "evaluate", "describe", "build_data"],
+                      "What to do (build_data: build the config's dataset from data.manual_dir "
+                      "or data.synthetic into data.data_dir, then stop).")
+    flags.DEFINE_bool("distributed", False,
+                      "Call jax.distributed.initialize() (multi-process runs: TPU pods, SLURM, or "
+                      "the coordinator flags below).")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+    flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -104,7 +104,7 @@ class Models:
     key: tuple[str, GeneratorSpec]  # what equality compares: the config (JSON) and spec
 
     @classmethod
-    def create(cls, config: ml_collections.ConfigDict) -> "Models":
+    def create(cls, config: ml_collections.ConfigDict) -> Models:
         config = config.copy_and_resolve_references()
         spec = config_lib.generator_spec(config)
         d, o = config.discriminator, config.optimizer

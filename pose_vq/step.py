@@ -23,8 +23,7 @@ import optax
 from clu import metrics
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pose_vq import config as config_lib
-from pose_vq import losses, sharding
+from pose_vq import losses, runtime, sharding
 from pose_vq.data import modes
 from pose_vq.models import layers
 from pose_vq.models.lpips import load_lpips_params, perceptual_loss
@@ -265,13 +264,13 @@ class StepLog:
     bad_terms: dict[str, jax.Array]  # bool per scalar, at first_bad_step
 
     @classmethod
-    def empty(cls, like: metrics.Collection) -> "StepLog":
+    def empty(cls, like: metrics.Collection) -> StepLog:
         """A log of no steps, for metrics like ``like`` (under jit: on its devices)."""
         return cls(metrics=type(like).empty(), first_bad_step=jnp.zeros((), jnp.int32),
                    bad_terms={k: jnp.zeros((), bool) for k in type(like).__annotations__})
 
     def add(self, update: metrics.Collection, finite: jax.Array, step: jax.Array
-            ) -> "StepLog":
+            ) -> StepLog:
         """This log with one more step's metrics (jit it: one dispatch per step)."""
         first = (self.first_bad_step == 0) & ~finite
         return StepLog(
@@ -295,7 +294,7 @@ def make_train_step(models: Models, mesh: Mesh):
     (``load_perceptual``) replicated."""
     state_sharding = state_shardings(models, mesh)
     whole = NamedSharding(mesh, PartitionSpec())
-    options = config_lib.xla_compiler_options(mesh.devices.flat[0].platform)
+    options = runtime.xla_compiler_options(mesh.devices.flat[0].platform)
     return jax.jit(bound(train_step, models, mesh=mesh), compiler_options=options,
                    in_shardings=(state_sharding, sharding.batch_sharding(mesh), whole),
                    out_shardings=(state_sharding, whole, whole), donate_argnums=(0,))

@@ -28,7 +28,8 @@ import functools
 import json
 import math
 import pathlib
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +40,9 @@ from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from data_builders.panoptic_heatmaps import check_file_format
-from pose_vq import checkpointing, metrics, sharding
+from pose_vq import checkpointing, metrics, runtime, sharding
 from pose_vq import config as config_lib
-from pose_vq.data import pipeline
+from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, bound, generator_variables, init_state
 
 TOKENS_NAME = "motion_tokens"
@@ -63,7 +64,7 @@ class Tokenizer:
     @classmethod
     def from_workdir(cls, workdir: str | pathlib.Path, weights: str = "ema",
                      step: int | None = None, dtype: str | None = None,
-                     mesh: jax.sharding.Mesh | None = None) -> "Tokenizer":
+                     mesh: jax.sharding.Mesh | None = None) -> Tokenizer:
         """The checkpoint at ``step`` (default: the latest) of a training workdir, with
         the weights and codebook of one set (``ema``: both EMAs; ``init``: the run's
         model at initialisation from its seed, no checkpoint read, step 0: the
@@ -164,7 +165,7 @@ class _TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         info = super()._info()
-        info._metadata = tfds.core.MetadataDict(self._metadata)  # noqa: SLF001 (no public setter)
+        info._metadata = tfds.core.MetadataDict(self._metadata)
         return info
 
 
@@ -177,7 +178,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
     ``motion_tokens`` TFDS dataset (array_record: ``tfds.data_source``; tfrecord:
     ``tfds.load``), with the codebook beside it (``CODEBOOK_FILE``)."""
     check_file_format(file_format)
-    data_dir, name = source or pipeline.prepare_dataset(tokenizer.config.data, workdir)
+    data_dir, name = source or prepare.locate_dataset(tokenizer.config.data, workdir)
     builder = pipeline.open_dataset(data_dir, name)
     mode = pipeline.dataset_mode(builder)
     clip = tuple(builder.info.features["heatmaps"].shape)
@@ -252,7 +253,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--workdir is required")
     workdir = pathlib.Path(FLAGS.workdir)
     config = checkpointing.load_run_config(workdir)
-    config_lib.configure_jax(config)  # before any JAX backend use
+    runtime.configure_jax(config)  # before any JAX backend use
     tokenizer = Tokenizer.from_workdir(workdir, FLAGS.weights, FLAGS.step)
     output_dir = pathlib.Path(FLAGS.output_dir or workdir / "tokens")
     source = (FLAGS.data_dir, FLAGS.dataset) if FLAGS.dataset else None

@@ -22,7 +22,7 @@ from flax import traverse_util
 from pose_vq import checkpointing, evaluate, sharding, summary
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
-from pose_vq.data import pipeline
+from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, TrainState, abstract_state, create_state
 
 
@@ -88,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     tc = config.train
     mesh = sharding.make_mesh(config.sharding.mesh)
     config_lib.check_batch_divisible(config, sharding.data_size(mesh))
-    data_dir, name = pipeline.prepare_dataset(config.data, workdir)
+    data_dir, name = prepare.prepare_dataset(config.data, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.write_run_config(config, workdir)
     models = Models.create(config)

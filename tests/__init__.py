@@ -2,10 +2,22 @@
 
 import contextlib
 import os
+import pathlib
 import re
 from typing import Any
 
 import jax
+import ml_collections
+from absl import flags
+
+from pose_vq import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def config_file(name: str) -> ml_collections.ConfigDict:
+    """The config of ``configs/NAME[:ARG]`` (e.g. ``demo.py:vqvae``), as --config reads it."""
+    return config_lib.load_file(ROOT / "configs" / name)
 
 
 def own_devices_env() -> dict[str, str]:
@@ -40,3 +52,17 @@ def read_events(logdir: str | os.PathLike) -> dict[str, tuple[str, list[tuple[in
     return {tag: (acc.SummaryMetadata(tag).plugin_data.plugin_name,
                   [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)])
             for tag in acc.Tags()["tensors"]}
+
+
+def run_command(module: Any, argv: list[str]) -> Any:
+    """Run a command module in-process as ``python -m`` runs it: its ``define_flags()``,
+    ``argv`` parsed, then ``main``; its flags are removed afterwards, so the next command
+    (or the same one) defines them afresh."""
+    before = set(flags.FLAGS)
+    try:
+        module.define_flags()
+        rest = flags.FLAGS([module.__name__, *argv])
+        return module.main(rest)
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)

@@ -11,16 +11,14 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from configs import demo
 from pose_vq import sharding
 from pose_vq import step as step_lib
 from pose_vq.benchmarks import harness, model
-from pose_vq.data import pipeline
+from pose_vq.data import prepare
 from pose_vq.state import Models, abstract_state
-from tests import own_devices_env
+from tests import config_file, own_devices_env
 from tests.test_multihost import write_config_file
-from tests.test_train import (data_dir, sharded_run_config,  # noqa: F401 (data_dir is a fixture)
-                              tiny_config)
+from tests.test_train import data_dir, sharded_run_config, tiny_config  # noqa: F401 (data_dir is a fixture)
 
 
 def test_flops_count_the_whole_lowered_program_by_the_formulas():
@@ -69,7 +67,7 @@ def test_step_flops_are_the_compiled_one_device_steps(data_dir):  # noqa: F811
 
 
 def test_compare_grid_types_values_and_combines_them():
-    rows = model.compare_grid(demo.get_config(), [
+    rows = model.compare_grid(config_file("demo.py"), [
         "model.dtype=float32,bfloat16", "model.remat_levels=0,1",
         "model.channels=(8,16);(16,32)"])
     assert len(rows) == 8
@@ -77,11 +75,11 @@ def test_compare_grid_types_values_and_combines_them():
     assert changed == {"model.dtype": "bfloat16", "model.remat_levels": 1,
                        "model.channels": (16, 32)}
     assert config.model.remat_levels == 1 and tuple(config.model.channels) == (16, 32)
-    assert demo.get_config().model.remat_levels == 0  # the base config is untouched
+    assert config_file("demo.py").model.remat_levels == 0  # the base config is untouched
     with pytest.raises(model.CompareError, match="no knob model.width"):
-        model.compare_grid(demo.get_config(), ["model.width=1,2"])
+        model.compare_grid(config_file("demo.py"), ["model.width=1,2"])
     with pytest.raises(model.CompareError, match="not a boolean"):
-        model.compare_grid(demo.get_config(), ["data.synthetic=yes"])
+        model.compare_grid(config_file("demo.py"), ["data.synthetic=yes"])
 
 
 def _run(tmp_path, *args):
@@ -108,7 +106,7 @@ def test_encode_and_pipeline_commands(data_dir, tmp_path):  # noqa: F811
                      "--steps=0")
     loader = result["loader"]
     assert "step" not in result
-    assert loader["dataset"] == pipeline.dataset_name(config.data)
+    assert loader["dataset"] == prepare.dataset_name(config.data)
     assert loader["batch"] == config.train.batch_size
     assert loader["dtype"] == "uint8" and loader["clip_shape"] == [8, 16, 16, 3]
     assert loader["clip_bytes"] == 8 * 16 * 16 * 3 and loader["prefetch"] == 2
@@ -118,12 +116,12 @@ def test_encode_and_pipeline_commands(data_dir, tmp_path):  # noqa: F811
 
 
 def test_conv_command_times_every_impl_per_level(tmp_path):
-    config = demo.get_config()
+    config = config_file("demo.py")
     config.data.update(frames=8, heatmap_size=16)
     config.model.update(channels=(8, 16), spatial_downsamples=1)
     config.discriminator.num_layers = 2
-    config_file = str(write_config_file(config, tmp_path))
-    rows = _run(tmp_path, "conv", f"--config={config_file}", "--steps=1")
+    path = str(write_config_file(config, tmp_path))
+    rows = _run(tmp_path, "conv", f"--config={path}", "--steps=1")
     assert [(r["level"], r["impl"]) for r in rows] == [
         (level, impl) for level in (0, 1) for impl in ("native", "folded", "winograd")]
     assert [r["shape"] for r in rows[::3]] == [[1, 8, 16, 16, 8], [1, 4, 8, 8, 16]]

@@ -7,8 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
-from pose_vq import checkpointing, sharding, tokenize
+from pose_vq import checkpointing, defaults, sharding, tokenize
 from pose_vq.state import GeneratorState, Models, abstract_state
 from tests.test_train import first_batch
 
@@ -62,13 +61,13 @@ def test_a_state_written_under_fsdp_restores_onto_other_meshes(run_dir):
         chex.assert_trees_all_equal(jax.device_get(state), jax.device_get(written))
 
     clips = first_batch(config, 4)["inputs"] / np.float32(255)
-    default, on_tensor_mesh = (tokenize.Tokenizer.from_workdir(run_dir, mesh=mesh)
+    on_data_axis, on_tensor_mesh = (tokenize.Tokenizer.from_workdir(run_dir, mesh=mesh)
                                for mesh in (None, tensor_mesh))
-    np.testing.assert_array_equal(default.encode(clips), on_tensor_mesh.encode(clips))
+    np.testing.assert_array_equal(on_data_axis.encode(clips), on_tensor_mesh.encode(clips))
 
 
 def test_missing_checkpoints_and_config_are_named(tmp_path):
-    models = Models.create(default.get_config())
+    models = Models.create(defaults.get_config())
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*train first"):
         checkpointing.restore_generator(tmp_path, models, sharding.make_mesh())
     with pytest.raises(FileNotFoundError, match="config.json not found"):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pose_vq.models.dstformer import MOTIONBERT, MOTIONBERT_LITE, DSTformer
+from pose_vq.downstream.dstformer import MOTIONBERT, MOTIONBERT_LITE, DSTformer
 
 TINY = dataclasses.replace(MOTIONBERT, dim=32, depth=2, num_heads=4, rep_dim=24,
                            num_joints=19, max_frames=16)

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from pose_vq import evaluate, metrics, sharding
-from pose_vq.data import pipeline
+from pose_vq.data import prepare
 from pose_vq.state import Models, create_state
 from tests.test_train import tiny_config
 
@@ -20,7 +20,7 @@ def _evaluate(build_small, tmp_path, **data):
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
     return evaluate.Evaluator(models, mesh, config.data.data_dir,
-                              pipeline.dataset_name(config.data), config, tmp_path).run(state, 0)
+                              prepare.dataset_name(config.data), config, tmp_path).run(state, 0)
 
 
 def test_keypoint_data_reports_keypoint_error(build_small, tmp_path):

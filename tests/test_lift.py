@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from configs import lift_dstformer
-from pose_vq import fit, lift
-from pose_vq.data import skeleton
+from pose_vq.data import camera, prepare, skeleton
+from pose_vq.downstream import fit, lift
 
 pytestmark = pytest.mark.xdist_group("downstream")  # one worker trains the tiny lifter
 
@@ -35,8 +35,8 @@ def examples(data_dir):
     c = tiny_lift_config(data_dir)
     from pose_vq.data import pipeline
 
-    name = pipeline.dataset_name(c.data)
-    skeletons = lift.read_skeletons(str(data_dir), name, "train")
+    name = prepare.dataset_name(c.data)
+    skeletons = pipeline.read_skeletons(str(data_dir), name, "train")
     return skeletons, lift.lifting_examples(skeletons)
 
 
@@ -64,7 +64,7 @@ def test_examples_are_root_relative_camera_frame_metres(examples):
 def test_screen_normalisation_spans_minus_one_to_one_across_the_width():
     res = np.array([1920.0, 1080.0])
     uv = np.array([[0.0, 0.0], [1920.0, 1080.0], [960.0, 540.0]])
-    np.testing.assert_allclose(lift.normalize_screen(uv, res),
+    np.testing.assert_allclose(camera.normalize_screen(uv, res),
                                [[-1.0, -0.5625], [1.0, 0.5625], [0.0, 0.0]])
 
 
@@ -82,7 +82,7 @@ def test_corruption_follows_its_rates_and_never_shows_absent_joints():
     error = np.linalg.norm(inputs[..., :2] - np.asarray(clean), axis=-1)[mask]
     conf = inputs[..., 2][mask]
     assert 0.003 < np.median(error) < 0.02  # the noise's scale, screen units
-    assert 0.0 <= conf.min() and conf.max() <= 1.0
+    assert conf.min() >= 0.0 and conf.max() <= 1.0
     assert np.corrcoef(error, conf)[0, 1] < -0.3  # larger errors, lower confidence
     # Drawn at key frames and interpolated: neighbouring frames' errors nearly agree.
     delta = inputs[..., :2] - np.asarray(clean)
@@ -99,9 +99,9 @@ def test_flip_mirrors_and_swaps_sides_and_twice_is_identity():
     w = pr.astype(jnp.float32)
     do = jnp.array([True, False])
     once = lift.flip(kp, tg, pr, w, do)
-    l, r = skeleton.JOINT_INDEX["l-wrist"], skeleton.JOINT_INDEX["r-wrist"]
-    np.testing.assert_allclose(once[0][0, :, l, 0], -kp[0, :, r, 0])
-    np.testing.assert_allclose(once[1][0, :, r, 1:], tg[0, :, l, 1:])
+    left, right = skeleton.JOINT_INDEX["l-wrist"], skeleton.JOINT_INDEX["r-wrist"]
+    np.testing.assert_allclose(once[0][0, :, left, 0], -kp[0, :, right, 0])
+    np.testing.assert_allclose(once[1][0, :, right, 1:], tg[0, :, left, 1:])
     np.testing.assert_array_equal(once[0][1], kp[1])
     for a, b in zip(lift.flip(*once, do), (kp, tg, pr, w)):
         np.testing.assert_array_equal(a, b)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pose_vq import config as config_lib
+from pose_vq import runtime
 from pose_vq.models import lpips as lp
 
 
@@ -164,7 +164,7 @@ def test_chunked_perceptual_loss_recomputes_in_the_backward(params):
         return jax.jit(jax.grad(lambda a, y, p: lp.perceptual_loss(p, a, y, chunk_size=chunk)))
 
     def compiled(chunk, x, y):
-        return grad(chunk).lower(x, y, params).compile(config_lib.xla_compiler_options("cpu"))
+        return grad(chunk).lower(x, y, params).compile(runtime.xla_compiler_options("cpu"))
 
     temp = lambda c: c.memory_analysis().temp_size_in_bytes
     x8, y8 = clips(8)

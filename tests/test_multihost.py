@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pose_vq import checkpointing, sharding, step
-from pose_vq.data import pipeline
+from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, abstract_state, create_state
 from tests import own_devices_env
 from tests.test_train import assert_states_close, data_dir, sharded_run_config  # noqa: F401
@@ -41,7 +41,7 @@ def _launch(config, workdir, tmp_path):
     """Both processes of the run, as a user starts them on two hosts. Each writes its
     output to a file: a pipe read after the other process's would fill and stall that
     process, and with it the collectives of both."""
-    config_file = write_config_file(config, tmp_path)
+    path = write_config_file(config, tmp_path)
     env = own_devices_env()  # one CPU device per process
     address = f"localhost:{_free_port()}"
     logs = [tmp_path / f"process_{i}.log" for i in range(2)]
@@ -49,7 +49,7 @@ def _launch(config, workdir, tmp_path):
     for i, log in enumerate(logs):
         with log.open("w") as out:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "pose_vq.main", f"--config={config_file}",
+                [sys.executable, "-m", "pose_vq.main", f"--config={path}",
                  f"--workdir={workdir}", f"--coordinator_address={address}",
                  "--num_processes=2", f"--process_id={i}"],
                 env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -72,7 +72,7 @@ def _single_process(config):
     state = create_state(models, mesh, config.seed)
     step_fn = step.make_train_step(models, mesh)
     shards = [iter(pipeline.make_loader(pipeline.LoaderConfig(
-        data_dir=config.data.data_dir, name=pipeline.dataset_name(config.data),
+        data_dir=config.data.data_dir, name=prepare.dataset_name(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed, shard=(i, 2))))
         for i in range(2)]
     for _ in range(config.train.num_steps):

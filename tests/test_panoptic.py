@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from pose_vq.data import modes, panoptic, skeleton, synthetic
+from pose_vq.data import camera, modes, panoptic, skeleton, synthetic
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "panoptic_sample"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/data/panoptic_sample absent")
@@ -21,7 +21,7 @@ def synth_root(tmp_path_factory):
 
 
 def _camera(dist=(0.1, 0.01, 0.001, 0.002, 0.0001)):
-    return panoptic.Camera(name="00_00", K=np.array([[1000.0, 0, 960], [0, 1000, 540], [0, 0, 1]]),
+    return camera.Camera(name="00_00", K=np.array([[1000.0, 0, 960], [0, 1000, 540], [0, 0, 1]]),
                            dist=np.array(dist), R=np.eye(3), t=np.array([0.0, 0, 100]),
                            resolution=(1920, 1080))
 
@@ -31,7 +31,7 @@ def test_projection_matches_hand_computation():
     # radial = 1 + 0.1*0.05 + 0.01*0.05^2 + 0.0001*0.05^3 = 1.0050250125
     # u' = 0.1*radial + 2*0.001*0.1*0.2 + 0.002*(0.05 + 2*0.01) = 0.10068250125
     # v' = 0.2*radial + 2*0.002*0.1*0.2 + 0.001*(0.05 + 2*0.04) = 0.2012150025
-    uv, depth = panoptic.project_points(np.array([[10.0, 20.0, 0.0]]), _camera())
+    uv, depth = camera.project_points(np.array([[10.0, 20.0, 0.0]]), _camera())
     np.testing.assert_allclose(uv[0], [1060.68250125, 741.2150025], rtol=1e-7)
     assert depth[0] == 100.0
 
@@ -41,11 +41,11 @@ def test_reference_axes_cancel_in_projection():
     pts = rng.normal(0, 50, size=(7, 3))
     cam = _camera()
     angle = 0.3
-    cam = panoptic.Camera(**{**cam.__dict__, "R": np.array(
+    cam = camera.Camera(**{**cam.__dict__, "R": np.array(
         [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])})
-    moved = panoptic.Camera(**{**cam.__dict__, "R": cam.R @ panoptic.REFERENCE_AXES})
-    a, _ = panoptic.project_points(pts, cam)
-    b, _ = panoptic.project_points(pts @ panoptic.REFERENCE_AXES, moved)
+    moved = camera.Camera(**{**cam.__dict__, "R": cam.R @ panoptic.REFERENCE_AXES})
+    a, _ = camera.project_points(pts, cam)
+    b, _ = camera.project_points(pts @ panoptic.REFERENCE_AXES, moved)
     np.testing.assert_allclose(a, b, rtol=1e-12)
 
 

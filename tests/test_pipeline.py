@@ -6,14 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
 from pose_vq import config as config_lib
-from pose_vq import sharding
-from pose_vq.data import modes, pipeline
+from pose_vq import defaults, sharding
+from pose_vq.data import modes, pipeline, prepare
 
 
 def _cfg(builder, **kw):
-    return pipeline.LoaderConfig(data_dir=str(builder.data_dir_root), name=f"{builder.name}/{builder.builder_config.name}",
+    return pipeline.LoaderConfig(data_dir=str(builder.data_dir_root),
+                                 name=f"{builder.name}/{builder.builder_config.name}",
                                  **{"global_batch_size": 8, **kw})
 
 
@@ -131,7 +131,7 @@ def test_read_ahead_bounds_the_records_read_before_they_are_needed(build_small, 
     builder = build_small("3d")
     assert _records_read_after_one_batch(builder, monkeypatch, read_ahead=1) <= 2 + 2
     assert 2 + 2 < _records_read_after_one_batch(builder, monkeypatch, read_ahead=4) <= 2 + 8
-    config = default.get_config()
+    config = defaults.get_config()
     config.data.read_ahead = 0
     with pytest.raises(config_lib.ConfigError, match="data.read_ahead=0"):
         config_lib.validate(config)
@@ -144,9 +144,9 @@ def test_bad_batch_sizes_are_reported(build_small):
 
 
 def test_dataset_name_spells_only_non_default_build_knobs():
-    data = default.get_config().data
-    assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d"
+    data = defaults.get_config().data
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d"
     data.stride, data.score_source = 8, "ones"
-    assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d_t64_s128_score_sourceones_stride8"
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_t64_s128_score_sourceones_stride8"
     data.stride, data.score_source, data.sigma = 90, "gaussian", 0.75  # the defaults, spelled out
-    assert pipeline.dataset_name(data) == "panoptic_heatmaps/3d"
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pose_vq import pose3d
+from pose_vq.downstream import pose3d
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from pose_vq import checkpointing, probe, tokenize
+from pose_vq import checkpointing, tokenize
 from pose_vq.data import pipeline
+from pose_vq.downstream import probe
 from tests.test_train import tiny_config
 
 pytestmark = pytest.mark.xdist_group("downstream")  # one worker trains the tiny lifter

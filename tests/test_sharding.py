@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from configs import default
-from pose_vq import sharding
+from pose_vq import defaults, sharding
 from pose_vq import step as step_lib
+from pose_vq.downstream.dstformer import MOTIONBERT, DSTformer
+from pose_vq.downstream.lifters import MLPLifter, MLPLifterSpec
+from pose_vq.downstream.probe_head import ProbeHead
 from pose_vq.models.discriminator import PatchDiscriminator
-from pose_vq.models.dstformer import MOTIONBERT, DSTformer
-from pose_vq.models.lifters import MLPLifter, MLPLifterSpec
 from pose_vq.models.lpips import LPIPS
-from pose_vq.models.probe_head import ProbeHead
 from pose_vq.state import Models, abstract_state, init_state
 from tests.test_train import data_dir, tiny_config  # noqa: F401  (data_dir: a fixture)
 
@@ -39,7 +38,7 @@ def _named_variables():
     """(model, its variables as init makes them, boxes kept) for every module with
     parameters, abstractly: the VQ-GAN with attention and each codebook kind, the
     discriminator, LPIPS, DSTformer, the MLP lifter and the probe head."""
-    c = default.get_config()
+    c = defaults.get_config()
     c.data.update(frames=8, heatmap_size=16)
     c.model.update(channels=(32, 64), spatial_downsamples=1, temporal_downsamples=1,
                    attention_resolutions=(8,), norm_groups=16)
@@ -119,7 +118,7 @@ def test_fsdp_holds_an_eighth_of_the_paper_state_per_device():
     codebook statistics) per device: all of it replicated, an eighth of it (to 0.1%)
     under FSDP on 8 devices, and about an eighth under (4, 2) tensor parallelism;
     shapes only, nothing allocated."""
-    config = default.get_config()
+    config = defaults.get_config()
     boxed = jax.eval_shape(functools.partial(init_state, Models.create(config), 0, True))
     abstract = nn.unbox(boxed)
     total = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(abstract))

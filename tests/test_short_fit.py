@@ -9,11 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from configs import demo
 from pose_vq import config as config_lib
 from pose_vq.data import modes, panoptic, synthetic
 from pose_vq.models.vqgan import VQGAN
-from tests import xla_optimizations
+from tests import config_file, xla_optimizations
 
 # 2 clips x (4 x 8 x 8) latents = 512 vectors per batch, 2 per code: 0.6x the step of 4
 # clips, and as good a fit (measured 2026-12-03: L1 fell 11.1x vs 11.3x, 99.6% of codes used)
@@ -43,7 +42,7 @@ def synthetic_clips(root, size=32, frames=16) -> np.ndarray:
 def fit(clips: np.ndarray, kind: str, steps: int, *, restart: bool, log_every: int = 0,
         overrides: dict | None = None) -> dict:
     """Train the generator alone (L1 + codebook losses) and report its fit and usage."""
-    config = demo.get_config()
+    config = config_file("demo.py")
     for knob, value in (overrides or {}).items():
         section, key = knob.split(".")
         config[section][key] = value

@@ -5,13 +5,13 @@ programs, and a state is created from the trace of the init that gave its shapes
 import jax
 import jax.numpy as jnp
 
-from configs import demo
 from pose_vq import sharding, state
 from pose_vq.state import Models, bound
+from tests import config_file
 
 
 def test_models_of_equal_configs_are_equal_and_keep_their_own_config():
-    config = demo.get_config()
+    config = config_file("demo.py")
     a, b = Models.create(config), Models.create(config)
     assert a is not b and a == b and hash(a) == hash(b)
     config.quantizer.num_codes = 128  # the caller's config changes later: a keeps its copy
@@ -26,7 +26,7 @@ def test_a_program_bound_to_equal_models_is_traced_once():
         traces.append(models.spec.num_codes)  # runs once per trace
         return x * models.spec.num_codes
 
-    config = demo.get_config()
+    config = config_file("demo.py")
     x = jnp.ones(3)
     for _ in range(2):  # as two runs of one process: new Models and jit objects each time
         assert float(jax.jit(bound(program, Models.create(config)))(x)[0]) == 256
@@ -58,7 +58,7 @@ def test_a_state_is_created_from_the_init_its_shapes_traced(monkeypatch):
 
     init_state = state.init_state
     monkeypatch.setattr(state, "init_state", counted_init_state)
-    models = Models.create(demo.get_config())
+    models = Models.create(config_file("demo.py"))
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     abstract = state.abstract_state(models, mesh)
     created = jax.eval_shape(lambda: state.create_state(models, mesh, models.config.seed))

@@ -19,8 +19,8 @@ from tests import read_events
 
 
 def test_tensorboard_reads_back_scalars_images_and_hparams(tmp_path):
-    from tensorboard.plugins.hparams import metadata as hparams_metadata
     from tensorboard.backend.event_processing import plugin_event_accumulator
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
 
     images = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     writer = summary.SummaryWriter(tmp_path)
@@ -91,8 +91,8 @@ def test_progress_logs_rate_and_eta_once_per_interval(tmp_path, monkeypatch, cap
 
 def test_training_and_evaluation_import_no_tensorflow():
     """TensorFlow is needed only for tfds.load of tfrecord datasets, never to train."""
-    modules = ["pose_vq.main", "pose_vq.train", "pose_vq.evaluate", "pose_vq.lift",
-               "pose_vq.probe", "pose_vq.tokenize", "pose_vq.summary"]
+    modules = ["pose_vq.main", "pose_vq.train", "pose_vq.evaluate", "pose_vq.downstream.lift",
+               "pose_vq.downstream.probe", "pose_vq.tokenize", "pose_vq.summary"]
     script = (f"import json, sys\nfor m in {modules!r}: __import__(m)\n"
               "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == "
               "'tensorflow')))")

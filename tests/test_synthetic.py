@@ -17,8 +17,8 @@ needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(),
                                   reason="../shared/data/panoptic_sample absent")
 
 FRAMES, OFFSET = 60, 100
-KW = dict(num_frames=FRAMES, num_people=3, seed=7, frame_offset=OFFSET, missing_joint_prob=0.02,
-          late_entry_prob=0.5)
+KW = {"num_frames": FRAMES, "num_people": 3, "seed": 7, "frame_offset": OFFSET,
+      "missing_joint_prob": 0.02, "late_entry_prob": 0.5}
 # Joint pairs on one rigid segment (or parent and child): their distance never changes.
 RIGID = [("l-shoulder", "l-elbow"), ("l-elbow", "l-wrist"), ("r-shoulder", "r-elbow"),
          ("r-elbow", "r-wrist"), ("l-hip", "l-knee"), ("l-knee", "l-ankle"), ("r-hip", "r-knee"),

@@ -10,7 +10,7 @@ from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from pose_vq import checkpointing, evaluate, sharding, tokenize
 from pose_vq.benchmarks import precision
-from pose_vq.data import pipeline
+from pose_vq.data import pipeline, prepare
 from pose_vq.state import create_state
 
 pytestmark = pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
@@ -74,7 +74,7 @@ def test_roundtrip_metrics_equal_evaluation(tok, run_dir, tmp_path):
     config = tok.config.copy_and_resolve_references()
     config.eval.max_examples = 0
     state = checkpointing.restore_generator(run_dir, tok.models, sharding.make_mesh())
-    data_dir, name = pipeline.prepare_dataset(config.data, run_dir)
+    data_dir, name = prepare.prepare_dataset(config.data, run_dir)
     expected = evaluate.Evaluator(tok.models, sharding.make_mesh(), data_dir, name, config,
                                   tmp_path).run(state, 1)["ema"]
     out = tokenize.export(tok, ["validation"], tmp_path / "tokens", run_dir)

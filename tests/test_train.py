@@ -16,14 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import demo
 from pose_vq import checkpointing, sharding, train
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
-from pose_vq.data import modes, pipeline
+from pose_vq.data import modes, pipeline, prepare
 from pose_vq.models.lpips import perceptual_loss
 from pose_vq.state import Models, abstract_state, create_state, state_shardings
-from tests import read_events
+from tests import config_file, read_events
 
 ATTENTION = {"model.attention_resolutions": (8,)}  # at the 8 px level of the tiny model
 
@@ -31,7 +30,7 @@ ATTENTION = {"model.attention_resolutions": (8,)}  # at the 8 px level of the ti
 def tiny_config(data_dir, **overrides):
     """The demo config shrunk to the 8-frame 16 px test dataset, with the paper's losses
     (LPIPS and a full-weight GAN, on from step 0)."""
-    c = demo.get_config()
+    c = config_file("demo.py")
     c.data.update(frames=8, heatmap_size=16, stride=6, score_source="gaussian", sigma=0.75,
                   data_dir=str(data_dir), synthetic=False)
     # Native convs (half winograd's compile time; test_layers checks the impls equal) and no
@@ -73,7 +72,7 @@ def data_dir(build_small):
 
 def first_batch(config, size=8):
     """The first ``size`` stored train examples as a step's batch (uint8 clips)."""
-    builder = pipeline.open_dataset(str(config.data.data_dir), pipeline.dataset_name(config.data))
+    builder = pipeline.open_dataset(str(config.data.data_dir), prepare.dataset_name(config.data))
     source = builder.as_data_source(split="train")
     fields = pipeline.ToBatchFields(pipeline.dataset_mode(builder))
     examples = [pipeline.model_fields(fields.map(source[i])) for i in range(size)]
@@ -364,10 +363,10 @@ def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
         return batch
 
     monkeypatch.setattr(pipeline.GlobalBatches, "__next__", poisoned)
-    with host_reads_trapped(monkeypatch) as entered:
-        with pytest.raises(FloatingPointError, match=r"non-finite loss at step 3: .*loss/l1.*"
-                                                     r"last checkpoint \(step 2\)"):
-            train.train_and_evaluate(config, tmp_path)
+    with host_reads_trapped(monkeypatch) as entered, pytest.raises(
+            FloatingPointError, match=r"non-finite loss at step 3: .*loss/l1.*"
+                                      r"last checkpoint \(step 2\)"):
+        train.train_and_evaluate(config, tmp_path)
     assert len(entered) == 4
     manager = checkpointing.checkpoint_manager(tmp_path, 2)
     assert manager.all_steps() == [2]
@@ -379,7 +378,7 @@ def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
 
 
 def test_hparams_are_flat_scalars():
-    flat = train.hparams(demo.get_config())
+    flat = train.hparams(config_file("demo.py"))
     assert flat["model.channels"] == "(8, 32, 64)" and flat["quantizer.num_codes"] == 256
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
 

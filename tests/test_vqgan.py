@@ -1,7 +1,6 @@
 """Generator and discriminator: paper shapes and sizes, round trips, fixes, dtypes."""
 
 import dataclasses
-import importlib
 import json
 import math
 import subprocess
@@ -15,9 +14,11 @@ import pytest
 
 from pose_vq import config as config_lib
 from pose_vq import main as main_lib
+from pose_vq import runtime
 from pose_vq.models import layers
 from pose_vq.models.discriminator import PatchDiscriminator
 from pose_vq.models.vqgan import VQGAN
+from tests import config_file
 
 VARIANTS = ["3d_1024", "m2d_1024", "c2d_128", "m2d_3d"]
 
@@ -26,7 +27,7 @@ def load(name, arg=None):
     """A config with native convolutions: the shapes, counts and functions checked here do
     not depend on the conv path (test_layers checks the paths equal), and native traces
     fastest."""
-    config = importlib.import_module(f"configs.{name}").get_config(arg)
+    config = config_file(f"{name}.py" + (f":{arg}" if arg else ""))
     config.model.conv_impl = "native"
     return config
 
@@ -171,7 +172,7 @@ def test_remat_changes_neither_parameters_nor_gradients():
     loss_of(1)  # the full-resolution level alone: the same tree
     # 3: every level, attention ones too; compiled as configure_jax has every process compile.
     plain, every = (jax.jit(jax.grad(loss_of(n))).lower(variables["params"]).compile(
-        config_lib.xla_compiler_options("cpu")) for n in (0, 3))
+        runtime.xla_compiler_options("cpu")) for n in (0, 3))
     for a, b in zip(jax.tree_util.tree_leaves(plain(variables["params"])),
                     jax.tree_util.tree_leaves(every(variables["params"]))):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
@@ -198,7 +199,7 @@ def test_rematerialised_blocks_keep_only_their_inputs():
         chain = Chain(remat)
         grad = jax.jit(jax.grad(lambda v: jnp.sum(chain.apply(v, x) ** 2)))
         compiled = grad.lower(chain.init(jax.random.key(0), x)).compile(
-            config_lib.xla_compiler_options("cpu"))
+            runtime.xla_compiler_options("cpu"))
         return compiled.memory_analysis().temp_size_in_bytes
     assert temp(True) < 0.5 * temp(False)
 

@@ -39,7 +39,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pose_vq.data import modes, panoptic, skeleton, synthetic
+from pose_vq.data import camera, modes, panoptic, skeleton, synthetic
 
 QUANTIZATION_LEVELS = modes.QUANTIZATION_LEVELS
 # Class names of ``label``: synthetic motion kinds, then real sequence families.
@@ -215,7 +215,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 f"(sequences {', '.join(sequences)}; {report})")
 
 
-def camera_arrays(calibration: tuple[panoptic.Camera, ...]) -> dict[str, np.ndarray]:
+def camera_arrays(calibration: tuple[camera.Camera, ...]) -> dict[str, np.ndarray]:
     """The ``camera_*`` features of a window's chosen cameras, stacked in their order."""
     return {f"camera_{k}": np.stack([np.asarray(getattr(c, k)) for c in calibration]).astype(dtype)
             for k, _, dtype in CAMERA_FEATURES}

@@ -12,13 +12,16 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from tensorflow_datasets.core.utils import file_utils
 
 from data_builders.panoptic_heatmaps import QUANTIZATION_LEVELS, Builder, make_config
-from data_builders.panoptic_heatmaps import panoptic_heatmaps_dataset_builder as builder_lib
-from data_builders.panoptic_heatmaps.__main__ import build, main
+from data_builders.panoptic_heatmaps import __main__ as build_command
+from data_builders.panoptic_heatmaps import (
+    panoptic_heatmaps_dataset_builder as builder_lib,
+)
 from pose_vq.data import modes, panoptic, skeleton, synthetic
+from pose_vq.data.prepare import build
+from tests import run_command
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "panoptic_sample"
 
@@ -131,7 +134,8 @@ def test_other_process_reads_with_data_source_and_tfds_load(build_small):
     if with_tf:
         tfr = build_small("3d", file_format="tfrecord")
         script += textwrap.dedent(f"""
-            d = tfds.load("{tfr.name}/{tfr.builder_config.name}", data_dir="{tfr.data_dir_root}", split="train")
+            d = tfds.load("{tfr.name}/{tfr.builder_config.name}",
+                          data_dir="{tfr.data_dir_root}", split="train")
             out["tfds_load"] = [len(list(d)), list(next(iter(d.as_numpy_iterator()))["heatmaps"].shape)]
         """)
     script += "print(json.dumps(out))\n"
@@ -221,7 +225,7 @@ def test_cli_failure_is_one_line_naming_the_file(synthetic_root, tmp_path, capsy
     argv = [f"--manual_dir={root}", f"--data_dir={tmp_path / 'd'}", "--config=m2d", "--frames=8",
             "--size=16", "--stride=6", "--on_error=raise"]
     with pytest.raises(SystemExit) as exit_:
-        main(argv)
+        run_command(build_command, argv)
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -229,9 +233,9 @@ def test_cli_failure_is_one_line_naming_the_file(synthetic_root, tmp_path, capsy
         f"error: {bad}: body {frame['bodies'][0]['id']} has a coordinate of 9e+09 cm, beyond "
         "the 10 m studio volume")
     with pytest.raises(panoptic.PanopticDataError, match=bad.name):
-        main(argv + ["--verbose"])
+        run_command(build_command, argv + ["--verbose"])
     with pytest.raises(SystemExit):
-        main([f"--manual_dir={tmp_path / 'nowhere'}", f"--data_dir={tmp_path / 'd'}"])
+        run_command(build_command, [f"--manual_dir={tmp_path / 'nowhere'}", f"--data_dir={tmp_path / 'd'}"])
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'nowhere'}: Panoptic root folder not found or empty")
     assert not list((tmp_path / "d").rglob("incomplete.*"))
@@ -257,7 +261,7 @@ def test_config_validation():
 
 
 def test_cli_joint_req_names_and_builds_the_dataset(synthetic_root, tmp_path, capsys):
-    main([f"--manual_dir={synthetic_root}", f"--data_dir={tmp_path}", "--config=m2d",
+    run_command(build_command, [f"--manual_dir={synthetic_root}", f"--data_dir={tmp_path}", "--config=m2d",
           "--frames=8", "--size=16", "--stride=6", "--joint_req=0.5"])
     assert "panoptic_heatmaps/m2d_t8_s16_joint_req0.5_stride6" in capsys.readouterr().out
     built = tfds.builder("panoptic_heatmaps/m2d_t8_s16_joint_req0.5_stride6", data_dir=tmp_path)

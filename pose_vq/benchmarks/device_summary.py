@@ -167,7 +167,7 @@ def print_digest(summary: dict[str, Any]) -> None:
 
 def devices() -> dict[str, Any]:
     """Print ``jax.devices()``; return the versions and devices for the summary."""
-    import jax  # here only: the summary itself needs no JAX
+    import jax  # noqa: PLC0415 (here only: the summary itself needs no JAX)
 
     found = jax.devices()
     print(found)

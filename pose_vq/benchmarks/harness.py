@@ -11,8 +11,8 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 
 def machine() -> str:

@@ -201,11 +201,13 @@ def print_table(rows: list[dict]) -> None:
               f"{100 * r['utilisation']:5.1f}% {r['xla_gib_per_device']:8.2f} "
               f"{r['state_gib_per_device']:6.2f} {r['peak_gib']:8.2f} "
               f"{r['examples_per_sec_per_device'] / first:6.2f}x")
-    print("s/step: mean after compilation (nan with --steps=0: compiled, not run); peak: measured matmul TFLOP/s per device in the "
-          "model's dtype; util: model FLOP rate / (peak x devices); XLA GiB: arguments + "
+    print("s/step: mean after compilation (nan with --steps=0: compiled, not run); peak: "
+          "measured matmul TFLOP/s per device in the model's dtype; util: model FLOP rate / "
+          "(peak x devices); XLA GiB: arguments + "
           "outputs + temporaries per device; state: the GiB of it that is the train state "
-          "(step) or the weights (encode) as sharded by config.sharding; peak GiB: the process's peak RSS (CPU) or the "
-          "device's peak bytes in use; vs 1st: examples/s/device relative to the first row; "
+          "(step) or the weights (encode) as sharded by config.sharding; peak GiB: the "
+          "process's peak RSS (CPU) or the device's peak bytes in use; vs 1st: "
+          "examples/s/device relative to the first row; "
           "GFLOP: the program lowered for one device (the same on every platform); +: a loop "
           "does arithmetic (e.g. loss.perceptual_chunk) and XLA counts its body once, so "
           "the FLOPs, TFLOP/s and util are lower bounds")
@@ -213,9 +215,10 @@ def print_table(rows: list[dict]) -> None:
 
 if __name__ == "__main__":  # one row, in the fresh process run_rows starts
     from pose_vq import config as config_lib
+    from pose_vq import runtime
 
     with open(sys.argv[1]) as f:
         job = json.load(f)
     row_config = config_lib.from_json(job["config"])
-    config_lib.configure_jax(row_config)
+    runtime.configure_jax(row_config)
     print(json.dumps(measure_row(job["what"], row_config, job["batch"], job["steps"])))

@@ -19,17 +19,17 @@ def loader_rate(config: ml_collections.ConfigDict, workdir: str, batches: int) -
     import jax  # noqa: PLC0415
 
     from pose_vq import sharding  # noqa: PLC0415
-    from pose_vq.data import pipeline  # noqa: PLC0415
+    from pose_vq.data import pipeline, prepare  # noqa: PLC0415
 
     try:
-        data_dir, name = pipeline.prepare_dataset(config.data, workdir)
+        data_dir, name = prepare.prepare_dataset(config.data, workdir)
     except FileNotFoundError:
         data = ml_collections.ConfigDict(config.data.to_dict())
         # <workdir>/tensorflow_datasets; longer sequences than the default, for several
         # batches of distinct paper-sized clips
         data.update(synthetic=True, data_dir="", synthetic_sequences=max(data.synthetic_sequences, 16),
                     synthetic_frames=max(data.synthetic_frames, 1800))
-        data_dir, name = pipeline.prepare_dataset(data, workdir)
+        data_dir, name = prepare.prepare_dataset(data, workdir)
     loader = pipeline.GlobalBatches(pipeline.training_loader_config(config, data_dir, name),
                                     sharding.make_mesh(config.sharding.mesh),
                                     prefetch=config.data.prefetch)

@@ -19,12 +19,12 @@ def run(workdir: str | pathlib.Path, split: str = "validation", max_clips: int =
     import jax  # noqa: PLC0415
 
     from pose_vq import metrics  # noqa: PLC0415
-    from pose_vq.data import pipeline  # noqa: PLC0415
+    from pose_vq.data import pipeline, prepare  # noqa: PLC0415
     from pose_vq.tokenize import Tokenizer  # noqa: PLC0415
 
     f32 = Tokenizer.from_workdir(workdir, dtype="float32")
     bf16 = Tokenizer.from_workdir(workdir, dtype="bfloat16")
-    data_dir, name = pipeline.prepare_dataset(f32.config.data, workdir)
+    data_dir, name = prepare.locate_dataset(f32.config.data, workdir)
     builder = pipeline.open_dataset(data_dir, name)
     source = builder.as_data_source(split=split)
     to_model = pipeline.ToModelInputs(pipeline.dataset_mode(builder))

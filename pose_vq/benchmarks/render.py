@@ -23,7 +23,7 @@ RENDER_MODES = ("2d", "m2d", "c2d", "3d")  # 2d: one camera, max over limbs
 
 def _windows(frames: int):
     """One 3d-mode reader window (its 2D views serve the 2D modes), from a synthetic root."""
-    from pose_vq.data import modes, panoptic, synthetic
+    from pose_vq.data import modes, panoptic, synthetic  # noqa: PLC0415 (render alone loads numba)
 
     with tempfile.TemporaryDirectory() as tmp:
         synthetic.write_synthetic_root(tmp, ["bench"], num_frames=frames + 8, num_people=1,
@@ -35,7 +35,7 @@ def _windows(frames: int):
 
 
 def _render_fn(mode: str, window, size: int):
-    from pose_vq.data import heatmaps
+    from pose_vq.data import heatmaps  # noqa: PLC0415 (render alone loads numba)
 
     rng = np.random.default_rng(0)
     if mode == "3d":
@@ -48,10 +48,10 @@ def _render_fn(mode: str, window, size: int):
 
 def _oracle_seconds_per_sample(mode: str, window, size: int, oracle_frames: int) -> float | None:
     try:
-        from tests import heatmap_oracle
+        from tests import heatmap_oracle  # noqa: PLC0415 (in a clone only, not installed)
     except ImportError:
         return None
-    from pose_vq.data import heatmaps
+    from pose_vq.data import heatmaps  # noqa: PLC0415 (render alone loads numba)
 
     frames = window.joints3d.shape[0]
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
-from typing import Sequence
+from collections.abc import Sequence
 
 from tqdm import tqdm
 

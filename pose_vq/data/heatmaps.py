@@ -26,7 +26,8 @@ no part in ``scale_and_center``'s fit (``modes`` marks absent joints NaN).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numba
 import numpy as np

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""CMU Panoptic Studio reader: calibration, 3D poses, projection, tracks, windows, labels.
+"""CMU Panoptic Studio reader: calibration, 3D poses, tracks, windows, labels.
 
 Reads ``<root>/<seq>/calibration_<seq>.json`` and
 ``<root>/<seq>/hdPose3d_stage1_coco19/body3DScene_<frame>.json`` exactly as the
@@ -28,11 +28,13 @@ import json
 import math
 import pathlib
 import re
-from typing import Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 
 from pose_vq.data import skeleton
+from pose_vq.data.camera import Camera, project_points
 
 # The reference's train/validation split of Panoptic sequences.
 TRAIN_SEQUENCES: tuple[str, ...] = (
@@ -89,18 +91,6 @@ ROTATION_TOLERANCE = 1e-3  # |det R - 1| and max |R R^T - I|
 
 class PanopticDataError(ValueError):
     """A Panoptic file is missing or malformed; the message names the file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Camera:
-    """One calibrated camera: x_cam = R @ X + t, then OpenCV distortion and K."""
-
-    name: str
-    K: np.ndarray  # (3, 3)
-    dist: np.ndarray  # (5,) k1, k2, p1, p2, k3
-    R: np.ndarray  # (3, 3)
-    t: np.ndarray  # (3,) centimetres
-    resolution: tuple[int, int]  # (width, height)
 
 
 @dataclasses.dataclass
@@ -358,23 +348,6 @@ def read_bodies(
 
 
 # ---------------------------------------------------------------------- geometry
-
-
-def project_points(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Project (..., 3) world points to (..., 2) pixels; also returns camera depth (...)."""
-    x = points @ camera.R.T + camera.t
-    depth = x[..., 2]
-    xy = x[..., :2] / (depth[..., None] + 1e-5)
-    k1, k2, p1, p2, k3 = camera.dist
-    u, v = xy[..., 0], xy[..., 1]
-    r2 = u * u + v * v
-    radial = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3
-    ud = u * radial + 2 * p1 * u * v + p2 * (r2 + 2 * u * u)
-    vd = v * radial + 2 * p2 * u * v + p1 * (r2 + 2 * v * v)
-    K = camera.K
-    px = K[0, 0] * ud + K[0, 1] * vd + K[0, 2]
-    py = K[1, 1] * vd + K[1, 2]
-    return np.stack([px, py], axis=-1), depth
 
 
 def joint_visibility(

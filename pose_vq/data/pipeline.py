@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import pathlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain.python as grain
 import jax
@@ -23,10 +23,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
-from data_builders.panoptic_heatmaps import PanopticHeatmapsConfig, make_config
 from pose_vq import sharding as sharding_lib
-from pose_vq.data import modes, panoptic, synthetic
+from pose_vq.data import modes
 
+# The skeleton window and camera features an example carries beside its heatmaps.
+SKELETON_FEATURES = ("joints3d", "joints2d", "present", "camera_R", "camera_t",
+                     "camera_resolution", "label")
 # Device arrays (stored uint8 clips; modes without a separate target have no
 # "targets"); everything else in a batch stays on the host as numpy.
 MODEL_KEYS = ("inputs", "targets")
@@ -67,6 +69,16 @@ def dataset_mode(builder: tfds.core.DatasetBuilder) -> modes.Mode:
     if mode not in modes.MODES:
         raise ValueError(f"{builder.data_dir}: dataset metadata names no known mode ({mode!r})")
     return modes.MODES[mode]
+
+
+def read_skeletons(data_dir: str, name: str, split: str) -> dict[str, np.ndarray]:
+    """The skeleton features of every example of a split, stacked (no heatmap decoded)."""
+    builder = open_dataset(data_dir, name)
+    skip = {k: tfds.decode.SkipDecoding() for k in ("heatmaps", "target_heatmaps")
+            if k in builder.info.features}
+    source = builder.as_data_source(split=split, decoders=skip)
+    rows = [source[i] for i in range(len(source))]
+    return {k: np.stack([r[k] for r in rows]) for k in SKELETON_FEATURES}
 
 
 class ToBatchFields(grain.MapTransform):
@@ -177,59 +189,3 @@ class GlobalBatches:
     def start_prefetch(self) -> None:
         """Part of the iterator interface grain's checkpoint handler calls after a
         restore; batches are read on demand."""
-
-
-def _build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The builder-config fields the data section sets away from the builder's defaults
-    (defaults are left out, so the dataset's name stays the short one)."""
-    defaults = PanopticHeatmapsConfig(name="defaults")
-    overrides = {"stride": data.stride or defaults.stride, "score_source": data.score_source,
-                 "sigma": data.sigma, "kind": data.kind, "joint_req": data.joint_req}
-    return {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
-
-
-def dataset_name(data: ml_collections.ConfigDict) -> str:
-    """The TFDS name (``panoptic_heatmaps/<config>``) a config's ``data`` section reads."""
-    config = make_config(data.mode, data.frames, data.heatmap_size, **_build_overrides(data))
-    return f"{data.tfds_name}/{config.name}"
-
-
-def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
-                    ) -> tuple[str, str]:
-    """Return (data_dir, name) of the config's dataset, building it first when it is missing
-    and ``data.manual_dir`` or ``data.synthetic`` says from what.
-
-    A complete build is reused as is. With ``data.synthetic`` and no manual_dir, a
-    synthetic Panoptic root is written once under ``<workdir>/synthetic_panoptic``.
-    """
-    workdir = pathlib.Path(workdir)
-    data_dir = (pathlib.Path(data.data_dir).expanduser() if data.data_dir
-                else workdir / "tensorflow_datasets")
-    name = dataset_name(data)
-    manual_dir = data.manual_dir
-    if not manual_dir and data.synthetic:
-        manual_dir = workdir / "synthetic_panoptic"
-        if not (manual_dir / panoptic.LABELS_FILE).exists():  # written last (since 3.0.0)
-            n = data.synthetic_sequences
-            names = [f"synth_{i:03d}" for i in range(n)]
-            num_val = max(1, n // 4)
-            synthetic.write_synthetic_root(
-                manual_dir, names, num_frames=data.synthetic_frames,
-                num_people=data.synthetic_people, seed=0,
-                splits={"train": names[:-num_val], "validation": names[-num_val:]})
-    if manual_dir:
-        if jax.process_count() > 1:
-            raise ValueError("build the dataset once before a multi-process run "
-                             "(python -m data_builders.panoptic_heatmaps ...) and point "
-                             "data.data_dir at it; data.manual_dir/synthetic build only "
-                             "in single-process runs")
-        from data_builders.panoptic_heatmaps.__main__ import build  # noqa: PLC0415
-        build(manual_dir, data_dir, data.mode, frames=data.frames,
-              heatmap_size=data.heatmap_size, **_build_overrides(data))
-    elif not (data_dir / name).exists():
-        raise FileNotFoundError(
-            f"dataset {name} not found in {data_dir}. Build it with `python -m "
-            f"data_builders.panoptic_heatmaps --manual_dir=PANOPTIC_ROOT --data_dir={data_dir} "
-            f"--config={data.mode} --frames={data.frames} --size={data.heatmap_size}`, or set "
-            f"--config.data.manual_dir=PANOPTIC_ROOT (or data.synthetic=True) to build it here")
-    return str(data_dir), name

@@ -185,9 +185,10 @@ def _temporal_winograd(x: jax.Array, kernel: jax.Array, spatial_strides, pads) -
 
 def conv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), *, strides=(1, 1, 1),
            padding: Any = "SAME", use_bias: bool = True, dtype: Dtype = jnp.float32,
-           name: str | None = None, kernel_init=nn.initializers.lecun_normal(),
+           name: str | None = None, kernel_init: Any = None,
            impl: str = "native") -> Conv3D:
-    """The one 3D convolution every block uses."""
+    """The one 3D convolution every block uses (``kernel_init`` default: LeCun normal)."""
+    kernel_init = kernel_init or nn.initializers.lecun_normal()
     return Conv3D(features, tuple(kernel), tuple(strides), padding, use_bias, dtype,
                   kernel_init, impl, name=name)
 

@@ -17,8 +17,9 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 
 from pose_vq import tokenize
-from pose_vq.data import modes, pipeline
+from pose_vq.data import modes, pipeline, prepare
 from pose_vq.visualize import clip_frames, comparison_frames, draw_skeleton, write_gif
+
 
 def _source_example(builder: Any, split: str, index: int) -> dict[str, Any]:
     source = builder.as_data_source(split=split)
@@ -46,7 +47,7 @@ def _clips(flags_: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], 
         name = f"{builder.builder_config.name}_{flags_.split}_{flags_.index}.gif"
     elif flags_.workdir:
         tokenizer = tokenize.Tokenizer.from_workdir(flags_.workdir, flags_.weights)
-        data_dir, dataset = pipeline.prepare_dataset(tokenizer.config.data, flags_.workdir)
+        data_dir, dataset = prepare.locate_dataset(tokenizer.config.data, flags_.workdir)
         builder = pipeline.open_dataset(data_dir, dataset)
         example = _source_example(builder, flags_.split, flags_.index)
         inputs = pipeline.ToModelInputs(pipeline.dataset_mode(builder)).map(example)["inputs"]

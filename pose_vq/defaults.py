@@ -1,9 +1,13 @@
 """Every knob of pose_vq with its default (the reference's 3D F8 1024-code model).
 
-Variant files import this and override; ``pose_vq.config.validate`` checks the result.
+The experiment files in the repository's ``configs/`` folder start from ``get_config()``
+or ``paper_config()`` and override; ``pose_vq.config.validate`` checks the result.
 """
 
 import ml_collections
+
+# Compression factor -> down-samplings in space (and time) of the paper's models.
+COMPRESSION = {"f8": 3, "f16": 4, "f32": 5}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -108,4 +112,24 @@ def get_config() -> ml_collections.ConfigDict:
     e.batch_size = 8  # global batch (the last one is padded and masked)
     e.max_examples = 0  # evaluate only the first N clips of the split (0: all)
     e.num_videos = 2  # clips written as ground truth | reconstruction | error GIFs
+    return c
+
+
+def paper_config(mode: str, num_codes: int, compression: str | None = None, *,
+                 frames: int = 64, temporal_offset: int = 0, adversarial_weight: float = 1.0,
+                 disc_start: int = 2000) -> ml_collections.ConfigDict:
+    """The defaults for one of the paper's models: ``mode`` with ``num_codes`` codes at
+    ``compression`` (f8, f16 or f32; default f8), time halved ``temporal_offset`` fewer
+    times than space."""
+    compression = (compression or "f8").lower()
+    if compression not in COMPRESSION:
+        raise ValueError(f"compression {compression!r}: choose one of {', '.join(COMPRESSION)}")
+    c = get_config()
+    c.data.mode = mode
+    c.data.frames = frames
+    c.quantizer.num_codes = num_codes
+    c.model.spatial_downsamples = COMPRESSION[compression]
+    c.model.temporal_downsamples = COMPRESSION[compression] - temporal_offset
+    c.loss.adversarial_weight = adversarial_weight
+    c.loss.disc_start = disc_start
     return c

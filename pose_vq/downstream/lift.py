@@ -1,7 +1,7 @@
 """2D-to-3D lifting on the skeletons of a panoptic_heatmaps dataset, as MotionBERT trains it.
 
-    python -m pose_vq.lift --config=configs/lift_dstformer.py --workdir=runs/lift
-    python -m pose_vq.lift --config=configs/lift_dstformer.py:demo,mlp --workdir=runs/lift_mlp
+    python -m pose_vq.downstream.lift --config=configs/lift_dstformer.py --workdir=runs/lift
+    python -m pose_vq.downstream.lift --config=configs/lift_dstformer.py:demo,mlp --workdir=runs/lift_mlp
 
 Every (clip, camera) pair of the dataset is one example: the camera's 2D joints, scaled
 as MotionBERT scales Human3.6M's (x / width * 2 - 1, y / width * 2 - height / width), go
@@ -13,8 +13,8 @@ time; the loss is MotionBERT's (MPJPE + 0.5 N-MPJPE + 20 velocity error). Evalua
 the held-out split reports MPJPE, N-MPJPE, P-MPJPE and the velocity error in millimetres
 from clean ground-truth 2D, into ``<workdir>/eval_metrics.json`` and TensorBoard.
 
-``model.kind`` picks DSTformer (pose_vq.models.dstformer) or the per-frame MLP baseline
-(pose_vq.models.lifters); both train and evaluate the same way.
+``model.kind`` picks DSTformer (pose_vq.downstream.dstformer) or the per-frame MLP baseline
+(pose_vq.downstream.lifters); both train and evaluate the same way.
 """
 
 from __future__ import annotations
@@ -28,42 +28,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, fit, pose3d, summary
-from pose_vq.data import pipeline, skeleton
-from pose_vq.models.dstformer import DSTformer, DSTformerSpec
-from pose_vq.models.lifters import MLPLifter, MLPLifterSpec
+from pose_vq import checkpointing, defaults, summary
+from pose_vq.data import camera, pipeline, prepare, skeleton
+from pose_vq.downstream import fit, pose3d
+from pose_vq.downstream.dstformer import DSTformer, DSTformerSpec
+from pose_vq.downstream.lifters import MLPLifter, MLPLifterSpec
 
 ROOT = skeleton.JOINT_INDEX["mid-hip"]
 UNIT_MM = 1000.0  # targets are in metres
-SKELETON_FEATURES = ("joints3d", "joints2d", "present", "camera_R", "camera_t",
-                     "camera_resolution", "label")
 EVAL_FILE = "eval_metrics.json"
-
-
-def read_skeletons(data_dir: str, name: str, split: str) -> dict[str, np.ndarray]:
-    """The skeleton features of every example of a split, stacked (no heatmap decoded)."""
-    builder = pipeline.open_dataset(data_dir, name)
-    skip = {k: tfds.decode.SkipDecoding() for k in ("heatmaps", "target_heatmaps")
-            if k in builder.info.features}
-    source = builder.as_data_source(split=split, decoders=skip)
-    rows = [source[i] for i in range(len(source))]
-    return {k: np.stack([r[k] for r in rows]) for k in SKELETON_FEATURES}
-
-
-def normalize_screen(uv: np.ndarray, resolution: np.ndarray) -> np.ndarray:
-    """Pixels -> MotionBERT's screen units: x in [-1, 1] across the width, y in the same
-    scale, centred (``resolution`` (..., 2) is (width, height), broadcast against uv)."""
-    w, h = resolution[..., 0:1], resolution[..., 1:2]
-    return uv / w * 2.0 - np.concatenate([np.ones_like(w), h / w], axis=-1)
-
-
-def camera_frame(joints3d: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(..., T, J, 3) world centimetres -> the camera's frame (R (..., 3, 3), t (..., 3))."""
-    return np.einsum("...ij,...tkj->...tki", R, joints3d) + t[..., None, None, :]
 
 
 def root_relative(joints: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,17 +54,70 @@ def lifting_examples(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     (N, T, J), ``target`` (N, T, J, 3) root-relative metres in the camera's frame,
     ``weight`` (N, T, J), and the ``clip`` and ``camera`` it came from."""
     num_clips, num_cameras = skeletons["joints2d"].shape[:2]
-    cam = camera_frame(skeletons["joints3d"][:, None], skeletons["camera_R"],
+    cam = camera.camera_frame(skeletons["joints3d"][:, None], skeletons["camera_R"],
                        skeletons["camera_t"])  # (N, C, T, J, 3)
     present = np.broadcast_to(skeletons["present"][:, None], cam.shape[:-1])
     target, weight = root_relative(cam / 100.0, present)
     res = skeletons["camera_resolution"].astype(np.float64)[:, :, None, None, :]
-    keypoints = normalize_screen(skeletons["joints2d"].astype(np.float64), res)
+    keypoints = camera.normalize_screen(skeletons["joints2d"].astype(np.float64), res)
     flat = lambda x, dtype: np.ascontiguousarray(x.reshape((-1,) + x.shape[2:]), dtype)
     return {"keypoints": flat(keypoints, np.float32), "present": flat(present, bool),
             "target": flat(target, np.float32), "weight": flat(weight, np.float32),
             "clip": np.repeat(np.arange(num_clips), num_cameras),
             "camera": np.tile(np.arange(num_cameras), num_clips)}
+
+
+# ------------------------------------------------------------------------- config
+
+
+def default_config(options: str = "") -> ml_collections.ConfigDict:
+    """Lifting's knobs (MotionBERT's recipe) for the comma-separated ``options``: ``lite``
+    (MotionBERT-Lite), ``demo`` (a CPU-sized DSTformer and training), ``mlp`` (the per-frame
+    MLP baseline). ``data`` is the tokenizer defaults' data section: set it to the dataset
+    whose skeletons are lifted."""
+    options = {a for a in options.split(",") if a}
+    unknown = options - {"lite", "demo", "mlp"}
+    if unknown:
+        raise ValueError(f"unknown lift_dstformer options {sorted(unknown)}: use lite, demo, mlp")
+    c = ml_collections.ConfigDict()
+    # The dataset whose skeletons are lifted: the same knobs as a tokenizer config's
+    # data section, so both read (or build) the same panoptic_heatmaps dataset.
+    c.data = defaults.get_config().data
+
+    c.model = m = ml_collections.ConfigDict()
+    m.kind = "mlp" if "mlp" in options else "dstformer"
+    m.dim, m.depth, m.num_heads, m.mlp_ratio, m.rep_dim = 512, 5, 8, 2.0, 512  # released
+    if "lite" in options:
+        m.dim, m.mlp_ratio = 256, 4.0
+    if "demo" in options:
+        m.dim, m.depth, m.num_heads, m.mlp_ratio, m.rep_dim = 64, 2, 4, 2.0, 64
+    m.width, m.blocks = 1024, 2  # the MLP baseline's (Martinez et al.)
+    m.dropout = 0.5 if m.kind == "mlp" else 0.0
+
+    # MotionBERT's pre-training corruption of 2D (its Augmenter2D; screen units). The
+    # noise statistics are the means over joints of its fitted per-joint ones.
+    c.corruption = n = ml_collections.ConfigDict()
+    n.enabled = True
+    n.keyframe_every = 9  # noise drawn at one frame in 9 (27 in MotionBERT's 243), interpolated
+    n.gaussian_weight = 0.88  # chance a joint's error is Gaussian (else uniform)
+    n.noise_std = 0.006
+    n.uniform_range = 0.06
+    n.jitter_std = 0.002  # independent per frame
+    n.conf_a, n.conf_b = 0.028, 1.1  # confidence a / (d + a) + b d ...
+    n.conf_shift_mean, n.conf_shift_std = -0.0046, 0.143  # ... + N(m, s), clipped to [0, 1]
+    n.mask_ratio = 0.05  # joints dropped
+    n.mask_frames = 0.1  # whole frames dropped
+    c.augment = ml_collections.ConfigDict({"flip": True})
+
+    c.loss = ml_collections.ConfigDict({"scale_weight": 0.5, "velocity_weight": 20.0})
+
+    c.train = t = fit.default_config()
+    t.split = "train"
+    t.batch_size, t.learning_rate, t.num_steps = 32, 2e-4, 20000  # MotionBERT's pose3d lr
+    if "demo" in options:
+        t.learning_rate, t.num_steps, t.log_every, t.checkpoint_every = 1e-3, 800, 100, 400
+    c.eval = ml_collections.ConfigDict({"split": "validation"})
+    return c
 
 
 # ----------------------------------------------------------------------- corruption
@@ -124,7 +153,8 @@ def corrupt(key: jax.Array, keypoints: jax.Array, present: jax.Array,
     delta = delta + c.jitter_std * jax.random.normal(ks[3], (b, t, j, 2))
     dist = jnp.linalg.norm(delta, axis=-1)
     conf = c.conf_a / (dist + c.conf_a) + c.conf_b * dist
-    conf = jnp.clip(conf + c.conf_shift_mean + c.conf_shift_std * jax.random.normal(ks[4], dist.shape), 0.0, 1.0)
+    shift = c.conf_shift_mean + c.conf_shift_std * jax.random.normal(ks[4], dist.shape)
+    conf = jnp.clip(conf + shift, 0.0, 1.0)
     keep_joint, keep_frame = jax.random.split(ks[5])
     mask = (present & (jax.random.uniform(keep_joint, (b, t, j)) >= c.mask_ratio)
             & (jax.random.uniform(keep_frame, (b, t, 1)) >= c.mask_frames))
@@ -220,13 +250,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointing.write_run_config(config, workdir)
-    data_dir, name = pipeline.prepare_dataset(config.data, workdir)
-    train = lifting_examples(read_skeletons(data_dir, name, config.train.split))
+    data_dir, name = prepare.prepare_dataset(config.data, workdir)
+    train = lifting_examples(pipeline.read_skeletons(data_dir, name, config.train.split))
     model = make_model(config)
     arrays = {k: train[k] for k in ("keypoints", "present", "target", "weight")}
     variables = fit.fit(workdir, config.train, init_variables(model, config),
                         make_loss(model, config), arrays)
-    held_out = lifting_examples(read_skeletons(data_dir, name, config.eval.split))
+    held_out = lifting_examples(pipeline.read_skeletons(data_dir, name, config.eval.split))
     pred = predict(model, variables, held_out["keypoints"], held_out["present"])
     results = {"step": config.train.num_steps, "split": config.eval.split,
                "examples": len(pred), "dataset": name, "model": config.model.kind,

@@ -1,11 +1,11 @@
 """What exported tokens carry: small heads trained on frozen token grids.
 
-    python -m pose_vq.probe --tokens=RUN/tokens/motion_tokens/3d_t16_s32/3.0.0 \\
+    python -m pose_vq.downstream.probe --tokens=RUN/tokens/motion_tokens/3d_t16_s32/3.0.0 \\
         --task=action --workdir=runs/probe [--control_tokens=DIR] [--lifter=LIFT_DIR]
 
 ``--tokens`` is a ``motion_tokens`` export (pose_vq.tokenize) holding the train and
 held-out splits; each token id is looked up in the export's own codebook. The same
-``ProbeHead`` (pose_vq.models.probe_head) is trained on ``train`` and scored on
+``ProbeHead`` (pose_vq.downstream.probe_head) is trained on ``train`` and scored on
 ``validation`` (held-out sequences) for each input of one table:
 
 - ``tokens``: the export;
@@ -13,7 +13,7 @@ held-out splits; each token id is looked up in the export's own codebook. The sa
   what is left is what single steps carry (pose), not how they follow each other (motion);
 - ``random tokenizer`` (``--control_tokens``): an export of the same data by the same
   model at initialisation (``python -m pose_vq.tokenize --weights=init``);
-- ``DSTformer`` (``--lifter``, a pose_vq.lift workdir): the skeleton-side reference from
+- ``DSTformer`` (``--lifter``, a pose_vq.downstream.lift workdir): the skeleton-side reference from
   ground-truth 2D of each clip's first camera: for ``pose`` the lifter's own 3D output
   (turned into the target's axes), for ``action``/``retrieval`` the same head on its
   (T, J, rep) features;
@@ -34,7 +34,8 @@ import csv
 import dataclasses
 import json
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -45,9 +46,10 @@ import optax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from pose_vq import checkpointing, fit, lift, pose3d
-from pose_vq.data import pipeline, skeleton
-from pose_vq.models.probe_head import ProbeHead
+from pose_vq import checkpointing
+from pose_vq.data import camera, pipeline, skeleton
+from pose_vq.downstream import fit, lift, pose3d
+from pose_vq.downstream.probe_head import ProbeHead
 from pose_vq.tokenize import CODEBOOK_FILE
 
 TASKS = ("pose", "action", "retrieval")
@@ -90,7 +92,7 @@ class TokenExport:
     _splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | pathlib.Path) -> "TokenExport":
+    def load(cls, path: str | pathlib.Path) -> TokenExport:
         path = pathlib.Path(path)
         if not (path / CODEBOOK_FILE).exists():
             raise FileNotFoundError(f"{path / CODEBOOK_FILE} not found: is {path} a "
@@ -117,7 +119,7 @@ class TokenExport:
     def skeletons(self, split: str) -> dict[str, np.ndarray]:
         """The source examples' skeleton features, in the export's order."""
         meta = self.metadata
-        skeletons = lift.read_skeletons(meta["source_data_dir"], meta["source_dataset"], split)
+        skeletons = pipeline.read_skeletons(meta["source_data_dir"], meta["source_dataset"], split)
         return {k: v[self.split(split)["index"]] for k, v in skeletons.items()}
 
     def inputs(self, split: str, name: str = "tokens", shuffle_time: bool = False) -> Inputs:
@@ -129,7 +131,8 @@ class TokenExport:
         frames = self.metadata["tokenizer_config"]["data"]["frames"]
         t = ids.shape[1]
         return Inputs(name, {"tokens": ids},
-                      lambda b: codebook[b["tokens"]].reshape(b["tokens"].shape[:2] + (-1, codebook.shape[1])),
+                      lambda b: codebook[b["tokens"]].reshape(
+                          b["tokens"].shape[:2] + (-1, codebook.shape[1])),
                       frames // t)
 
 
@@ -156,7 +159,7 @@ def pose_targets(skeletons: dict[str, np.ndarray], mode: str) -> dict[str, np.nd
     """Root-relative joints in metres, in world axes (c2d: the first camera's axes)."""
     joints = skeletons["joints3d"] / 100.0
     if mode == "c2d":
-        joints = lift.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0] / 100.0)
+        joints = camera.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0] / 100.0)
     target, weight = lift.root_relative(joints, skeletons["present"])
     return {"target": target.astype(np.float32), "weight": weight}
 
@@ -384,6 +387,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Where the heads train and the table is written.")
     flags.DEFINE_string("control_tokens", None, "Export of the same data by the model at "
                         "initialisation (pose_vq.tokenize --weights=init): the control row.")
-    flags.DEFINE_string("lifter", None, "A pose_vq.lift workdir: the DSTformer reference row.")
+    flags.DEFINE_string("lifter", None, "A pose_vq.downstream.lift workdir: the DSTformer reference row.")
     flags.DEFINE_integer("steps", None, "Training steps per head (default 1500).")
     app.run(main)

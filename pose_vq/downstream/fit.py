@@ -11,7 +11,8 @@ run resumed from its last checkpoint takes exactly the batches it would have tak
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -111,7 +112,7 @@ def apply_batched(fn: Callable[[dict[str, np.ndarray]], Any], arrays: dict[str, 
         size = len(next(iter(batch.values())))
         batch = {k: np.concatenate([v, np.zeros((batch_size - size,) + v.shape[1:], v.dtype)])
                  for k, v in batch.items()}
-        outs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:size], fn(batch)))
+        outs.append(jax.tree_util.tree_map(lambda x, size=size: np.asarray(x)[:size], fn(batch)))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
 

@@ -97,7 +97,7 @@ class _Stream(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         s = self.spec
         for axis in self.order:  # "s": over joints (axis 2), "t": over frames (axis 1)
-            norm = lambda name: _layer_norm(f"{name}_{axis}")
+            norm = lambda name: _layer_norm(f"{name}_{axis}")  # noqa: B023 (used in this iteration)
             attend = _Attention(s.num_heads, s.dropout, name=f"attn_{axis}")
             if axis == "s":
                 x = x + attend(norm("norm1")(x), train)

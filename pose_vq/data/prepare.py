@@ -1,0 +1,156 @@
+"""Preparing a config's dataset: its TFDS name, a synthetic Panoptic root when asked for,
+and the build.
+
+Commands that create data (training, lifting, the analyses, ``--mode=build_data`` and
+``python -m data_builders.panoptic_heatmaps``) call ``prepare_dataset``; commands that only
+read (evaluation, token export, pictures, the precision benchmark) call ``locate_dataset``,
+which never builds and names the build command when the dataset is missing. The loader
+(``pose_vq.data.pipeline``) only reads.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shlex
+import shutil
+from typing import Any
+
+import jax
+import ml_collections
+import tensorflow_datasets as tfds
+
+from data_builders.panoptic_heatmaps import (
+    Builder,
+    PanopticHeatmapsConfig,
+    check_file_format,
+    make_config,
+)
+from pose_vq.data import panoptic, synthetic
+
+SYNTHETIC_ROOT = "synthetic_panoptic"  # under the workdir, for data.synthetic
+
+
+class DatasetNotBuiltError(FileNotFoundError):
+    """A reader found no complete build of its dataset; the message says how to build it."""
+
+
+def build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The builder-config fields the data section sets away from the builder's defaults
+    (defaults are left out, so the dataset's name stays the short one)."""
+    defaults = PanopticHeatmapsConfig(name="defaults")
+    overrides = {"stride": data.stride or defaults.stride, "score_source": data.score_source,
+                 "sigma": data.sigma, "kind": data.kind, "joint_req": data.joint_req}
+    return {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
+
+
+def dataset_name(data: ml_collections.ConfigDict) -> str:
+    """The TFDS name (``panoptic_heatmaps/<config>``) a config's ``data`` section reads."""
+    config = make_config(data.mode, data.frames, data.heatmap_size, **build_overrides(data))
+    return f"{data.tfds_name}/{config.name}"
+
+
+def data_dir(data: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> pathlib.Path:
+    """``data.data_dir``, or ``<workdir>/tensorflow_datasets`` when it is empty."""
+    if data.data_dir:
+        return pathlib.Path(data.data_dir).expanduser()
+    return pathlib.Path(workdir) / "tensorflow_datasets"
+
+
+def is_built(data_dir: str | pathlib.Path, name: str) -> bool:
+    """Whether a complete build of ``name`` at the builder's version is in ``data_dir``
+    (TFDS writes dataset_info.json into the version folder it renames when done)."""
+    return (pathlib.Path(data_dir) / name / str(Builder.VERSION) / "dataset_info.json").is_file()
+
+
+def build_command(data: ml_collections.ConfigDict, data_dir: str | pathlib.Path) -> str:
+    """The shell command that builds a config's dataset into ``data_dir``."""
+    args = {"manual_dir": "PANOPTIC_ROOT", "data_dir": str(data_dir), "config": data.mode,
+            "frames": data.frames, "size": data.heatmap_size, **build_overrides(data)}
+    return "python -m data_builders.panoptic_heatmaps " + " ".join(
+        f"--{k}={shlex.quote(str(v))}" for k, v in args.items())
+
+
+def locate_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
+                   ) -> tuple[str, str]:
+    """(data_dir, name) of the config's built dataset; DatasetNotBuiltError, in one line
+    naming the build command, when it is not built. Never builds."""
+    root, name = data_dir(data, workdir), dataset_name(data)
+    if not is_built(root, name):
+        raise DatasetNotBuiltError(
+            f"dataset {name} is not built in {root}: build it with `{build_command(data, root)}` "
+            "(or train with --config.data.manual_dir=PANOPTIC_ROOT or "
+            "--config.data.synthetic=True, which build it first)")
+    return str(root), name
+
+
+def _synthetic_root(data: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+    """The workdir's synthetic Panoptic root, written once (its labels file comes last)."""
+    root = workdir / SYNTHETIC_ROOT
+    if not (root / panoptic.LABELS_FILE).exists():
+        n = data.synthetic_sequences
+        names = [f"synth_{i:03d}" for i in range(n)]
+        num_val = max(1, n // 4)
+        synthetic.write_synthetic_root(
+            root, names, num_frames=data.synthetic_frames, num_people=data.synthetic_people,
+            seed=0, splits={"train": names[:-num_val], "validation": names[-num_val:]})
+    return root
+
+
+def _single_process() -> bool:
+    """True unless this is one process of several (jax.distributed was initialised with
+    more than one); asking starts no backend otherwise."""
+    return not jax.distributed.is_initialized() or jax.process_count() == 1
+
+
+def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
+                    ) -> tuple[str, str]:
+    """(data_dir, name) of the config's dataset, built first when it is missing and
+    ``data.manual_dir`` or ``data.synthetic`` says from what.
+
+    A complete build is reused as is, in any number of processes. With ``data.synthetic``
+    and no manual_dir, a synthetic Panoptic root is written once under
+    ``<workdir>/synthetic_panoptic``. Building is one process's job: a multi-process run
+    whose dataset is missing stops, naming the command that builds it once.
+    """
+    workdir = pathlib.Path(workdir)
+    root, name = data_dir(data, workdir), dataset_name(data)
+    if is_built(root, name):
+        return str(root), name
+    if not (data.manual_dir or data.synthetic):
+        return locate_dataset(data, workdir)  # raises, naming the build command
+    if not _single_process():
+        raise DatasetNotBuiltError(
+            f"dataset {name} is not built in {root}: build it once, in one process, before a "
+            f"multi-process run (`python -m pose_vq.main --mode=build_data` with this config, "
+            f"or `{build_command(data, root)}`)")
+    manual_dir = pathlib.Path(data.manual_dir) if data.manual_dir else _synthetic_root(data, workdir)
+    build(manual_dir, root, data.mode, frames=data.frames, heatmap_size=data.heatmap_size,
+          **build_overrides(data))
+    return str(root), name
+
+
+def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: str, *,
+          frames: int | None = None, heatmap_size: int | None = None,
+          file_format: str = "array_record", num_shards: int | None = None,
+          **overrides: Any) -> tfds.core.DatasetBuilder:
+    """Build (or reuse, when already complete) one config of the TFDS builder; returns it.
+
+    ``num_shards`` fixes the shard count per split (default: TFDS sizes shards itself).
+    Afterwards no ``incomplete.*`` folder of this config's version is left (a killed
+    build's TFDS temporary folder is never renamed nor removed by TFDS itself).
+    """
+    check_file_format(file_format)
+    root = pathlib.Path(manual_dir)
+    if not root.is_dir() or not any(root.iterdir()):  # TFDS would assert, over many lines
+        raise panoptic.PanopticDataError(f"{root}: Panoptic root folder not found or empty")
+    config = make_config(mode, frames, heatmap_size, **overrides)
+    # A default-sized config is one of the class's own, which TFDS wants as that object.
+    config = next((c for c in Builder.BUILDER_CONFIGS if vars(c) == vars(config)), config)
+    builder = Builder(config=config, data_dir=str(data_dir), file_format=file_format)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir),
+                                                     num_shards=num_shards))
+    version_dir = pathlib.Path(builder.data_dir)
+    for stale in version_dir.parent.glob(f"incomplete.*_{version_dir.name}"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return builder
