@@ -1,7 +1,8 @@
 """Evaluation over a whole split: SSIM / PSNR / L1 / T-Std per clip (pose_vq.metrics), the
-quantizer loss, codebook usage and perplexity, for the raw and the EMA generator weights,
-next to the same metrics for an all-zeros prediction (heatmaps are mostly background, so
-an empty output already scores a high SSIM). Keypoint-heatmap datasets add the
+quantizer loss (``q_loss``, the paper's; ``loss_quantizer_total``, the training term),
+codebook usage and perplexity, for the raw and the EMA generator weights, next to the
+same metrics for an all-zeros prediction (heatmaps are mostly background, so an empty
+output already scores a high SSIM). Keypoint-heatmap datasets add the
 keypoint-space error (``metrics.keypoint_errors``) for each prediction and for the target
 itself (the soft-argmax's floor). Results go to the metric writer and to
 ``<workdir>/eval_metrics.json``; the first clips are written as comparison GIFs.
@@ -48,14 +49,17 @@ def _eval_batch(models: Models, radius: int, variables: Any, inputs: jax.Array,
                 targets: jax.Array, mask: jax.Array, points: jax.Array | None
                 ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
     """Masked sums of the per-clip metrics, the batch's token histogram, and the
-    reconstructions. Clips are run one by one (vmap), so the quantizer loss is per clip."""
+    reconstructions. Clips are run one by one (vmap), so the quantizer's numbers are per
+    clip: ``q_loss``, the paper's, and ``loss_quantizer_total``, the training term."""
 
     def one(clip):
         recon, q = models.generator.apply(variables, clip[None], train=False)
-        return recon[0], q.indices[0], q.losses["total"]
+        return recon[0], q.indices[0], {"q_loss": q.q_loss,
+                                        "loss_quantizer_total": q.losses["total"]}
 
-    recon, indices, q_loss = jax.vmap(one)(inputs)
-    sums = {**_masked_sums(targets, recon, mask, points, radius), "q_loss": jnp.sum(q_loss * mask)}
+    recon, indices, quantizer = jax.vmap(one)(inputs)
+    sums = {**_masked_sums(targets, recon, mask, points, radius),
+            **{k: jnp.sum(v * mask) for k, v in quantizer.items()}}
     weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (indices.ndim - 1)), indices.shape)
     histogram = jnp.zeros((models.spec.num_codes,), jnp.float32).at[indices.ravel()].add(
         weights.ravel())

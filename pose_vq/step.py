@@ -148,7 +148,7 @@ def generator_gradients(models: Models, perceptual: Params | None, state: TrainS
         "loss_generator_total": rec_loss + q_total + adv_term,
         "loss_reconstruction": rec_loss, "loss_l1": rec_terms["l1"],
         "loss_perceptual": rec_terms["perceptual"],
-        **{f"loss_quantizer_{k}": v for k, v in q.losses.items()}, **gan,
+        **{f"loss_quantizer_{k}": v for k, v in q.losses.items()}, "q_loss": q.q_loss, **gan,
         **{f"codebook_{k}": v for k, v in q.health.items()},
         **({"codebook_temperature": temperature} if temperature is not None else {}),
     }}

@@ -1,5 +1,6 @@
-"""Tests of the vector quantizer: straight-through gradient, EMA maths, losses, dead-code
-restart, sharded updates, k-means init, the Gumbel baseline, a short fit, bf16."""
+"""Tests of the vector quantizer: straight-through gradient, EMA maths, losses and the
+paper's q_loss, dead-code restart, sharded updates, k-means init, the Gumbel baseline, a
+short fit, bf16."""
 
 import functools
 
@@ -105,6 +106,58 @@ def test_ema_commitment_loss():
     np.testing.assert_allclose(out.losses["commitment"], 0.4 * np.mean((x - e) ** 2), rtol=1e-5)
     np.testing.assert_allclose(out.losses["total"], out.losses["commitment"])
     assert set(out.losses) == {"commitment", "total"}
+
+
+# A hand-made batch: 4 latents, 3 codes. Nearest codes 0, 2, 1, 0 at squared distances
+# 0.01, 0.85, 1.25, 1.09: the mean over the 8 entries is 3.2 / 8 = 0.4.
+HAND_Z = np.array([[0.1, 0.0], [0.9, 1.2], [2.0, 0.5], [-1.0, 0.3]], np.float32)
+HAND_CODES = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+
+
+def _hand_variables(model):
+    """``model``'s variables with HAND_CODES as its codebook; for gumbel, logits
+    z.e - |e|^2 / 2, whose argmax is the nearest code."""
+    variables = _init(model, jax.random.key(0), jnp.asarray(HAND_Z))
+    codes = jnp.asarray(HAND_CODES)
+    if model.kind == "ema":
+        return {"vq_stats": {**variables["vq_stats"], "embedding": codes}}
+    params = {**variables["params"], "embedding": codes}
+    if model.kind == "gumbel":
+        params["to_logits"] = {"kernel": codes.T, "bias": -0.5 * jnp.sum(codes**2, axis=-1)}
+    return {**variables, "params": params}
+
+
+@pytest.mark.parametrize("kind", ["ema", "learned", "gumbel"])
+def test_q_loss_is_the_papers_for_every_kind(kind):
+    """q_loss = (1 + beta) * mean((z - e)^2) to the codes the decoder receives, whatever
+    the kind trains on: ema's training total is beta * MSE (1/5 of it at beta 0.25)."""
+    beta = 0.4
+    model = VectorQuantizer(3, 2, kind=kind, beta=beta)
+    z = jnp.asarray(HAND_Z)
+    variables = _hand_variables(model)
+    e = HAND_CODES[_nearest(HAND_Z, HAND_CODES)]
+    want = (1 + beta) * np.mean((HAND_Z.astype(np.float64) - e) ** 2)
+    assert want == pytest.approx(1.4 * 0.4)
+
+    out = _eval(model, variables, z)
+    np.testing.assert_array_equal(out.indices, [0, 2, 1, 0])
+    np.testing.assert_allclose(out.q_loss, want, rtol=1e-6)
+    training_total = {"ema": beta * 0.4, "learned": (1 + beta) * 0.4}
+    if kind in training_total:
+        np.testing.assert_allclose(out.losses["total"], training_total[kind], rtol=1e-6)
+        # Training: the same codes (the EMA update comes after the lookup).
+        trained, _ = _train(model, variables, z, jax.random.key(1))
+        np.testing.assert_allclose(trained.q_loss, want, rtol=1e-6)
+    else:
+        # Gumbel training decodes a soft mixture of codes: q_loss is measured to it.
+        trained, _ = _train(model, variables, z, jax.random.key(1), temperature=0.7)
+        mixture = np.asarray(trained.quantized, np.float64)
+        assert np.abs(mixture - e).max() > 1e-3  # not the hard codes
+        np.testing.assert_allclose(trained.q_loss, (1 + beta) * np.mean((HAND_Z - mixture) ** 2),
+                                   rtol=1e-5)
+    # A report, not a loss: no gradient reaches z through it.
+    grad = jax.grad(lambda z: _eval(model, variables, z).q_loss)(z)
+    np.testing.assert_array_equal(grad, np.zeros_like(HAND_Z))
 
 
 def test_learned_losses_route_gradients_with_beta_on_commitment():

@@ -13,7 +13,12 @@ Three codebooks:
 Losses. The reference weighted the *codebook* term with ``beta`` and left the commitment
 term unweighted; here, as in the VQ-VAE paper, ``beta`` weights the commitment term:
 ``codebook = mean((sg(z) - e)^2)``, ``commitment = beta * mean((z - sg(e))^2)``. Every
-entry of ``losses`` is already weighted, so ``losses["total"]`` is their sum.
+entry of ``losses`` is already weighted, so ``losses["total"]`` is their sum: what
+training minimises (logged as ``loss_quantizer_*``), which differs by kind (ema: the
+commitment alone; gumbel: the KL). ``q_loss`` is the number the paper reports for every
+kind, (1 + beta) * mean((z - e)^2) between the latents and the codes the decoder
+receives; it is only reported (evaluation, analysis tables, training summaries), never
+differentiated.
 
 Multi-device. Every statistic (cluster sizes, code sums, usage, k-means sums) is a plain
 sum over all batch positions. Under ``jax.jit`` with the batch sharded along a mesh axis
@@ -49,7 +54,8 @@ class QuantizerOutput:
 
     quantized: jax.Array  # (..., code_dim) straight-through codes (gumbel train: soft mix)
     indices: jax.Array  # (...) int32 token ids
-    losses: dict[str, jax.Array]  # weighted loss terms and their sum, "total"
+    losses: dict[str, jax.Array]  # weighted training terms and their sum, "total"
+    q_loss: jax.Array  # the paper's (1 + beta) * mean((z - e)^2), reported only (``q_loss``)
     health: dict[str, jax.Array]  # unique_fraction, perplexity, dead_fraction
 
 
@@ -58,6 +64,12 @@ def gumbel_temperature(start: float = 1.0, end: float = 1 / 16,
     """Gumbel-softmax temperature by step: exponential decay from ``start`` to ``end``
     over ``anneal_steps`` steps, then held at ``end``."""
     return optax.exponential_decay(start, anneal_steps, end / start, end_value=end)
+
+
+def q_loss(z: jax.Array, e: jax.Array, beta: float) -> jax.Array:
+    """The paper's quantizer loss, (1 + beta) * mean((z - e)^2) between latents z and the
+    codes e the decoder receives, as a report: no gradient flows through it."""
+    return lax.stop_gradient((1.0 + beta) * jnp.mean(jnp.square(z - e)))
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
@@ -101,7 +113,7 @@ class VectorQuantizer(nn.Module):
     """
 
     num_codes: int  # K, codebook size
-    code_dim: int  # D, width of a code (and of z, except for gumbel)
+    code_dim: int  # D, width of a code and of z
     kind: str = "ema"  # "ema" | "learned" | "gumbel"
     beta: float = 0.25  # commitment weight
     ema_decay: float = 0.99  # decay of the EMA statistics (and of usage, for every kind)
@@ -174,11 +186,17 @@ class VectorQuantizer(nn.Module):
         ``temperature``."""
         update = train and not self.is_initializing()
         lead, out_dtype = z.shape[:-1], z.dtype if self.dtype is None else self.dtype
+        if z.shape[-1] != self.code_dim:
+            raise ValueError(f"z has {z.shape[-1]} channels, codebook {self.code_dim}")
         if self.kind == "gumbel":
             q, idx, losses = self._gumbel(z, update, temperature)
+            # Gumbel has no commitment term: nothing pulls z towards the codes, which are
+            # chosen by a projection of z. Its q_loss is the distance between the latent
+            # and what the decoder receives instead (the hard code at evaluation, the soft
+            # mixture in training): the same measurement as for the VQ kinds, not a
+            # quantity this kind minimises.
+            reported = q_loss(z.reshape(-1, self.code_dim).astype(jnp.float32), q, self.beta)
         else:
-            if z.shape[-1] != self.code_dim:
-                raise ValueError(f"z has {z.shape[-1]} channels, codebook {self.code_dim}")
             x = z.reshape(-1, self.code_dim).astype(jnp.float32)
             if self.l2_normalize:
                 x = _l2_normalize(x)
@@ -193,6 +211,7 @@ class VectorQuantizer(nn.Module):
             # Straight-through (d q / d x = identity) when training; the codes themselves
             # otherwise, so decoding exported token ids reproduces the forward pass exactly.
             q = x + lax.stop_gradient(e - x) if train else e
+            reported = q_loss(x, e, self.beta)  # x, e: l2-normalised with l2_normalize
             if update and self.kind == "ema":
                 self._ema_update(x, idx)
         losses["total"] = sum(losses.values())
@@ -210,6 +229,7 @@ class VectorQuantizer(nn.Module):
             quantized=q.reshape(*lead, q.shape[-1]).astype(out_dtype),
             indices=idx.reshape(lead),
             losses=losses,
+            q_loss=reported,
             health=self._health(counts, usage))
 
     def _gumbel(self, z: jax.Array, stochastic: bool, temperature
