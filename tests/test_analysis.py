@@ -54,25 +54,45 @@ def test_sweep_writes_csv_and_plot_for_2d_and_3d(tiny_runs, tmp_path):
 
 
 def test_compare_variants_and_claims(tiny_runs, tmp_path):
+    """compare's table holds each run's own eval_metrics.json values (EMA weights) and its
+    claims the percentage changes those values give."""
     config, workdir, results = tiny_runs
     dvae = config_lib.apply_variant(config, "dvae")
     assert dvae.quantizer.kind == "gumbel" and dvae.loss.adversarial_weight == 0
     assert config_lib.apply_variant(config, "vqvae").loss.adversarial_weight == 0
     assert config.loss.adversarial_weight > 0
     assert list(results) == ["vqgan", "vqvae", "dvae"]
-    assert results["dvae"]["ema"]["ssim"] != results["vqgan"]["ema"]["ssim"]
     text = analysis.compare(results, tmp_path)
-    assert "SSIM, VQ-GAN over dVAE" in text and "T-Std, VQ-GAN against VQ-VAE" in text
     assert (tmp_path / "compare.md").read_text().strip() == text
+    evaluated = {run: json.loads((workdir / run / "eval_metrics.json").read_text())["ema"]
+                 for run in results}
+    assert evaluated["dvae"]["ssim"] != evaluated["vqgan"]["ssim"]  # the claims compare something
     with open(tmp_path / "compare.csv") as f:
-        assert [r["run"] for r in csv.DictReader(f)] == ["vqgan", "vqvae", "dvae"]
+        table = list(csv.DictReader(f))
+    assert [r["run"] for r in table] == ["vqgan", "vqvae", "dvae"]
+    for row in table:
+        for key in analysis.COLUMNS:
+            assert float(row[key]) == evaluated[row["run"]][key], (row["run"], key)
+        cells = [f"{evaluated[row['run']][k]:.4f}" for k in ("ssim", "psnr", "l1", "t_std")]
+        assert f"| {row['run']} | {' | '.join(cells)} |" in text
 
-    # The command line, on already trained runs.
+    def claim(metric, new, old):
+        """The claim's line recomputed: the values and their change in percent."""
+        a, b = evaluated[new][metric], evaluated[old][metric]
+        return f"{a:.4f} vs {b:.4f} ({100 * (a - b) / abs(b):+.1f}%"
+
+    lines = text.splitlines()
+    ssim = next(line for line in lines if line.startswith("- SSIM, VQ-GAN over dVAE: "))
+    tstd = next(line for line in lines if line.startswith("- T-Std, VQ-GAN against VQ-VAE: "))
+    assert claim("ssim", "vqgan", "dvae") in ssim and "paper: +9.31%" in ssim
+    assert claim("t_std", "vqgan", "vqvae") in tstd and "paper: -37.1%" in tstd
+
+    # The command line, on already trained runs: the same SSIM claim, no T-Std one.
     done = subprocess.run(
         [sys.executable, "-m", "pose_vq.analysis", "compare", f"--workdir={tmp_path / 'cmp'}",
          f"--runs={workdir / 'vqgan'},{workdir / 'dvae'}"],
         capture_output=True, text=True, cwd=ROOT, check=True)
-    assert "SSIM, VQ-GAN over dVAE" in done.stdout
+    assert ssim in done.stdout.splitlines() and "T-Std, VQ-GAN" not in done.stdout
     assert (tmp_path / "cmp" / "compare.md").read_text().strip() == done.stdout.strip()
 
 
