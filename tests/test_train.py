@@ -10,6 +10,7 @@ import os
 import pathlib
 import signal
 import threading
+import types
 
 import jax
 import jax.numpy as jnp
@@ -99,20 +100,60 @@ def run_steps(config, mesh, batch, steps=2, initial=None):
     return state
 
 
-def assert_states_close(one, other, learning_rate, steps):
-    """Two train states equal to 1e-5, save for Adam's float-noise amplification
-    (test_fsdp_and_tensor_parallel_steps_equal_1_device's docstring)."""
-    compared, outside, lr_bound = 0, 0, 2 * learning_rate * steps
+# Tolerances of assert_states_close, from the differences measured on the tiny model's
+# 928,177 state entries at learning rate 2.25e-5 (tensor parallel on 8 devices and FSDP,
+# 2 steps; two processes, 3 steps). Largest: 2.49e-5, 1.19e-5 and 1.50e-5, each in an
+# entry whose gradient is ~0, where Adam's g / (|g| + eps) turns rounding noise into a
+# step of up to ~lr. Entries beyond 1e-6 + 1e-6 |a|: 185, 102 and 112 (1 in 5,000 at
+# most), most of them the attention key biases, whose gradient is zero in exact
+# arithmetic (the softmax over keys ignores a shift common to every key).
+STATE_ATOL = 5e-5  # every entry: 2x the largest difference measured
+STATE_NOISE = 1e-6  # every entry but a few: within this, absolute and relative
+NOISY_FRACTION = 1 / 2_000  # those few: 2.5x the largest fraction measured
+
+
+def assert_states_close(one, other):
+    """Two train states' parameters, EMAs and codebook statistics equal to within float
+    noise: every entry within STATE_ATOL (+ 1e-6 relative), all but NOISY_FRACTION of
+    them within STATE_NOISE (test_fsdp_and_tensor_parallel_steps_equal_1_device's
+    docstring says why a few may differ more)."""
+    compared, noisy = 0, 0
     for name in ("generator", "vq_stats", "discriminator", "ema_generator", "ema_vq_stats"):
         flat_one = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(one, name)))
         flat_other = jax.tree_util.tree_leaves(jax.device_get(getattr(other, name)))
         for (path, a), b in zip(flat_one, flat_other):
             key = jax.tree_util.keystr(path)
             a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            np.testing.assert_allclose(b, a, atol=lr_bound, rtol=1e-5, err_msg=f"{name}{key}")
-            outside += int(np.sum(np.abs(b - a) > 1e-5 + 1e-5 * np.abs(a)))
+            np.testing.assert_allclose(b, a, atol=STATE_ATOL, rtol=1e-6, err_msg=f"{name}{key}")
+            noisy += int(np.sum(np.abs(b - a) > STATE_NOISE * (1 + np.abs(a))))
             compared += a.size
-    assert compared > 10_000 and outside <= compared * steps / 10_000, (outside, compared)
+    assert compared > 10_000, compared
+    assert noisy <= compared * NOISY_FRACTION, f"{noisy} of {compared} entries beyond float noise"
+
+
+def test_assert_states_close_fails_on_a_perturbed_state():
+    """The comparison passes float noise and a few Adam-amplified entries and fails a
+    state a few x its tolerance away, in one entry or in a thousandth of them."""
+    rng = np.random.default_rng(0)
+    names = ("generator", "vq_stats", "discriminator", "ema_generator", "ema_vq_stats")
+    one = types.SimpleNamespace(**{n: {"w": rng.standard_normal(20_000)} for n in names})
+
+    def moved(delta, where=names):
+        """``one`` with ``delta(w)`` added to the fields ``where``, float noise elsewhere."""
+        return types.SimpleNamespace(**{
+            n: {"w": w + (delta(w) if n in where else 1e-7 * rng.standard_normal(w.shape))}
+            for n in names for w in [getattr(one, n)["w"]]})
+
+    def adam_noise(w):  # float noise, and 20 entries as far as Adam's noise may take them
+        return 1e-7 * rng.standard_normal(w.shape) + 0.9 * STATE_ATOL * (np.arange(w.size) < 20)
+
+    assert_states_close(one, moved(adam_noise, ["generator", "ema_generator"]))
+    with pytest.raises(AssertionError, match="vq_stats"):
+        assert_states_close(one, moved(lambda w: 3 * STATE_ATOL * (np.arange(w.size) == 7),
+                                       ["vq_stats"]))
+    with pytest.raises(AssertionError, match="beyond float noise"):
+        assert_states_close(one, moved(
+            lambda w: 3 * STATE_NOISE * (1 + np.abs(w)) * (np.arange(w.size) % 1000 == 0)))
 
 
 def _shard_bytes(tree):
@@ -128,9 +169,9 @@ def test_fsdp_and_tensor_parallel_steps_equal_1_device(data_dir):
     the widest axes also split over 'model', equal them on 1 device, to 1e-5.
 
     Adam amplifies float noise in near-zero gradient entries (g / (|g| + eps) turns
-    rounding noise into +-lr steps), so such entries may differ by at most 2 * lr per
-    step, and at most 1 in 10,000 entries per step may do so (flips add up over the
-    steps; test_multihost's 3 steps across processes are held to the same bound). At the
+    rounding noise into steps of up to ~lr), so a few entries differ by more than the
+    rest: assert_states_close's tolerances, measured here and on test_multihost's 3
+    steps across processes, which it holds to the same bounds. At the
     default U(-1/K, 1/K) init every code is nearly equidistant from every latent, so
     nearest-code choices would be ties decided by rounding: k-means init separates the
     codes (sharded_run_config).
@@ -148,7 +189,7 @@ def test_fsdp_and_tensor_parallel_steps_equal_1_device(data_dir):
                                   ("tensor", sharding.make_mesh({"data": 4, "model": 2}), 1.1)]:
         config.sharding.strategy = strategy
         state = run_steps(config, mesh, batch, initial=initial)
-        assert_states_close(one, state, 2.25e-5, steps=2)
+        assert_states_close(one, state)
         assert total / 8 <= _shard_bytes(state) < total / 8 * bound, (
             strategy, _shard_bytes(state) / total)
 
