@@ -126,26 +126,28 @@ class Evaluator:
     def batches(self) -> Iterator[dict[str, jax.Array | None]]:
         """Global batches with a ``mask`` that is 0 on padding clips and, for keypoint
         data, the stored joints in target pixels (``points``; NaN on padding)."""
-        target_shape = self.models.target_shape(self.per_host)
-        _, t, size, _, c = target_shape
-        for b in range(self.num_batches):
-            ids = self.indices[b * self.per_host:(b + 1) * self.per_host]
-            host = {"inputs": np.zeros(self.models.input_shape(self.per_host), np.float32),
-                    "targets": np.zeros(target_shape, np.float32),
-                    "mask": np.zeros((self.per_host,), np.float32)}
-            if self.keypoints:
-                host["points"] = np.full((self.per_host, c, t, skeleton.NUM_JOINTS, 2), np.nan,
-                                         np.float32)
-            for j, i in enumerate(ids):
-                stored = self.source[i]
-                example = self.transform.map(stored)
-                host["inputs"][j], host["targets"][j] = example["inputs"], example["targets"]
-                host["mask"][j] = 1.0
-                if self.keypoints:
-                    host["points"][j] = modes.joint_pixels(
-                        self.mode, stored["joints2d"], stored["joints3d"], size, stored.get("present"))
+        frames, _, _, channels = target = self.models.target_shape(1)[1:]
+        padding = {"inputs": np.zeros(self.models.input_shape(1)[1:], np.float32),
+                   "targets": np.zeros(target, np.float32)}
+        if self.keypoints:
+            padding["points"] = np.full((channels, frames, skeleton.NUM_JOINTS, 2), np.nan,
+                                        np.float32)
+        rows = map(self._example, self.indices)
+        for host, n in pipeline.fixed_size_batches(rows, self.per_host, padding, self.num_batches):
+            host["mask"] = (np.arange(self.per_host) < n).astype(np.float32)
             yield {"points": None, **{k: jax.make_array_from_process_local_data(self._sharding, v)
                                       for k, v in host.items()}}
+
+    def _example(self, index: int) -> dict[str, np.ndarray]:
+        """One stored clip as the model reads it (and its joints in target pixels)."""
+        stored = self.source[index]
+        example = self.transform.map(stored)
+        row = {k: np.asarray(example[k], np.float32) for k in ("inputs", "targets")}
+        if self.keypoints:
+            size = self.models.target_shape(1)[2]
+            row["points"] = modes.joint_pixels(self.mode, stored["joints2d"], stored["joints3d"],
+                                               size, stored.get("present"))
+        return row
 
     def run(self, state: TrainState | GeneratorState, step: int,
             writer: summary.SummaryWriter | None = None) -> dict[str, Any]:

@@ -125,28 +125,28 @@ def _apply(models: Models, method: str, variables: dict[str, Any], x: jax.Array)
     return models.generator.apply(variables, x, method=method)
 
 
-def _batched(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(start + size, n))
-
-
 def _split_examples(tokenizer: Tokenizer, source: Sequence[dict[str, Any]],
                     transform: pipeline.ToModelInputs, batch_size: int
                     ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, example) pairs of a split's token grids, encoded a batch at a time."""
+    """(key, example) pairs of a split's token grids, encoded a fixed-size batch at a
+    time (one compilation for the whole split)."""
     mode = tokenizer.config.data.mode
-    for ids in _batched(len(source), batch_size):
-        examples = [source[i] for i in ids]
-        clips = np.stack([transform.map(e)["inputs"] for e in examples])
-        # Pad to a fixed batch: one compilation for the whole split.
-        padded = np.zeros((batch_size,) + clips.shape[1:], clips.dtype)
-        padded[:len(clips)] = clips
-        tokens = tokenizer.encode(padded)[:len(clips)]
-        for i, e, t in zip(ids, examples, tokens):
-            sequence = e["sequence"].decode() if isinstance(e["sequence"], bytes) else str(e["sequence"])
-            yield f"{i:08d}", {"tokens": t.astype(np.int32), "sequence": sequence,
-                               "body_id": int(e["body_id"]), "start_frame": int(e["start_frame"]),
-                               "index": i, "mode": mode}
+
+    def row(i: int) -> dict[str, Any]:
+        e = source[i]
+        sequence = e["sequence"].decode() if isinstance(e["sequence"], bytes) else str(e["sequence"])
+        return {"inputs": transform.map(e)["inputs"], "index": np.int64(i),
+                "sequence": np.str_(sequence), "body_id": np.int32(e["body_id"]),
+                "start_frame": np.int32(e["start_frame"])}
+
+    for batch, n in pipeline.fixed_size_batches(map(row, range(len(source))), batch_size):
+        tokens = tokenizer.encode(batch["inputs"])[:n]
+        for j, t in enumerate(tokens):
+            i = int(batch["index"][j])
+            yield f"{i:08d}", {"tokens": t.astype(np.int32), "sequence": str(batch["sequence"][j]),
+                               "body_id": int(batch["body_id"][j]),
+                               "start_frame": int(batch["start_frame"][j]), "index": i,
+                               "mode": mode}
 
 
 class _TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
@@ -232,14 +232,17 @@ def roundtrip_metrics(tokenizer: Tokenizer, tokens_builder: tfds.core.DatasetBui
     targets_source = source.as_data_source(split=split)
     tokens_source = tokens_builder.as_data_source(split=split)
     score = jax.jit(metrics.clip_metrics)
+
+    def row(i: int) -> dict[str, np.ndarray]:
+        tokens = tokens_source[i]
+        return {"tokens": tokens["tokens"],
+                "targets": transform.map(targets_source[int(tokens["index"])])["targets"]}
+
     sums: dict[str, float] = {}
-    for ids in _batched(len(tokens_source), batch_size):
-        rows = [tokens_source[i] for i in ids]
-        recon = tokenizer.decode(np.stack([r["tokens"] for r in rows]))
-        targets = np.stack([transform.map(targets_source[int(r["index"])])["targets"]
-                            for r in rows])
-        for k, v in score(targets, recon).items():
-            sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    for batch, n in pipeline.fixed_size_batches(map(row, range(len(tokens_source))), batch_size):
+        recon = tokenizer.decode(batch["tokens"])
+        for k, v in score(batch["targets"], recon).items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v)[:n]))
     return {k: v / len(tokens_source) for k, v in sums.items()}
 
 

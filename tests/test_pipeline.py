@@ -150,3 +150,45 @@ def test_dataset_name_spells_only_non_default_build_knobs():
     assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_t64_s128_score_sourceones_stride8"
     data.stride, data.score_source, data.sigma = 90, "gaussian", 0.75  # the defaults, spelled out
     assert prepare.dataset_name(data) == "panoptic_heatmaps/3d"
+
+
+def test_fixed_size_batches_pad_the_last_and_compile_once():
+    """10 rows in batches of 4: 4, 4 and 2 real rows, the last batch padded (zeros, or
+    the given padding row); a jitted function compiles once and its outputs, trimmed to
+    the real rows, are the rows' own."""
+    rows = [{"x": np.full((3,), i, np.float32), "id": np.int32(i)} for i in range(10)]
+    read = []
+    traces = []
+
+    def reading():
+        for r in rows:
+            read.append(r)
+            yield r
+
+    @jax.jit
+    def f(batch):
+        traces.append(batch["x"].shape)  # runs once per compilation
+        return {"sum": batch["x"].sum(-1), "id": batch["id"] + 1}
+
+    outs, sizes = [], []
+    for batch, n in pipeline.fixed_size_batches(reading(), 4, padding={"id": -1}):
+        assert len(read) == min(4 * (len(sizes) + 1), 10)  # rows are read as needed
+        assert batch["x"].shape == (4, 3) and batch["id"].dtype == np.int32
+        sizes.append(n)
+        outs.append({k: np.asarray(v)[:n] for k, v in f(batch).items()})
+    assert sizes == [4, 4, 2] and traces == [(4, 3)]
+    np.testing.assert_array_equal(batch["x"][2:], 0)
+    np.testing.assert_array_equal(batch["id"][2:], -1)
+    np.testing.assert_array_equal(np.concatenate([o["sum"] for o in outs]), 3 * np.arange(10))
+    np.testing.assert_array_equal(np.concatenate([o["id"] for o in outs]), np.arange(10) + 1)
+
+    # A fixed number of batches: padding alone after the rows, in their shapes.
+    padding = {"x": np.zeros(3, np.float32), "id": np.int32(-1)}
+    out = list(pipeline.fixed_size_batches(rows[:3], 4, padding, num_batches=3))
+    assert [n for _, n in out] == [3, 0, 0]
+    assert all(b["x"].shape == (4, 3) and b["x"].dtype == np.float32 for b, _ in out)
+    np.testing.assert_array_equal(out[2][0]["id"], -1)
+    with pytest.raises(ValueError, match="padding row for every key"):
+        list(pipeline.fixed_size_batches([], 4, num_batches=1))
+    with pytest.raises(ValueError, match="more rows than 2 batches"):
+        list(pipeline.fixed_size_batches(rows, 4, padding, num_batches=2))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import grain.python as grain
@@ -132,6 +133,40 @@ def make_loader(cfg: LoaderConfig) -> grain.DataLoader:
                     grain.Batch(per_host, drop_remainder=True)],
         worker_count=cfg.worker_count,
         read_options=grain.ReadOptions(prefetch_buffer_size=cfg.read_ahead * per_host))
+
+
+def fixed_size_batches(rows: Iterable[Mapping[str, Any]], size: int,
+                       padding: Mapping[str, Any] | None = None, num_batches: int | None = None
+                       ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """``rows`` (dicts of arrays, read as needed) stacked ``size`` at a time, the last
+    batch filled up with padding rows: a jitted function of the batches sees one shape
+    and compiles once (evaluation, token export, the downstream models' predictions).
+
+    Yields ``(batch, n)``: its first ``n`` rows are real, so their outputs are
+    ``out[:n]``. A padding row holds ``padding[key]`` (a row, or a value broadcast to the
+    first row's shape and dtype) where given, zeros like the first row's elsewhere. With
+    ``num_batches``, batches of padding alone follow the rows up to that count (processes
+    must run the same number of collectives); those need a padding row for every key,
+    in the rows' shapes and dtypes.
+    """
+    padding = dict(padding or {})
+    rows = iter(rows)
+    for count in itertools.count():
+        chunk = list(itertools.islice(rows, size))
+        if count == num_batches or (num_batches is None and not chunk):
+            if chunk:
+                raise ValueError(f"more rows than {num_batches} batches of {size} hold")
+            return
+        if chunk:
+            first = {k: np.asarray(v) for k, v in chunk[0].items()}
+            fill = {k: (np.broadcast_to(np.asarray(padding[k], v.dtype), v.shape) if k in padding
+                        else np.zeros_like(v)) for k, v in first.items()}
+        elif padding:
+            fill = {k: np.asarray(v) for k, v in padding.items()}
+        else:
+            raise ValueError("a batch of padding alone needs a padding row for every key")
+        yield {k: np.stack([np.asarray(r[k]) for r in chunk] + [v] * (size - len(chunk)))
+               for k, v in fill.items()}, len(chunk)
 
 
 def model_fields(batch: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from pose_vq import summary
+from pose_vq.data import pipeline
 
 # loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
 LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array],
@@ -104,15 +105,12 @@ def load_variables(workdir: str | pathlib.Path, c: ml_collections.ConfigDict,
 def apply_batched(fn: Callable[[dict[str, np.ndarray]], Any], arrays: dict[str, np.ndarray],
                   batch_size: int = 64) -> Any:
     """``fn`` (jitted) over ``arrays`` (equal first axes) in batches of one size, the last
-    padded with zeros (one compilation), its outputs (a pytree of arrays) concatenated."""
+    padded (``pipeline.fixed_size_batches``: one compilation), its outputs (a pytree of
+    arrays) trimmed to the real rows and concatenated."""
     n = len(next(iter(arrays.values())))
-    outs = []
-    for start in range(0, n, batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
-        size = len(next(iter(batch.values())))
-        batch = {k: np.concatenate([v, np.zeros((batch_size - size,) + v.shape[1:], v.dtype)])
-                 for k, v in batch.items()}
-        outs.append(jax.tree_util.tree_map(lambda x, size=size: np.asarray(x)[:size], fn(batch)))
+    rows = ({k: v[i] for k, v in arrays.items()} for i in range(n))
+    outs = [jax.tree_util.tree_map(lambda x, real=real: np.asarray(x)[:real], fn(batch))
+            for batch, real in pipeline.fixed_size_batches(rows, batch_size)]
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
 
