@@ -108,20 +108,51 @@ def test_each_process_reads_its_own_shard(build_small, monkeypatch):
     assert len(seen[0]) + len(seen[1]) == 2 * (n // 2)
 
 
-def _records_read_after_one_batch(builder, monkeypatch, **kw) -> int:
-    """Records the loader's threads have read from the data source once they stop, after
-    it returned its first batch (2 clips)."""
-    source_type = type(builder.as_data_source()["train"])
-    reads = []
-    read = source_type.__getitem__
-    monkeypatch.setattr(source_type, "__getitem__",
-                        lambda self, i: reads.append(i) or read(self, i))
-    it = iter(pipeline.make_loader(_cfg(builder, global_batch_size=2, **kw)))
+class _CountingSource:
+    """A data source that records every index read from it."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, []
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.reads.append(i)
+        return self.source[i]
+
+
+def _records_read_after_one_batch(builder, monkeypatch, read_ahead) -> int:
+    """Records the loader's threads have read from its own data source, after it returned
+    its first batch (2 clips), once they have read all that grain submits.
+
+    grain submits reads from the consumer's thread, at most 2 * ``read_ahead`` records
+    past the 2 consumed, and its threads run them when they get the CPU. So the count
+    waits (up to 30 s) for that many, then half a second more for reads beyond them, were
+    grain to make any: a slow machine delays the count but does not change it. Only this
+    loader's source counts: a loader an earlier test left behind may still be reading
+    from its own."""
+    opened, sources = pipeline.open_dataset, []
+
+    def open_counting(data_dir, name):
+        built = opened(data_dir, name)
+        as_source = built.as_data_source
+
+        def counting_source(**kw):
+            sources.append(_CountingSource(as_source(**kw)))
+            return sources[-1]
+
+        monkeypatch.setattr(built, "as_data_source", counting_source)
+        return built
+
+    monkeypatch.setattr(pipeline, "open_dataset", open_counting)
+    it = iter(pipeline.make_loader(_cfg(builder, global_batch_size=2, read_ahead=read_ahead)))
     next(it)
-    settled, deadline = -1, time.monotonic() + 30
-    while settled != len(reads) and time.monotonic() < deadline:
-        settled = len(reads)
-        time.sleep(0.5)
+    (reads,) = [s.reads for s in sources]
+    deadline = time.monotonic() + 30
+    while len(reads) < 2 + 2 * read_ahead and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
     return len(reads)
 
 
@@ -129,8 +160,8 @@ def test_read_ahead_bounds_the_records_read_before_they_are_needed(build_small, 
     """``read_ahead`` batches of records beyond the batch returned, not grain's 500 (the
     sampler repeats the 12 stored clips forever, so nothing else stops the reads)."""
     builder = build_small("3d")
-    assert _records_read_after_one_batch(builder, monkeypatch, read_ahead=1) <= 2 + 2
-    assert 2 + 2 < _records_read_after_one_batch(builder, monkeypatch, read_ahead=4) <= 2 + 8
+    assert _records_read_after_one_batch(builder, monkeypatch, read_ahead=1) == 2 + 2
+    assert _records_read_after_one_batch(builder, monkeypatch, read_ahead=4) == 2 + 8
     config = defaults.get_config()
     config.data.read_ahead = 0
     with pytest.raises(config_lib.ConfigError, match="data.read_ahead=0"):
