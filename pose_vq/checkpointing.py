@@ -107,7 +107,9 @@ def restore_state(manager: ocp.CheckpointManager, abstract: TrainState,
 def restore_generator(workdir: str | pathlib.Path, models: Models, mesh: jax.sharding.Mesh,
                       step: int | None = None) -> GeneratorState:
     """The generator's part of the checkpoint at ``step`` (default: the latest) of a
-    workdir, read alone (orbax partial restore) and replicated on ``mesh``."""
+    workdir, read alone (orbax partial restore) onto ``mesh`` in the shardings the
+    models' config gives it (``config.sharding``: replicated by default, or FSDP or
+    tensor parallel), whatever mesh the run was trained on."""
     manager = checkpoint_manager(workdir, read_only=True)
     _require_checkpoint(manager)
     step = manager.latest_step() if step is None else step

@@ -13,7 +13,8 @@ Standard deviations use ``ddof=1`` (torch's default, as in the reference).
 Difference from the reference: it reshapes its ``(b, c, f, x, y)`` SSIM scores to
 ``(b*f*c)`` and views them back as ``(b, f, c)``, which mixes channels and frames in its
 per-frame SSIM curve. The SSIM mean is unaffected but its T-Std is not; here the curve
-is computed per frame as intended.
+is computed per frame as intended. So every value but ``ssim_tstd`` (and ``ssim_std``)
+and with it ``t_std`` is comparable with the paper's numbers.
 """
 
 from __future__ import annotations

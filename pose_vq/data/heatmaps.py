@@ -39,7 +39,6 @@ EPS_3D = 1e-5
 # exp(-30) ~ 1e-13: pixels farther out are left at zero (an error far below float32's
 # resolution of the values drawn), which spares the exp in most of a diagonal limb's box.
 _CUTOFF = 30.0
-LIMB_ARRAY = np.asarray(skeleton.LIMBS, dtype=np.int64)
 
 
 def scale_and_center(points: np.ndarray, size: float, fill: float = 0.9) -> np.ndarray:

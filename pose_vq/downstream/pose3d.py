@@ -17,11 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _weighted_mean(values: np.ndarray, weight: np.ndarray) -> float:
-    total = weight.sum()
-    return float((values * weight).sum() / total) if total else float("nan")
-
-
 def _per_clip(values: np.ndarray, weight: np.ndarray) -> float:
     """Mean over clips of each clip's weighted mean of ``values`` (N, T, J)."""
     values, weight = values.reshape(len(values), -1), weight.reshape(len(weight), -1)

@@ -3,6 +3,10 @@
 Pre-activation ResBlocks (GroupNorm, swish, 3x3x3 conv, twice), non-local attention over
 every position of a level, padded stride-2 down-sampling and nearest up-sampling + conv,
 following the reference's topology. Parameters are float32; ``dtype`` sets activations.
+Every 3D convolution is a ``Conv3D``, computed by one of three paths with the same
+parameters (``native``, or the CPU paths ``folded`` and ``winograd``; ``model.conv_impl``
+and ``pose_vq.runtime.conv_impl_for`` choose); the 1x1x1 ones (shortcuts, attention
+projections, the generator's quant convs) always run native.
 """
 
 from __future__ import annotations
@@ -47,9 +51,10 @@ class Conv3D(nn.Module):
     even kernel sides (the discriminator's) first becomes a space-to-depth rearrangement
     and a stride-1 conv with half the kernel, whose input gradient is ~20x cheaper on CPU
     than XLA's dilated transposed conv. ``winograd`` is ``folded`` except for 3-tap convs
-    of stride 1 in time (every ResBlock's and up-sampling's), which it computes with
-    Winograd's minimal filtering over frames (``_temporal_winograd``): half the
-    multiply-adds. Accelerators use ``native``.
+    of stride 1 in time (every ResBlock's and up-sampling's) with at least
+    ``WINOGRAD_MIN_FRAMES`` output frames, which it computes with Winograd's minimal
+    filtering over frames (``_temporal_winograd``): up to half the multiply-adds. Off the
+    CPU every path runs ``native`` (``pose_vq.runtime.conv_impl_for``).
     """
 
     features: int
@@ -59,7 +64,7 @@ class Conv3D(nn.Module):
     use_bias: bool = True
     dtype: Dtype = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
-    impl: str = "native"  # native | folded
+    impl: str = "native"  # native | folded | winograd
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

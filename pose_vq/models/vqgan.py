@@ -32,7 +32,8 @@ from pose_vq.models.quantizer import QuantizerOutput, VectorQuantizer
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorSpec:
-    """Everything that fixes the generator's shapes; built from a config by ``from_config``."""
+    """Everything that fixes the generator's shapes; ``pose_vq.config.generator_spec``
+    builds it from a config."""
 
     in_channels: int = 3
     out_channels: int = 3
