@@ -8,7 +8,7 @@ import pytest
 
 from pose_vq import config as config_lib
 from pose_vq import defaults, sharding
-from pose_vq.data import modes, pipeline, prepare
+from pose_vq.data import modes, pipeline
 
 
 def _cfg(builder, **kw):
@@ -173,14 +173,6 @@ def test_bad_batch_sizes_are_reported(build_small):
     with pytest.raises(ValueError, match="fewer than one batch"):
         pipeline.make_loader(_cfg(builder, global_batch_size=10_000))
 
-
-def test_dataset_name_spells_only_non_default_build_knobs():
-    data = defaults.get_config().data
-    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d"
-    data.stride, data.score_source = 8, "ones"
-    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_t64_s128_score_sourceones_stride8"
-    data.stride, data.score_source, data.sigma = 90, "gaussian", 0.75  # the defaults, spelled out
-    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d"
 
 
 def test_fixed_size_batches_pad_the_last_and_compile_once():
