@@ -212,10 +212,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split`` (its
     generator alone is read)."""
     workdir = pathlib.Path(workdir)
+    data_dir, name = prepare.locate_dataset(config.data, workdir)  # before reading a checkpoint
     mesh = sharding.make_mesh(config.sharding.mesh)
     models = Models.create(config)
     state = checkpointing.restore_generator(workdir, models, mesh)
-    data_dir, name = prepare.locate_dataset(config.data, workdir)
     writer = summary.SummaryWriter(workdir)
     results = Evaluator(models, mesh, data_dir, name, config, workdir).run(
         state, int(state.step), writer)

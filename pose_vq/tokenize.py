@@ -40,7 +40,7 @@ from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from data_builders.panoptic_heatmaps import check_file_format
-from pose_vq import checkpointing, metrics, runtime, sharding
+from pose_vq import checkpointing, errors, metrics, runtime, sharding
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, bound, generator_variables, init_state
@@ -246,6 +246,7 @@ def roundtrip_metrics(tokenizer: Tokenizer, tokens_builder: tfds.core.DatasetBui
 FLAGS = flags.FLAGS
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -303,6 +304,7 @@ def define_flags() -> None:
                       "to the run's eval_metrics.json.")
     flags.DEFINE_bool("json", False, "Also print one JSON line: the export and, with --verify, "
                       "the round-trip metrics beside eval_metrics.json's.")
+    errors.define_verbose_flag()
 
 
 if __name__ == "__main__":

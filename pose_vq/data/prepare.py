@@ -25,12 +25,13 @@ from data_builders.panoptic_heatmaps import (
     check_file_format,
     make_config,
 )
+from pose_vq import errors
 from pose_vq.data import panoptic, synthetic
 
 SYNTHETIC_ROOT = "synthetic_panoptic"  # under the workdir, for data.synthetic
 
 
-class DatasetNotBuiltError(FileNotFoundError):
+class DatasetNotBuiltError(errors.ActionableError, FileNotFoundError):
     """A reader found no complete build of its dataset; the message says how to build it."""
 
 
