@@ -100,7 +100,7 @@ class Evaluator:
         self.models, self.mesh, self.workdir = models, mesh, pathlib.Path(workdir)
         self.split, self.num_videos = ec.split, ec.num_videos
         builder = pipeline.open_dataset(data_dir, name)
-        self.source = builder.as_data_source(split=ec.split)
+        self.source = pipeline.data_source(builder, ec.split)
         self.mode = pipeline.dataset_mode(builder)
         self.transform = pipeline.ToModelInputs(self.mode)
         built = builder.info.metadata.get("config", {})

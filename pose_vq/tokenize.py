@@ -206,7 +206,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
                 "num_codes": tokenizer.models.spec.num_codes, "token_grid": list(grid),
                 "mode": tokenizer.config.data.mode,
                 "workdir": str(pathlib.Path(workdir).absolute())}
-    split_examples = {s: _split_examples(tokenizer, builder.as_data_source(split=s),
+    split_examples = {s: _split_examples(tokenizer, pipeline.data_source(builder, s),
                                          transform, batch_size) for s in splits}
     out = _TokenBuilder(
         name=TOKENS_NAME, version=TOKENS_VERSION, config=name.split("/", 1)[1],
@@ -229,8 +229,8 @@ def roundtrip_metrics(tokenizer: Tokenizer, tokens_builder: tfds.core.DatasetBui
     meta = tokens_builder.info.metadata
     source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
     transform = pipeline.ToModelInputs(pipeline.dataset_mode(source))
-    targets_source = source.as_data_source(split=split)
-    tokens_source = tokens_builder.as_data_source(split=split)
+    targets_source = pipeline.data_source(source, split)
+    tokens_source = pipeline.data_source(tokens_builder, split)
     score = jax.jit(metrics.clip_metrics)
     sums: dict[str, float] = {}
     for ids in _batched(len(tokens_source), batch_size):

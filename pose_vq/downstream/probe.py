@@ -110,8 +110,7 @@ class TokenExport:
         if split not in self.builder.info.splits:
             raise ValueError(f"{self.path} has no split {split!r} (it has "
                              f"{', '.join(self.builder.info.splits)}): export it first")
-        source = self.builder.as_data_source(split=split)
-        rows = [source[i] for i in range(len(source))]
+        rows = list(pipeline.data_source(self.builder, split))
         self._splits[split] = {"tokens": np.stack([r["tokens"] for r in rows]),
                                "index": np.array([r["index"] for r in rows])}
         return self._splits[split]

@@ -22,7 +22,7 @@ from pose_vq.visualize import clip_frames, comparison_frames, draw_skeleton, wri
 
 
 def _source_example(builder: Any, split: str, index: int) -> dict[str, Any]:
-    source = builder.as_data_source(split=split)
+    source = pipeline.data_source(builder, split)
     if not 0 <= index < len(source):
         raise app.UsageError(f"{builder.info.full_name}:{split} has {len(source)} examples; "
                              f"--index={index} is out of range")
