@@ -76,6 +76,13 @@ def build_small(synthetic_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def data_dir(build_small) -> pathlib.Path:
+    """The TFDS data dir of build_small's 3d dataset (what tiny_config reads)."""
+    builder = build_small("3d")  # .../<data_dir>/panoptic_heatmaps/<config>/<version>
+    return pathlib.Path(builder.data_dir).parents[2]
+
+
+@pytest.fixture(scope="session")
 def tiny_runs(build_small, tmp_path_factory):
     """The paper's three variants of the tiny test config, trained 1 step on the 8 host
     devices under FSDP and evaluated (pose_vq.analysis.run_all): (base config, workdir,

@@ -79,6 +79,6 @@ for batch in ${BF16_BATCHES//,/ }; do  # one stage each: those done before BUDGE
   # a batch that does not fit is a row with its error: larger ones would not fit either
   if grep -qs '"error"' "$LOGS/step_bf16_$batch.out"; then break; fi
 done
-# Standard library only: it runs even when the install failed.
-run python3 -m pose_vq.benchmarks.device_summary summarise --logs="$LOGS" \
+# With the venv's python: the summary needs absl-py but no JAX, so it is written when JAX is broken.
+run "$PY" -m pose_vq.benchmarks.device_summary summarise --logs="$LOGS" \
   --workdir="$WORKDIR" --out="$SUMMARY"

@@ -40,9 +40,10 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, runtime
+from pose_vq import checkpointing, errors, runtime, tokenize, train
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
+from pose_vq.downstream import lift, pose3d, probe
 
 FLAGS = flags.FLAGS
 
@@ -74,8 +75,6 @@ def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
 def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
             ) -> dict[str, dict[str, Any]]:
     """Train and evaluate each config in ``workdir/<name>`` unless already done there."""
-    from pose_vq import train  # noqa: PLC0415 (heavy imports only when training)
-
     results = {}
     for name, config in runs.items():
         run_dir = workdir / name
@@ -111,9 +110,9 @@ def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Pat
 def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
     """One panel per metric against the vocabulary (log scale), one line per mode; the
     all-zeros prediction's SSIM / PSNR / L1 dashed in the mode's colour."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 (pyplot takes 0.9-1.1 s to import: the sweep's plot alone)
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # noqa: PLC0415
+    from matplotlib import pyplot as plt  # noqa: PLC0415 (0.9-1.1 s: the sweep's plot alone)
 
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
@@ -203,8 +202,6 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
 def _export_once(tokenizer: Any, out_dir: pathlib.Path, workdir: pathlib.Path,
                  source: tuple[str, str], splits: Sequence[str]) -> pathlib.Path:
     """The version folder of ``source``'s export under ``out_dir``, exported unless done."""
-    from pose_vq import tokenize  # noqa: PLC0415
-
     done = sorted(out_dir.glob(f"{tokenize.TOKENS_NAME}/{source[1].split('/', 1)[1]}/*/"
                                f"{tokenize.CODEBOOK_FILE}"))
     if done:
@@ -219,9 +216,6 @@ def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
            probe_steps: int | None = None, lift_steps: int | None = None) -> list[dict[str, Any]]:
     """The downstream chain (module docstring); every stage is skipped when its results
     are already in ``workdir``. Returns the rows of probes.csv."""
-    from pose_vq import tokenize  # noqa: PLC0415
-    from pose_vq.downstream import lift, probe  # noqa: PLC0415
-
     data_config = shared_data(config, workdir)
     source = prepare.prepare_dataset(data_config.data, workdir)
     if tokenizer_dir is None:
@@ -264,8 +258,6 @@ def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: pathlib.Path,
     """The synthetic-trained pose head and lifters on real Panoptic windows: every split
     of ``real_root``, rendered as the tokenizer's data but with joint_req 0.7 (real frames
     miss a joint or two, so 0.9 leaves no window)."""
-    from pose_vq.downstream import lift, pose3d, probe  # noqa: PLC0415
-
     real = ml_collections.ConfigDict(data_config.to_dict())
     real.data.manual_dir, real.data.synthetic, real.data.data_dir = str(real_root), False, ""
     real.data.joint_req = 0.7
@@ -296,8 +288,6 @@ def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 def probes_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """One table per task, columns as each task reports."""
-    from pose_vq.downstream import probe  # noqa: PLC0415
-
     columns = {**probe.METRICS, "lifting": ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error"),
                "sim-to-real": ("mpjpe", "p_mpjpe")}
     tasks = dict.fromkeys(r["task"] for r in rows)
@@ -315,6 +305,7 @@ def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
     return results
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     checkpointing.quiet_orbax_logs()
     if len(argv) != 2 or argv[1] not in ("sweep", "compare", "probes"):
@@ -327,10 +318,7 @@ def main(argv: list[str]) -> None:
     if config is None and not (argv[1] == "compare" and FLAGS.runs):
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
     if config is not None:
-        try:
-            config_lib.validate(config)
-        except config_lib.ConfigError as e:
-            raise app.UsageError(f"invalid config: {e}") from None
+        config_lib.validate(config)
         runtime.configure_jax(config)  # before any JAX backend use
     if argv[1] == "sweep":
         try:
@@ -354,10 +342,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.runs:
         results = _read_runs(FLAGS.runs)
     else:
-        try:
-            runs = {v: config_lib.apply_variant(config, v) for v in FLAGS.variants}
-        except config_lib.ConfigError as e:
-            raise app.UsageError(str(e)) from None
+        runs = {v: config_lib.apply_variant(config, v) for v in FLAGS.variants}
         results = run_all(runs, workdir)
     print(compare(results, workdir, FLAGS.weights))
 
@@ -386,6 +371,7 @@ def define_flags() -> None:
                         "160906_band1) for the sim-to-real rows; none without it.")
     flags.DEFINE_integer("probe_steps", None, "probes: training steps per probe head.")
     flags.DEFINE_integer("lift_steps", None, "probes: training steps per lifter.")
+    errors.define_verbose_flag()
 
 
 if __name__ == "__main__":

@@ -3,13 +3,18 @@
 
 Training saves and restores whole states; evaluation, export and visualisation restore
 the generator alone (``restore_generator``), so they never read optimiser states or the
-discriminator.
+discriminator. A write that fails for lack of space ends in one ``CheckpointWriteError``
+(``CheckpointManager``); the checkpoints before it stay intact and a rerun resumes from
+the latest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -19,6 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
 from pose_vq import config as config_lib
+from pose_vq import errors
 from pose_vq.data import pipeline
 from pose_vq.state import GeneratorState, Models, TrainState, abstract_generator_state
 
@@ -49,15 +55,79 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     return config_lib.from_json(path.read_text())
 
 
+class CheckpointWriteError(errors.ActionableError, OSError):
+    """A checkpoint could not be written for lack of space; the message names the step,
+    the directory, the space it needs and the latest intact checkpoint."""
+
+
+def _size(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while n >= 1024 and power < len(units) - 1:
+        n, power = n / 1024, power + 1
+    return f"{n:.1f} {units[power]}"
+
+
+def _nbytes(args: Any) -> int:
+    """Bytes of the arrays a save's args hold (each item's ``item``: a state, a pytree)."""
+    items = args.values() if isinstance(args, ocp.args.Composite) else [args]
+    leaves = jax.tree_util.tree_leaves([getattr(a, "item", None) for a in items])
+    return sum(int(getattr(x, "nbytes", 0)) for x in leaves)
+
+
+class CheckpointManager(ocp.CheckpointManager):
+    """orbax's manager, whose writes that fail for lack of space raise one
+    CheckpointWriteError. orbax writes in a background thread, so a failure surfaces at
+    the next ``save`` or ``wait_until_finished``: it is reported as the step that failed.
+    ``save`` waits for the previous write first, as orbax's does before writing (the
+    callers here call it only on steps they save)."""
+
+    _writing: tuple[int, int] | None = None  # (step, bytes) of the latest save
+
+    def save(self, step: int, *args: Any, **kwargs: Any) -> bool:
+        self.wait_until_finished()  # the previous save's failure, as that step's
+        self._writing = (step, _nbytes(kwargs.get("args")))
+        with self._no_space():
+            return super().save(step, *args, **kwargs)
+
+    def wait_until_finished(self) -> None:
+        with self._no_space():
+            super().wait_until_finished()
+
+    @contextlib.contextmanager
+    def _no_space(self) -> Iterator[None]:
+        try:
+            yield
+        except CheckpointWriteError:
+            raise
+        except Exception as e:
+            if self._writing is None or not errors.is_no_space(e):
+                raise
+            raise CheckpointWriteError(self._no_space_message(*self._writing)) from e
+
+    def _no_space_message(self, step: int, nbytes: int) -> str:
+        try:
+            free = _size(shutil.disk_usage(self.directory).free) + " free"
+        except OSError:
+            free = "free space unknown"
+        self.reload()  # what is on disk: a failed step was never renamed from its temporary folder
+        intact = [s for s in self.all_steps() if s < step]
+        kept = (f"the latest intact checkpoint is step {max(intact)}; a rerun resumes from it"
+                if intact else "no checkpoint was written before it; a rerun starts over")
+        return (f"no space left on the device to write the checkpoint of step {step} to "
+                f"{self.directory} (it needs about {_size(nbytes)}, {free}): {kept} once "
+                "space is freed")
+
+
 def checkpoint_manager(workdir: str | pathlib.Path, keep: int | None = None, every: int = 1,
-                       read_only: bool = False) -> ocp.CheckpointManager:
+                       read_only: bool = False) -> CheckpointManager:
     """The run's checkpoints, the last ``keep`` kept (None: all). ``should_save(step)``
     holds every ``every`` steps and at a preemption sync point (orbax's default would
     also save the first step of a run)."""
     policy = ocp.checkpoint_managers.AnySavePolicy([
         ocp.checkpoint_managers.FixedIntervalPolicy(every),
         ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
-    return ocp.CheckpointManager(
+    return CheckpointManager(
         pathlib.Path(workdir).absolute() / "checkpoints",
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
                                              create=not read_only, read_only=read_only),
@@ -77,7 +147,7 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
         type_handler_registry=ocp.type_handlers.create_type_handler_registry((jax.Array, arrays)))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: TrainState,
+def save(manager: CheckpointManager, step: int, state: TrainState,
          batches: pipeline.GlobalBatches) -> None:
     """Save the state and the loader's position at ``step`` (asynchronously; whether to
     is the loop's call, through ``manager.should_save``)."""

@@ -12,15 +12,12 @@ import ml_collections
 
 from pose_vq import defaults, runtime, sharding
 from pose_vq.data import modes
+from pose_vq.errors import ConfigError  # defined below every layer: dataset builds raise it too
 from pose_vq.models.vqgan import GeneratorSpec
 
 QUANTIZER_KINDS = ("ema", "learned", "gumbel")
 CONV_IMPLS = ("auto", *runtime.LAYER_CONV_IMPLS)  # model.conv_impl; see runtime.conv_impl_for
 SCORE_SOURCES = typing.get_args(modes.ScoreSource)
-
-
-class ConfigError(ValueError):
-    """A config that cannot describe a working model; the message says which knob."""
 
 
 def _check(condition: bool, message: str) -> None:

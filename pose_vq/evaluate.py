@@ -104,7 +104,7 @@ class Evaluator:
         self.models, self.mesh, self.workdir = models, mesh, pathlib.Path(workdir)
         self.split, self.num_videos = ec.split, ec.num_videos
         builder = pipeline.open_dataset(data_dir, name)
-        self.source = builder.as_data_source(split=ec.split)
+        self.source = pipeline.data_source(builder, ec.split)
         self.mode = pipeline.dataset_mode(builder)
         self.transform = pipeline.ToModelInputs(self.mode)
         built = builder.info.metadata.get("config", {})
@@ -218,10 +218,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split`` (its
     generator alone is read)."""
     workdir = pathlib.Path(workdir)
+    data_dir, name = prepare.locate_dataset(config.data, workdir)  # before reading a checkpoint
     mesh = sharding.make_mesh(config.sharding.mesh)
     models = Models.create(config)
     state = checkpointing.restore_generator(workdir, models, mesh)
-    data_dir, name = prepare.locate_dataset(config.data, workdir)
     writer = summary.SummaryWriter(workdir)
     results = Evaluator(models, mesh, data_dir, name, config, workdir).run(
         state, int(state.step), writer)

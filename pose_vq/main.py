@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from clu import parameter_overview
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, runtime
+from pose_vq import checkpointing, errors, evaluate, runtime, train
 from pose_vq import config as config_lib
 from pose_vq.data import prepare
 from pose_vq.state import Models
@@ -77,6 +77,7 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return summary
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     checkpointing.quiet_orbax_logs()
     if len(argv) > 1:
@@ -84,10 +85,7 @@ def main(argv: list[str]) -> None:
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/3d_1024.py")
-    try:
-        config_lib.validate(config)
-    except config_lib.ConfigError as e:
-        raise app.UsageError(f"invalid config: {e}") from None
+    config_lib.validate(config)
     if FLAGS.mode == "describe":
         describe(config)
         return
@@ -105,10 +103,8 @@ def main(argv: list[str]) -> None:
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.devices()[0].platform)
     if FLAGS.mode == "train":
-        from pose_vq import train  # noqa: PLC0415 (heavy imports only when training)
         train.train_and_evaluate(config, FLAGS.workdir)
     else:
-        from pose_vq import evaluate  # noqa: PLC0415
         evaluate.evaluate(config, FLAGS.workdir)
 
 
@@ -127,6 +123,7 @@ def define_flags() -> None:
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies --distributed).")
     flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
     flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+    errors.define_verbose_flag()
 
 
 if __name__ == "__main__":

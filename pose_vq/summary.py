@@ -46,8 +46,7 @@ class SummaryWriter:
             logdir.mkdir(parents=True, exist_ok=True)
             name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
                     f"{os.getpid()}.{next(_FILE_NUMBER)}")
-            # the record writer owns the file; close() closes it
-            self._records = record_writer.RecordWriter(open(logdir / name, "wb"))  # noqa: SIM115
+            self._records = record_writer.RecordWriter(open(logdir / name, "wb"))  # noqa: SIM115 (the record writer owns the file; close() closes it)
             self._write(event_pb2.Event(file_version="brain.Event:2"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:

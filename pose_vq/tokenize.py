@@ -40,7 +40,7 @@ from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from data_builders.panoptic_heatmaps import check_file_format
-from pose_vq import checkpointing, metrics, runtime, sharding
+from pose_vq import checkpointing, errors, metrics, runtime, sharding
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, bound, generator_variables, init_state
@@ -206,7 +206,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
                 "num_codes": tokenizer.models.spec.num_codes, "token_grid": list(grid),
                 "mode": tokenizer.config.data.mode,
                 "workdir": str(pathlib.Path(workdir).absolute())}
-    split_examples = {s: _split_examples(tokenizer, builder.as_data_source(split=s),
+    split_examples = {s: _split_examples(tokenizer, pipeline.data_source(builder, s),
                                          transform, batch_size) for s in splits}
     out = _TokenBuilder(
         name=TOKENS_NAME, version=TOKENS_VERSION, config=name.split("/", 1)[1],
@@ -229,8 +229,8 @@ def roundtrip_metrics(tokenizer: Tokenizer, tokens_builder: tfds.core.DatasetBui
     meta = tokens_builder.info.metadata
     source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
     transform = pipeline.ToModelInputs(pipeline.dataset_mode(source))
-    targets_source = source.as_data_source(split=split)
-    tokens_source = tokens_builder.as_data_source(split=split)
+    targets_source = pipeline.data_source(source, split)
+    tokens_source = pipeline.data_source(tokens_builder, split)
     score = jax.jit(metrics.clip_metrics)
 
     def row(i: int) -> dict[str, np.ndarray]:
@@ -249,6 +249,7 @@ def roundtrip_metrics(tokenizer: Tokenizer, tokens_builder: tfds.core.DatasetBui
 FLAGS = flags.FLAGS
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -306,6 +307,7 @@ def define_flags() -> None:
                       "to the run's eval_metrics.json.")
     flags.DEFINE_bool("json", False, "Also print one JSON line: the export and, with --verify, "
                       "the round-trip metrics beside eval_metrics.json's.")
+    errors.define_verbose_flag()
 
 
 if __name__ == "__main__":

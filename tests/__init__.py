@@ -4,6 +4,7 @@ import contextlib
 import os
 import pathlib
 import re
+import sys
 from typing import Any
 
 import jax
@@ -56,13 +57,16 @@ def read_events(logdir: str | os.PathLike) -> dict[str, tuple[str, list[tuple[in
 
 def run_command(module: Any, argv: list[str]) -> Any:
     """Run a command module in-process as ``python -m`` runs it: its ``define_flags()``,
-    ``argv`` parsed, then ``main``; its flags are removed afterwards, so the next command
-    (or the same one) defines them afresh."""
-    before = set(flags.FLAGS)
+    ``argv`` parsed (and in ``sys.argv``, where config flags find their ``--config.<knob>``
+    overrides), then ``main``; its flags are removed afterwards, so the next command (or
+    the same one) defines them afresh."""
+    before, saved_argv = set(flags.FLAGS), sys.argv
+    sys.argv = [module.__name__, *argv]
     try:
         module.define_flags()
-        rest = flags.FLAGS([module.__name__, *argv])
+        rest = flags.FLAGS(sys.argv)
         return module.main(rest)
     finally:
+        sys.argv = saved_argv
         for name in set(flags.FLAGS) - before:
             delattr(flags.FLAGS, name)

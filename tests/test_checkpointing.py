@@ -1,13 +1,19 @@
 """A run's files: the config round trip, the generator-only restore against the whole
 state's, a state written under one mesh restored under others (and the Tokenizer onto
-any mesh), and the errors that name what is missing."""
+any mesh), and the errors that name what is missing or could not be written."""
+
+import errno
+import os
+import re
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from pose_vq import checkpointing, defaults, sharding, tokenize
+from pose_vq import checkpointing, defaults, errors, sharding, tokenize
 from pose_vq.state import GeneratorState, Models, abstract_state
 from tests.test_train import first_batch
 
@@ -72,3 +78,84 @@ def test_missing_checkpoints_and_config_are_named(tmp_path):
         checkpointing.restore_generator(tmp_path, models, sharding.make_mesh())
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         checkpointing.load_run_config(tmp_path)
+
+
+class _FullDisk:
+    """A commit future that fails as TensorStore does when the disk fills under orbax."""
+
+    def result(self, timeout=None):
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing \"w/0\" in OCDBT database: Failed "
+                         "to write 16384 bytes to file 16: No space left on device "
+                         "[os_error_code='28']")
+
+
+def _tree(value: float) -> dict:
+    return {"w": jnp.full((64, 64), value, jnp.float32), "b": jnp.arange(8, dtype=jnp.float32)}
+
+
+def _save(manager, step: int, value: float) -> None:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(_tree(value))))
+
+
+def _expected_message(manager, step: int, kept: str) -> str:
+    needs = (64 * 64 + 8) * 4 / 1024  # float32 bytes of _tree, in KiB
+    return (rf"no space left on the device to write the checkpoint of step {step} to "
+            rf"{re.escape(str(manager.directory))} \(it needs about {needs:.1f} KiB, "
+            rf"[\d.]+ [KMGT]?i?B free\): {kept} once space is freed")
+
+
+def test_a_write_out_of_space_is_one_error_and_the_last_checkpoint_stays(tmp_path, monkeypatch):
+    """A checkpoint write whose background commit fails for lack of space (TensorStore's
+    error under orbax's threads; it surfaces at the next wait): one CheckpointWriteError
+    naming the step, the directory, the bytes it needs and the intact checkpoint; the
+    partial step is no checkpoint on restore."""
+    manager = checkpointing.checkpoint_manager(tmp_path)
+    _save(manager, 1, 1.0)
+    manager.wait_until_finished()
+    write = ocp.type_handlers.ArrayHandler.serialize
+
+    async def full_disk(self, values, infos, args=None):
+        return [*await write(self, values, infos, args), _FullDisk()]
+
+    monkeypatch.setattr(ocp.type_handlers.ArrayHandler, "serialize", full_disk)
+    with pytest.raises(checkpointing.CheckpointWriteError) as raised:
+        _save(manager, 2, 2.0)
+        manager.wait_until_finished()
+    message = str(raised.value)
+    assert re.fullmatch(_expected_message(manager, 2, "the latest intact checkpoint is step 1; a "
+                                          "rerun resumes from it"), message), message
+    assert errors.is_no_space(raised.value.__cause__)  # --verbose shows what orbax raised
+    monkeypatch.undo()
+    manager.close()
+
+    again = checkpointing.checkpoint_manager(tmp_path, read_only=True)
+    assert again.all_steps() == [1] and again.latest_step() == 1
+    target = _tree(0.0)
+    placed = jax.tree_util.tree_map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+    restored = again.restore(1, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(target, restore_args=placed)))
+    chex.assert_trees_all_equal(restored["state"], jax.device_get(_tree(1.0)))
+    again.close()
+
+
+def test_a_save_refused_at_once_is_reported_as_its_step(tmp_path, monkeypatch):
+    """orbax's own call failing (here before it starts writing, so none of its threads is
+    left waiting): a full disk is the same one error, other failures go through as
+    they are."""
+    manager = checkpointing.checkpoint_manager(tmp_path)
+    for error in (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoints/1"),
+                  PermissionError(errno.EACCES, os.strerror(errno.EACCES), "checkpoints/1")):
+
+        def refuse(self, step, *args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(ocp.CheckpointManager, "save", refuse)
+        with pytest.raises(OSError) as raised:
+            _save(manager, 1, 1.0)
+        if error.errno == errno.ENOSPC:
+            assert re.fullmatch(_expected_message(manager, 1, "no checkpoint was written before "
+                                                  "it; a rerun starts over"), str(raised.value))
+        else:
+            assert raised.value is error
+    monkeypatch.undo()
+    manager.close()

@@ -6,8 +6,10 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 from pose_vq.benchmarks import device_summary
+from tests import run_command
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -29,7 +31,7 @@ def test_dry_run_prints_the_documented_commands():
     for batch in (16, 32):
         assert f"--batch_sizes={batch} --compare=model.dtype=bfloat16 --json" in out
     assert out.strip().splitlines()[-1].startswith(
-        "python3 -m pose_vq.benchmarks.device_summary summarise --logs=/tmp/dc/logs")
+        ".venv/bin/python -m pose_vq.benchmarks.device_summary summarise --logs=/tmp/dc/logs")
     # The settings change the commands; INSTALL=0 leaves the venv alone.
     out = dry_run(INSTALL="0", BF16_BATCHES="64", DEMO_STEPS="5", EXTRA_STEP="--steps=1")
     assert "pip install" not in out and "--batch_sizes=16" not in out
@@ -94,8 +96,8 @@ def write_logs(tmp_path: pathlib.Path, stages: list = STAGES
 def test_summary_names_the_largest_bf16_batch_that_fits_and_keeps_failed_rows(tmp_path):
     logs, workdir = write_logs(tmp_path)
     out = tmp_path / "device_check.json"
-    assert device_summary.main(["summarise", f"--logs={logs}", f"--workdir={workdir}",
-                                f"--out={out}"]) == 0
+    assert run_command(device_summary, ["summarise", f"--logs={logs}", f"--workdir={workdir}",
+                                        f"--out={out}"]) == 0
     summary = json.loads(out.read_text())
     assert summary["ok"] and summary["jax"] == "0.10.2"
     assert summary["devices"] == ["cuda:0 (NVIDIA H200)"]
@@ -131,8 +133,8 @@ def test_a_failed_or_skipped_stage_is_recorded_and_fails_the_summary(tmp_path):
     (logs / "step_bf16_16.out").write_text(json.dumps({**OOM, "batch": 16}) + "\n")
     (logs / "step_bf16_32.out").unlink()  # skipped: never ran
     out = tmp_path / "summary.json"
-    assert device_summary.main(["summarise", f"--logs={logs}", f"--workdir={workdir}",
-                                f"--out={out}"]) == 1
+    assert run_command(device_summary, ["summarise", f"--logs={logs}", f"--workdir={workdir}",
+                                        f"--out={out}"]) == 1
     summary = json.loads(out.read_text())
     stages = summary["stages"]
     assert not summary["ok"]
@@ -155,9 +157,10 @@ def test_largest_fitting_ignores_other_dtypes_and_says_when_every_batch_fitted()
 
 FAKE_PYTHON = """#!/usr/bin/env bash
 # Stands in for .venv/bin/python: a row per benchmark call, batch 16 out of memory, the
-# demo's training failing.
+# demo's training failing; the summary is written by the real one.
 case "$*" in
   *device_summary\\ devices*) echo '{"jax": "0.10.2", "platform": "gpu", "devices": ["cuda:0"]}' ;;
+  *device_summary\\ summarise*) exec %s "$@" ;;
   *--batch_sizes=16*) echo '%s' ;;
   *pose_vq.benchmark*) echo '%s' ;;
   *pose_vq.main*) echo "FloatingPointError: non-finite loss at step 3" >&2; exit 3 ;;
@@ -167,7 +170,7 @@ esac
 
 def test_the_script_goes_on_past_a_failed_stage_and_stops_at_the_first_batch_too_big(tmp_path):
     fake = tmp_path / "python"
-    fake.write_text(FAKE_PYTHON % (json.dumps({**OOM, "batch": 16}),
+    fake.write_text(FAKE_PYTHON % (sys.executable, json.dumps({**OOM, "batch": 16}),
                                    json.dumps(row("bfloat16", 8, 0.3))))
     fake.chmod(0o755)
     out, summary_path = tmp_path / "out", tmp_path / "summary.json"

@@ -7,8 +7,10 @@ import tarfile
 import threading
 
 import pytest
+from absl import flags
 
 from pose_vq.data import download, panoptic, synthetic
+from tests import run_command
 
 SEQ = "seq_a"
 
@@ -78,7 +80,7 @@ def _expected(source):
 
 
 def test_complete_download_is_the_layout_the_reader_reads(server, source, tmp_path, capsys):
-    download.main([f"--root={tmp_path}", f"--sequences={SEQ}", f"--base_url={server.url}"])
+    run_command(download, [f"--root={tmp_path}", f"--sequences={SEQ}", f"--base_url={server.url}"])
     out = capsys.readouterr()
     assert out.out.strip() == f"{SEQ}: downloaded"
     assert download.ARCHIVE in out.err  # the progress bar
@@ -133,8 +135,8 @@ def test_archive_cut_at_a_member_boundary_is_caught(server, tmp_path):
 def test_404_and_bad_calibration_are_errors_naming_the_sequence(server, tmp_path, capsys):
     server.files["/seq_b/calibration_seq_b.json"] = b'{"cameras": '
     with pytest.raises(SystemExit) as exit_:
-        download.main([f"--root={tmp_path}", f"--sequences=seq_gone,seq_b,{SEQ}",
-                       f"--base_url={server.url}"])
+        run_command(download, [f"--root={tmp_path}", f"--sequences=seq_gone,seq_b,{SEQ}",
+                               f"--base_url={server.url}"])
     assert exit_.value.code == 1
     out = capsys.readouterr()
     errors = [line for line in out.err.splitlines() if line.startswith("error: ")]
@@ -149,8 +151,11 @@ def test_404_and_bad_calibration_are_errors_naming_the_sequence(server, tmp_path
 def test_split_names_the_reference_lists(monkeypatch, tmp_path):
     asked = []
     monkeypatch.setattr(download, "download_sequence", lambda root, s, url: asked.append(s))
-    download.main([f"--root={tmp_path}", "--split=validation"])
+    run_command(download, [f"--root={tmp_path}", "--split=validation"])
     assert asked == list(panoptic.VALIDATION_SEQUENCES)
+    for neither_or_both in ([], [f"--sequences={SEQ}", "--split=train"]):  # exactly one of them
+        with pytest.raises(flags.IllegalFlagValueError, match="sequences.*split"):
+            run_command(download, [f"--root={tmp_path}", *neither_or_both])
 
 
 def test_a_name_that_leaves_the_root_is_refused(tmp_path):

@@ -82,9 +82,10 @@ def test_the_import_graph_has_no_cycle():
 LAYERS = (
     # readers, models and the pieces every layer uses
     ("pose_vq.data", "pose_vq.models", "pose_vq.losses", "pose_vq.metrics", "pose_vq.visualize",
-     "pose_vq.sharding", "pose_vq.summary", "pose_vq.runtime", "pose_vq.defaults"),
+     "pose_vq.sharding", "pose_vq.summary", "pose_vq.runtime", "pose_vq.defaults", "pose_vq.errors"),
     ("data_builders.panoptic_heatmaps",),  # the TFDS builder renders with pose_vq.data
     ("pose_vq.data.prepare",),  # naming and building datasets, with the builder
+    ("pose_vq.data.pipeline",),  # the loader: a damaged shard's message names prepare's build command
     ("pose_vq.config",),
     ("pose_vq.state",),
     ("pose_vq.step", "pose_vq.checkpointing"),
@@ -114,11 +115,11 @@ def test_every_module_has_a_layer():
 
 def test_an_upward_import_is_found():
     """The check below sees data_builders and configs as well as pose_vq."""
-    graph = {"pose_vq.data.pipeline": {"data_builders.panoptic_heatmaps"},
+    graph = {"pose_vq.data.heatmaps": {"data_builders.panoptic_heatmaps"},
              "pose_vq.config": {"configs.demo"}}
     assert upward_imports(graph) == [
         ("pose_vq.config", "configs.demo"),
-        ("pose_vq.data.pipeline", "data_builders.panoptic_heatmaps")]
+        ("pose_vq.data.heatmaps", "data_builders.panoptic_heatmaps")]
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:

@@ -2,7 +2,6 @@
 flip, and a tiny run that resumes exactly."""
 
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +22,6 @@ def tiny_lift_config(data_dir, kind="dstformer", **train):
     c.model.update(dim=16, depth=1, num_heads=2, rep_dim=16, width=32)
     c.train.update({"batch_size": 8, "num_steps": 4, "log_every": 2, "checkpoint_every": 2, **train})
     return c
-
-
-@pytest.fixture(scope="module")
-def data_dir(build_small):
-    return pathlib.Path(build_small("3d").data_dir).parents[2]
 
 
 @pytest.fixture(scope="module")

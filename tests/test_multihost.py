@@ -18,7 +18,7 @@ from pose_vq import checkpointing, sharding, step
 from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, abstract_state, create_state
 from tests import own_devices_env
-from tests.test_train import assert_states_close, data_dir, sharded_run_config  # noqa: F401
+from tests.test_train import assert_states_close, sharded_run_config
 
 
 def _free_port() -> int:
@@ -84,7 +84,7 @@ def _single_process(config):
 
 
 @pytest.mark.xdist_group("sharded_steps")  # with test_train's equality: one set of 1-device programs
-def test_two_processes_equal_one(data_dir, tmp_path):  # noqa: F811
+def test_two_processes_equal_one(data_dir, tmp_path):
     config = sharded_run_config(data_dir)
     steps = config.train.num_steps
     workdir = tmp_path / "multi"

@@ -1,5 +1,10 @@
-"""The grain loader: decoding, determinism, per-host shards, global arrays, resume."""
+"""The grain loader: decoding, determinism, per-host shards, global arrays, resume; a
+damaged shard named, with the command that rebuilds it."""
 
+import os
+import pathlib
+import re
+import shutil
 import time
 
 import jax
@@ -8,7 +13,9 @@ import pytest
 
 from pose_vq import config as config_lib
 from pose_vq import defaults, sharding
-from pose_vq.data import modes, pipeline
+from pose_vq.data import modes, pipeline, prepare
+from pose_vq.visualize import __main__ as visualize_command
+from tests import run_command
 
 
 def _cfg(builder, **kw):
@@ -215,3 +222,90 @@ def test_fixed_size_batches_pad_the_last_and_compile_once():
         list(pipeline.fixed_size_batches([], 4, num_batches=1))
     with pytest.raises(ValueError, match="more rows than 2 batches"):
         list(pipeline.fixed_size_batches(rows, 4, padding, num_batches=2))
+
+
+def _damageable_copy(builder, root: pathlib.Path) -> pathlib.Path:
+    """A copy of a built dataset's version folder under the data dir ``root``."""
+    version = pathlib.Path(builder.data_dir)  # <data_dir>/panoptic_heatmaps/<config>/<version>
+    copy = root / version.relative_to(version.parents[2])
+    shutil.copytree(version, copy)
+    return copy
+
+
+def _shard(version: pathlib.Path, split: str) -> pathlib.Path:
+    (path,) = version.glob(f"panoptic_heatmaps-{split}.array_record-*")
+    return path
+
+
+def test_a_truncated_shard_is_one_error_naming_it_and_the_rebuild(build_small, tmp_path, capsys):
+    """A validation shard cut to half its size (what the issue saw end --mode=evaluate in a
+    raw Riegeli traceback): the reader, the loader and a command name it in one line with
+    the command that rebuilds the dataset; the intact train split is still read."""
+    built = build_small("3d")
+    version = _damageable_copy(built, tmp_path)
+    name = f"panoptic_heatmaps/{version.parent.name}"
+    shard = _shard(version, "validation")
+    os.truncate(shard, shard.stat().st_size // 2)
+    rebuild = (f"remove {version} and build it again: `python -m data_builders.panoptic_heatmaps "
+               f"--manual_dir=PANOPTIC_ROOT --data_dir={tmp_path} --config=3d --frames=8 --size=16 "
+               "--stride=6`")
+    with pytest.raises(pipeline.ShardError) as raised:
+        pipeline.read_skeletons(str(tmp_path), name, "validation")
+    message = str(raised.value)
+    assert message.startswith(f"shard {shard} ") and message.endswith(rebuild)
+    assert "\n" not in message
+    loader = pipeline.LoaderConfig(str(tmp_path), name, split="validation", global_batch_size=2)
+    with pytest.raises(pipeline.ShardError, match=re.escape(f"shard {shard} ")):
+        pipeline.make_loader(loader)
+    train = pipeline.read_skeletons(str(tmp_path), name, "train")
+    assert len(train["label"]) == built.info.splits["train"].num_examples
+
+    with pytest.raises(SystemExit) as exit_:
+        run_command(visualize_command, [f"--dataset={version}", "--split=validation",
+                                        f"--output={tmp_path / 'clip.gif'}"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {message}"
+
+
+def test_a_missing_or_corrupt_shard_is_named(build_small, tmp_path):
+    """A shard whose footer is intact but whose records are damaged opens (its count
+    agrees with the metadata) and fails on the record, naming the shard; a deleted shard
+    is named when the split is opened."""
+    version = _damageable_copy(build_small("3d"), tmp_path)
+    builder = pipeline.open_dataset(str(tmp_path), f"panoptic_heatmaps/{version.parent.name}")
+    shard = _shard(version, "validation")
+    intact = shard.read_bytes()
+    for offset in range(len(intact) // 4, len(intact) // 2, 4096):  # inside the record chunks
+        damaged = bytearray(intact)
+        damaged[offset:offset + 16] = bytes(b ^ 0xFF for b in damaged[offset:offset + 16])
+        shard.write_bytes(bytes(damaged))
+        try:  # a damaged chunk header already fails the opening check: damaged data is wanted
+            source = pipeline.data_source(builder, "validation")
+            break
+        except pipeline.ShardError:
+            continue
+    else:
+        pytest.fail("every damage tried broke a chunk header")
+    with pytest.raises(pipeline.ShardError,
+                       match=rf"^shard {re.escape(str(shard))} cannot be read at record \d+ "
+                             r"\(Corrupted Riegeli/records file"):
+        for i in range(len(source)):
+            source[i]
+    shard.unlink()
+    with pytest.raises(pipeline.ShardError, match=rf"^shard {re.escape(str(shard))} is missing"):
+        pipeline.data_source(builder, "validation")
+
+
+def test_the_rebuild_hint_follows_what_wrote_the_dataset():
+    """A panoptic_heatmaps build is rebuilt with its stored builder config (fields an
+    older build lacks take the builder's defaults, which the command leaves out); a token
+    export is exported again from its run."""
+    built = {"mode": "m2d", "frames": 16, "heatmap_size": 32, "sigma": 1.0}
+    assert pipeline._rebuild_hint({"config": built}, "/d/panoptic_heatmaps/m2d_x/3.0.0") == (
+        "remove /d/panoptic_heatmaps/m2d_x/3.0.0 and build it again: `python -m "
+        "data_builders.panoptic_heatmaps --manual_dir=PANOPTIC_ROOT --data_dir=/d "
+        "--config=m2d --frames=16 --size=32 --sigma=1.0`")
+    tokens = {"workdir": "/runs/demo", "mode": "3d", "checkpoint_step": 200}
+    assert pipeline._rebuild_hint(tokens, "/t/motion_tokens/3d/1.0.0") == (
+        "remove /t/motion_tokens/3d/1.0.0 and export it again (`python -m pose_vq.tokenize "
+        "--workdir=/runs/demo` and the flags that wrote it)")

@@ -27,7 +27,7 @@ from pose_vq.downstream.probe_head import ProbeHead
 from pose_vq.models.discriminator import PatchDiscriminator
 from pose_vq.models.lpips import LPIPS
 from pose_vq.state import Models, abstract_state, init_state
-from tests.test_train import data_dir, tiny_config  # noqa: F401  (data_dir: a fixture)
+from tests.test_train import tiny_config
 
 P = PartitionSpec
 BOXED = functools.partial(jax.tree_util.tree_leaves_with_path,
@@ -137,7 +137,7 @@ def test_fsdp_holds_an_eighth_of_the_paper_state_per_device():
 LOSS = {"loss.perceptual_planes": 16, "loss.perceptual_chunk": 2}  # 2 planes per clip
 
 
-def test_perceptual_term_is_local_per_device_and_equals_one_device(data_dir):  # noqa: F811
+def test_perceptual_term_is_local_per_device_and_equals_one_device(data_dir):
     config = tiny_config(data_dir, **LOSS)
     models = Models.create(config)
     mesh = sharding.make_mesh()
@@ -173,7 +173,7 @@ def _collectives(hlo: str) -> list[tuple[str, list[int]]]:
             for shapes, kind in ops]
 
 
-def test_compiled_step_has_only_gradient_and_statistic_all_reduces(data_dir):  # noqa: F811
+def test_compiled_step_has_only_gradient_and_statistic_all_reduces(data_dir):
     """The optimized HLO of the whole step (LPIPS with sampling and chunking, the GAN,
     the codebook update) on 8 devices: no clip or plane is gathered or moved between
     devices; every all-reduce carries a gradient, a codebook statistic or a scalar; the

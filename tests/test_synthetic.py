@@ -10,6 +10,7 @@ import pytest
 
 from pose_vq.data import synthetic
 from pose_vq.data.skeleton import JOINT_INDEX as J
+from tests import run_command
 
 SAMPLE = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "panoptic_sample"
           / "160906_band1")
@@ -259,8 +260,9 @@ def test_missing_joints_and_late_entries(tmp_path):
 
 
 def test_cli_writes_root(tmp_path, capsys):
-    synthetic.main(["--root", str(tmp_path), "--sequences", "x,y", "--validation", "x",
-                    "--frames", "3", "--people", "2", "--seed", "4", "--frame-offset", "9"])
+    """The argparse spelling it had (space-separated values, --frame-offset) still works."""
+    run_command(synthetic, ["--root", str(tmp_path), "--sequences", "x,y", "--validation", "x",
+                            "--frames", "3", "--people", "2", "--seed", "4", "--frame-offset", "9"])
     splits = json.loads((tmp_path / "splits.json").read_text())
     assert splits == {"train": ["y"], "validation": ["x"]}
     assert (tmp_path / "y" / synthetic.POSE_DIR / "body3DScene_00000011.json").is_file()

@@ -65,12 +65,6 @@ def sharded_run_config(data_dir):
     return config
 
 
-@pytest.fixture(scope="module")
-def data_dir(build_small):
-    builder = build_small("3d")  # .../<data_dir>/panoptic_heatmaps/<config>/<version>
-    return pathlib.Path(builder.data_dir).parents[2]
-
-
 def first_batch(config, size=8):
     """The first ``size`` stored train examples as a step's batch (uint8 clips)."""
     builder = pipeline.open_dataset(str(config.data.data_dir), prepare.dataset_name(config.data))

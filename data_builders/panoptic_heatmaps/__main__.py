@@ -8,32 +8,27 @@ folder behind; the next successful build of the same config removes it.
 from __future__ import annotations
 
 import pathlib
-import sys
 import typing
 
 from absl import app, flags
 
-from pose_vq.data import modes, panoptic, prepare
+from pose_vq import errors
+from pose_vq.data import modes, prepare
 
 FLAGS = flags.FLAGS
 
 OVERRIDES = ("stride", "score_source", "sigma", "kind", "joint_req", "on_error")
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     overrides = {k: FLAGS[k].value for k in OVERRIDES if FLAGS[k].value is not None}
-    try:
-        builder = prepare.build(FLAGS.manual_dir, FLAGS.data_dir, FLAGS.config,
-                                frames=FLAGS.frames, heatmap_size=FLAGS.size,
-                                file_format=FLAGS.file_format, num_shards=FLAGS.num_shards,
-                                **overrides)
-    except (panoptic.PanopticDataError, OSError, ValueError) as e:
-        if FLAGS.verbose:
-            raise
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        sys.exit(1)
+    builder = prepare.build(FLAGS.manual_dir, FLAGS.data_dir, FLAGS.config,
+                            frames=FLAGS.frames, heatmap_size=FLAGS.size,
+                            file_format=FLAGS.file_format, num_shards=FLAGS.num_shards,
+                            **overrides)
     print(f"built {builder.info.full_name} in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples, {info.num_shards} shard(s)")
@@ -62,7 +57,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("on_error", None, ["skip", "raise"],
                       "A malformed or implausible frame file or body: skip and count it (default) "
                       "or stop the build naming the file.")
-    flags.DEFINE_bool("verbose", False, "On failure, show the traceback.")
+    errors.define_verbose_flag()
 
 
 if __name__ == "__main__":

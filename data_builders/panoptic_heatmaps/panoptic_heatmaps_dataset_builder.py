@@ -39,6 +39,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pose_vq import errors
 from pose_vq.data import camera, modes, panoptic, skeleton, synthetic
 
 QUANTIZATION_LEVELS = modes.QUANTIZATION_LEVELS
@@ -68,26 +69,26 @@ class PanopticHeatmapsConfig(tfds.core.BuilderConfig):
 
     def __post_init__(self):
         if self.mode not in modes.MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose from {sorted(modes.MODES)}")
+            raise errors.ConfigError(f"unknown mode {self.mode!r}; choose from {sorted(modes.MODES)}")
         if self.kind not in ("limb", "keypoint") or self.on_error not in ("skip", "raise"):
-            raise ValueError(f"bad kind {self.kind!r} or on_error {self.on_error!r}")
+            raise errors.ConfigError(f"bad kind {self.kind!r} or on_error {self.on_error!r}")
         if self.kind == "keypoint" and "3d" in modes.clip_kinds(modes.MODES[self.mode]):
-            raise ValueError(f"mode {self.mode} renders 3D limbs only; kind='keypoint' "
-                             "needs a 2D mode (c2d, m2d)")
+            raise errors.ConfigError(f"mode {self.mode} renders 3D limbs only; kind='keypoint' "
+                                     "needs a 2D mode (c2d, m2d)")
         if min(self.frames, self.heatmap_size, self.stride, self.frame_interval) < 1:
-            raise ValueError("frames, heatmap_size, stride and frame_interval must be >= 1")
+            raise errors.ConfigError("frames, heatmap_size, stride and frame_interval must be >= 1")
         if not 0 <= self.joint_req < 1:  # no camera sees more than all of the joints
-            raise ValueError(f"joint_req={self.joint_req} must be in [0, 1)")
+            raise errors.ConfigError(f"joint_req={self.joint_req} must be in [0, 1)")
 
 
 def check_file_format(file_format: str) -> None:
     """Fail before any work when TFDS could not finish writing ``file_format``: tfrecord
     files are written through TensorFlow, which pose_vq does not install by default."""
     if file_format not in ("array_record", "tfrecord"):
-        raise ValueError(f"file_format {file_format!r}: expected array_record or tfrecord")
+        raise errors.ConfigError(f"file_format {file_format!r}: expected array_record or tfrecord")
     if file_format == "tfrecord" and importlib.util.find_spec("tensorflow") is None:
-        raise ValueError("file_format tfrecord is written with TensorFlow, which is not "
-                         "installed: pip install -e '.[tf]', or use array_record")
+        raise errors.ConfigError("file_format tfrecord is written with TensorFlow, which is not "
+                                 "installed: pip install -e '.[tf]', or use array_record")
 
 
 def make_config(mode: str, frames: int | None = None, heatmap_size: int | None = None,

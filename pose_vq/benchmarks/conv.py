@@ -4,21 +4,19 @@ difference from the native result; one process, with the CPU paths' XLA flag set
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pose_vq import config as config_lib
+from pose_vq import runtime
 from pose_vq.benchmarks import harness
+from pose_vq.models import layers
 
 
 def run(config: ml_collections.ConfigDict, batch: int, repeats: int) -> list[dict]:
     """Seconds per call of a level's 3x3x3 conv under every conv_impl (same parameters)."""
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-
-    from pose_vq import config as config_lib  # noqa: PLC0415
-    from pose_vq import runtime  # noqa: PLC0415
-    from pose_vq.models import layers  # noqa: PLC0415
-
     spec = config_lib.generator_spec(config)
     frames, side, rows = spec.frames, spec.image_size, []
     for n, level in enumerate(spec.encoder_levels()):
@@ -36,11 +34,10 @@ def run(config: ml_collections.ConfigDict, batch: int, repeats: int) -> list[dic
             y = forward(params, x)
             native = y if native is None else native
             rows.append({"level": n, "shape": [batch, frames, side, side, width], "impl": impl,
-                         # each lambda is timed within its own iteration
                          "forward_s": harness.time_calls(
-                             lambda: forward(params, x), repeats),  # noqa: B023
+                             lambda: forward(params, x), repeats),  # noqa: B023 (timed in this iteration)
                          "forward_backward_s": harness.time_calls(
-                             lambda: grads(params, x), repeats),  # noqa: B023
+                             lambda: grads(params, x), repeats),  # noqa: B023 (timed in this iteration)
                          "gflop": gflop, "max_abs_diff": float(jnp.max(jnp.abs(y - native)))})
         if level["down"]:
             kernel, stride = level["down"]

@@ -11,17 +11,20 @@ rows); and the demo run's ``eval_metrics.json`` in ``--workdir``. It writes the 
 failed stage is kept with its status and its stderr's last line) and exits 1 when a stage
 failed or was skipped, so the script's own exit status says so.
 
-Standard library only at import: the summary is written even when the install failed.
+No JAX at import (only ``devices`` imports it): the summary is written even when JAX's
+install is broken.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import re
-import sys
 from typing import Any
+
+from absl import app, flags
+
+from pose_vq import errors
 
 # The issue's target for the largest bf16 batch that fits: model FLOP rate >= 40% of the
 # bf16 matmul peak measured in the same process.
@@ -175,24 +178,38 @@ def devices() -> dict[str, Any]:
             "devices": [f"{d} ({d.device_kind})" for d in found]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pose_vq.benchmarks.device_summary")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("devices", help="print jax.devices() and a JSON line")
-    s = commands.add_parser("summarise", help="write the device check's JSON summary")
-    s.add_argument("--logs", type=pathlib.Path, required=True)
-    s.add_argument("--workdir", type=pathlib.Path, required=True, help="the demo's workdir")
-    s.add_argument("--out", type=pathlib.Path, default=pathlib.Path("device_check.json"))
-    args = parser.parse_args(argv)
-    if args.command == "devices":
+FLAGS = flags.FLAGS
+COMMANDS = ("devices", "summarise")
+
+
+@errors.one_line_failures
+def main(argv: list[str]) -> int:
+    """0, or 1 when a stage failed or was skipped (absl's app.run exits with it)."""
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError("usage: python -m pose_vq.benchmarks.device_summary "
+                             f"{{{'|'.join(COMMANDS)}}} ...")
+    if argv[1] == "devices":
         print(json.dumps(devices()))
         return 0
-    summary = summarise(args.logs, args.workdir)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    if not FLAGS.logs or not FLAGS.workdir:
+        raise app.UsageError("summarise needs --logs and --workdir")
+    summary = summarise(pathlib.Path(FLAGS.logs), pathlib.Path(FLAGS.workdir))
+    out = pathlib.Path(FLAGS.out)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
     print_digest(summary)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0 if summary["ok"] else 1
 
 
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, as every pose_vq command's are)."""
+    flags.DEFINE_string("logs", None, "summarise: the script's log directory (stages.tsv, "
+                        "<stage>.out/.err).")
+    flags.DEFINE_string("workdir", None, "summarise: the demo's workdir.")
+    flags.DEFINE_string("out", "device_check.json", "summarise: the JSON summary to write.")
+    errors.define_verbose_flag()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    app.run(main)

@@ -13,19 +13,24 @@ import ast
 import itertools
 import json
 import os
-import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import app
 from flax import traverse_util
 
+from pose_vq import config as config_lib
+from pose_vq import errors, runtime, sharding
+from pose_vq import step as step_lib
 from pose_vq.benchmarks import harness
-
-if TYPE_CHECKING:
-    from pose_vq.state import Models
+from pose_vq.models.vqgan import VQGAN
+from pose_vq.state import Models, abstract_state, create_state
 
 
 class CompareError(ValueError):
@@ -71,8 +76,6 @@ def compare_grid(config: ml_collections.ConfigDict, compare: list[str]
 
 def _shapes(tree: Any) -> Any:
     """Shapes and dtypes of a tree of arrays, without their placement."""
-    import jax  # noqa: PLC0415
-
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
 
 
@@ -80,12 +83,6 @@ def step_flops(models: Models, batch: dict[str, Any], perceptual: Any
                ) -> tuple[float, bool]:
     """FLOPs of one training step at the whole batch (``harness.xla_flops``), from the step
     lowered for one device: the same model on any mesh and platform."""
-    import jax  # noqa: PLC0415
-
-    from pose_vq import sharding  # noqa: PLC0415
-    from pose_vq import step as step_lib  # noqa: PLC0415
-    from pose_vq.state import abstract_state  # noqa: PLC0415
-
     one_device = sharding.make_mesh({"data": 1, "model": 1}, jax.devices()[:1])
     return harness.xla_flops(step_lib.make_train_step(models, one_device).lower(
         abstract_state(models, one_device), _shapes(batch), _shapes(perceptual)))
@@ -93,15 +90,6 @@ def step_flops(models: Models, batch: dict[str, Any], perceptual: Any
 
 def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps: int) -> dict:
     """One row of the step or encode table (in its own process: see ``run_rows``)."""
-    import flax.linen as nn  # noqa: PLC0415
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-
-    from pose_vq import sharding  # noqa: PLC0415
-    from pose_vq import step as step_lib  # noqa: PLC0415
-    from pose_vq.models.vqgan import VQGAN  # noqa: PLC0415
-    from pose_vq.state import Models, create_state  # noqa: PLC0415
-
     config.train.batch_size = batch
     models = Models.create(config)
     mesh = sharding.make_mesh(config.sharding.mesh)
@@ -213,12 +201,23 @@ def print_table(rows: list[dict]) -> None:
           "the FLOPs, TFLOP/s and util are lower bounds")
 
 
-if __name__ == "__main__":  # one row, in the fresh process run_rows starts
-    from pose_vq import config as config_lib
-    from pose_vq import runtime
-
-    with open(sys.argv[1]) as f:
+@errors.one_line_failures
+def main(argv: list[str]) -> None:
+    """One row, in the fresh process ``run_rows`` starts: ``argv[1]`` is its job file."""
+    if len(argv) != 2:
+        raise app.UsageError("usage: python -m pose_vq.benchmarks.model JOB.json")
+    with open(argv[1]) as f:
         job = json.load(f)
     row_config = config_lib.from_json(job["config"])
     runtime.configure_jax(row_config)
     print(json.dumps(measure_row(job["what"], row_config, job["batch"], job["steps"])))
+
+
+def define_flags() -> None:
+    """The row process's flags: ``--verbose`` (the job comes as a file)."""
+    errors.define_verbose_flag()
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -9,22 +9,22 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
+from absl import app
 
+from pose_vq import errors
 from pose_vq.benchmarks import harness
+from pose_vq.data import heatmaps, modes, panoptic, synthetic
 
 RENDER_MODES = ("2d", "m2d", "c2d", "3d")  # 2d: one camera, max over limbs
 
 
 def _windows(frames: int):
     """One 3d-mode reader window (its 2D views serve the 2D modes), from a synthetic root."""
-    from pose_vq.data import modes, panoptic, synthetic  # noqa: PLC0415 (render alone loads numba)
-
     with tempfile.TemporaryDirectory() as tmp:
         synthetic.write_synthetic_root(tmp, ["bench"], num_frames=frames + 8, num_people=1,
                                        late_entry_prob=0.0, early_exit_prob=0.0, seed=1,
@@ -35,8 +35,6 @@ def _windows(frames: int):
 
 
 def _render_fn(mode: str, window, size: int):
-    from pose_vq.data import heatmaps  # noqa: PLC0415 (render alone loads numba)
-
     rng = np.random.default_rng(0)
     if mode == "3d":
         scores = heatmaps.gaussian_scores(rng, window.joints3d.shape[:2])
@@ -51,8 +49,6 @@ def _oracle_seconds_per_sample(mode: str, window, size: int, oracle_frames: int)
         from tests import heatmap_oracle  # noqa: PLC0415 (in a clone only, not installed)
     except ImportError:
         return None
-    from pose_vq.data import heatmaps  # noqa: PLC0415 (render alone loads numba)
-
     frames = window.joints3d.shape[0]
     rng = np.random.default_rng(0)
     start = time.perf_counter()
@@ -109,6 +105,21 @@ def print_table(rows: list[dict]) -> None:
               f"{r['render_alloc_peak_mb']:9.1f} {r['peak_rss_mb']:7.0f}")
 
 
-if __name__ == "__main__":  # one mode, in the fresh process run() starts
-    mode, *numbers = sys.argv[1:]
-    print(json.dumps(measure_mode(mode, *map(int, numbers))))
+@errors.one_line_failures
+def main(argv: list[str]) -> None:
+    """One mode, in the fresh process ``run`` starts: ``MODE FRAMES SIZE REPEATS
+    ORACLE_FRAMES``."""
+    if len(argv) != 6 or argv[1] not in RENDER_MODES:
+        raise app.UsageError("usage: python -m pose_vq.benchmarks.render MODE FRAMES SIZE "
+                             "REPEATS ORACLE_FRAMES")
+    print(json.dumps(measure_mode(argv[1], *map(int, argv[2:]))))
+
+
+def define_flags() -> None:
+    """The mode process's flags: ``--verbose`` (the measurement's are arguments)."""
+    errors.define_verbose_flag()
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

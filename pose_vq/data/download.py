@@ -16,7 +16,6 @@ only fetch what is missing. Each failing sequence prints one line and the exit s
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import pathlib
@@ -26,10 +25,11 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 
+from absl import app, flags
 from tqdm import tqdm
 
+from pose_vq import errors
 from pose_vq.data import panoptic
 
 BASE_URL = "http://domedb.perception.cs.cmu.edu/webdata/dataset"
@@ -39,7 +39,7 @@ _CHUNK = 1 << 16
 _SEQUENCE = re.compile(r"[\w-]+")  # also keeps a name from reaching outside the root
 
 
-class DownloadError(RuntimeError):
+class DownloadError(errors.ActionableError, RuntimeError):
     """A file could not be fetched or is not what it should be; the message names it."""
 
 
@@ -168,23 +168,21 @@ def download_sequence(root: str | pathlib.Path, sequence: str, base_url: str = B
     return True
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--root", required=True, help="Panoptic root to download into")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--sequences", help="comma-separated sequence names")
-    which.add_argument("--split", choices=["train", "validation"],
-                       help="the reference's train or validation sequence list")
-    p.add_argument("--base_url", default=BASE_URL, help="where the sequences' folders are")
-    args = p.parse_args(argv)
-    sequences = ([s for s in args.sequences.split(",") if s] if args.sequences else
-                 list(panoptic.TRAIN_SEQUENCES if args.split == "train"
+FLAGS = flags.FLAGS
+
+
+@errors.one_line_failures
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sequences = ([s for s in FLAGS.sequences if s] if FLAGS.sequences is not None else
+                 list(panoptic.TRAIN_SEQUENCES if FLAGS.split == "train"
                       else panoptic.VALIDATION_SEQUENCES))
     failed = 0
     for sequence in sequences:
         try:
-            fetched = download_sequence(args.root, sequence, args.base_url)
-        except DownloadError as e:
+            fetched = download_sequence(FLAGS.root, sequence, FLAGS.base_url)
+        except DownloadError as e:  # one line each; the other sequences still come
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
@@ -193,5 +191,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
 
 
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, as every pose_vq command's are)."""
+    flags.DEFINE_string("root", None, "Panoptic root to download into.", required=True)
+    flags.DEFINE_list("sequences", None, "Comma-separated sequence names.")
+    flags.DEFINE_enum("split", None, ["train", "validation"],
+                      "The reference's train or validation sequence list.")
+    flags.mark_flags_as_mutual_exclusive(["sequences", "split"], required=True)
+    flags.DEFINE_string("base_url", BASE_URL, "Where the sequences' folders are.")
+    errors.define_verbose_flag()
+
+
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main)

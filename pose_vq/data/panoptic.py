@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from pose_vq import errors
 from pose_vq.data import skeleton
 from pose_vq.data.camera import Camera, project_points
 
@@ -89,7 +90,7 @@ MIN_LONGEST_BONE_CM = 5.0  # a body whose longest limb is shorter is not human-s
 ROTATION_TOLERANCE = 1e-3  # |det R - 1| and max |R R^T - I|
 
 
-class PanopticDataError(ValueError):
+class PanopticDataError(errors.ActionableError, ValueError):
     """A Panoptic file is missing or malformed; the message names the file."""
 
 

@@ -5,7 +5,8 @@ Commands that create data (training, lifting, the analyses, ``--mode=build_data`
 ``python -m data_builders.panoptic_heatmaps``) call ``prepare_dataset``; commands that only
 read (evaluation, token export, pictures, the precision benchmark) call ``locate_dataset``,
 which never builds and names the build command when the dataset is missing. The loader
-(``pose_vq.data.pipeline``) only reads.
+(``pose_vq.data.pipeline``) only reads, and names ``rebuild_command`` when a shard is
+damaged.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from data_builders.panoptic_heatmaps import (
     check_file_format,
     make_config,
 )
+from pose_vq import errors
 from pose_vq.data import panoptic, synthetic
 
 SYNTHETIC_ROOT = "synthetic_panoptic"  # under the workdir, for data.synthetic
 
 
-class DatasetNotBuiltError(FileNotFoundError):
+class DatasetNotBuiltError(errors.ActionableError, FileNotFoundError):
     """A reader found no complete build of its dataset; the message says how to build it."""
 
 
@@ -68,6 +70,17 @@ def build_command(data: ml_collections.ConfigDict, data_dir: str | pathlib.Path)
             "frames": data.frames, "size": data.heatmap_size, **build_overrides(data)}
     return "python -m data_builders.panoptic_heatmaps " + " ".join(
         f"--{k}={shlex.quote(str(v))}" for k, v in args.items())
+
+
+def rebuild_command(built: dict[str, Any], version_dir: str | pathlib.Path) -> str:
+    """``build_command`` of the dataset in ``version_dir`` (``<data_dir>/<name>/<version>``)
+    from the builder config its metadata stores (``built``; a field it lacks, from an
+    older build, has the builder's default): what a damaged dataset is rebuilt with."""
+    defaults = PanopticHeatmapsConfig(name="defaults")
+    data = ml_collections.ConfigDict({k: built.get(k, getattr(defaults, k)) for k in (
+        "mode", "frames", "heatmap_size", "stride", "score_source", "sigma", "kind",
+        "joint_req")})
+    return build_command(data, pathlib.Path(version_dir).parents[2])
 
 
 def locate_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path

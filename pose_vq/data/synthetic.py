@@ -7,19 +7,20 @@ and demos run without the multi-gigabyte download; ``labels.json`` adds what Pan
 lacks, each body's motion kind as an action label. World units are centimetres with y
 pointing down (floor at y = 0), as in Panoptic.
 
-    python -m pose_vq.data.synthetic --root /tmp/panoptic_synth --frames 300 --people 3
+    python -m pose_vq.data.synthetic --root=/tmp/panoptic_synth --frames=300 --people=3
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from absl import app, flags
 
+from pose_vq import errors
 from pose_vq.data import panoptic
 from pose_vq.data.skeleton import JOINT_INDEX, NUM_JOINTS
 
@@ -423,29 +424,38 @@ def write_synthetic_root(
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="output folder (a Panoptic root)")
-    parser.add_argument("--sequences", default="synth_000,synth_001,synth_002",
-                        help="comma-separated sequence names")
-    parser.add_argument("--validation", default=None,
-                        help="comma-separated validation sequences (default: the last one); "
-                             "the others are for training")
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--people", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frame-offset", type=int, default=0)
-    args = parser.parse_args(argv)
-    sequences = [s for s in args.sequences.split(",") if s]
+FLAGS = flags.FLAGS
+
+
+@errors.one_line_failures
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sequences = [s for s in FLAGS.sequences if s]
     splits = None
-    if args.validation is not None:
-        validation = [s for s in args.validation.split(",") if s]
+    if FLAGS.validation is not None:
+        validation = [s for s in FLAGS.validation if s]
         splits = {"train": [s for s in sequences if s not in validation], "validation": validation}
-    root = write_synthetic_root(args.root, sequences, num_frames=args.frames,
-                                num_people=args.people, seed=args.seed,
-                                frame_offset=args.frame_offset, splits=splits)
+    root = write_synthetic_root(FLAGS.root, sequences, num_frames=FLAGS.frames,
+                                num_people=FLAGS.people, seed=FLAGS.seed,
+                                frame_offset=FLAGS.frame_offset, splits=splits)
     print(f"wrote {', '.join(sequences)} to {root}")
 
 
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, as every pose_vq command's are)."""
+    flags.DEFINE_string("root", None, "Output folder (a Panoptic root).", required=True)
+    flags.DEFINE_list("sequences", ["synth_000", "synth_001", "synth_002"], "Sequence names.")
+    flags.DEFINE_list("validation", None, "Validation sequences (default: the last one); the "
+                      "others are for training.")
+    flags.DEFINE_integer("frames", 300, "Frames per sequence.")
+    flags.DEFINE_integer("people", 3, "People per sequence.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_integer("frame_offset", 0, "Number of the first frame file.")
+    flags.DEFINE_alias("frame-offset", "frame_offset")  # the name it had before the absl flags
+    errors.define_verbose_flag()
+
+
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main)

@@ -23,7 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from pose_vq import summary
+from pose_vq import checkpointing, summary
 from pose_vq.data import pipeline
 
 # loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
@@ -81,8 +81,10 @@ def _initial_state(tx: optax.GradientTransformation, variables: dict[str, Any]) 
 
 
 def _manager(workdir: str | pathlib.Path) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints",
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2))
+    """The last two checkpoints; a write that fails for lack of space is one line
+    (checkpointing.CheckpointManager)."""
+    return checkpointing.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints",
+                                           options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
 
 def _restore_latest(manager: ocp.CheckpointManager, state: FitState) -> FitState:

@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, defaults, summary
+from pose_vq import checkpointing, defaults, errors, summary
 from pose_vq.data import camera, pipeline, prepare, skeleton
 from pose_vq.downstream import fit, pose3d
 from pose_vq.downstream.dstformer import DSTformer, DSTformerSpec
@@ -281,6 +281,7 @@ def restore(workdir: str | pathlib.Path) -> tuple[Any, dict[str, Any], ml_collec
 FLAGS = flags.FLAGS
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     checkpointing.quiet_orbax_logs()
     if len(argv) > 1:
@@ -292,7 +293,14 @@ def main(argv: list[str]) -> None:
     print(json.dumps(results))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, so importing this module for its
+    functions never clashes with another command's flags)."""
     config_flags.DEFINE_config_file("config", None, "Lifting config (configs/lift_dstformer.py[:arg]).")
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
+    errors.define_verbose_flag()
+
+
+if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -46,7 +46,7 @@ import optax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from pose_vq import checkpointing
+from pose_vq import checkpointing, errors
 from pose_vq.data import camera, pipeline, skeleton
 from pose_vq.downstream import fit, lift, pose3d
 from pose_vq.downstream.probe_head import ProbeHead
@@ -110,8 +110,7 @@ class TokenExport:
         if split not in self.builder.info.splits:
             raise ValueError(f"{self.path} has no split {split!r} (it has "
                              f"{', '.join(self.builder.info.splits)}): export it first")
-        source = self.builder.as_data_source(split=split)
-        rows = [source[i] for i in range(len(source))]
+        rows = list(pipeline.data_source(self.builder, split))
         self._splits[split] = {"tokens": np.stack([r["tokens"] for r in rows]),
                                "index": np.array([r["index"] for r in rows])}
         return self._splits[split]
@@ -367,6 +366,7 @@ def write_table(workdir: pathlib.Path, task: str, rows: list[dict[str, Any]]) ->
 FLAGS = flags.FLAGS
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     checkpointing.quiet_orbax_logs()
     if len(argv) > 1:
@@ -381,7 +381,9 @@ def main(argv: list[str]) -> None:
     logging.info("%s", json.dumps(rows))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+    """The command's flags (defined only when it runs, so importing this module for its
+    functions never clashes with another command's flags)."""
     flags.DEFINE_string("tokens", None, "A motion_tokens export's folder (train and validation).")
     flags.DEFINE_enum("task", "action", list(TASKS), "What the head predicts.")
     flags.DEFINE_string("workdir", None, "Where the heads train and the table is written.")
@@ -389,4 +391,9 @@ if __name__ == "__main__":
                         "initialisation (pose_vq.tokenize --weights=init): the control row.")
     flags.DEFINE_string("lifter", None, "A pose_vq.downstream.lift workdir: the DSTformer reference row.")
     flags.DEFINE_integer("steps", None, "Training steps per head (default 1500).")
+    errors.define_verbose_flag()
+
+
+if __name__ == "__main__":
+    define_flags()
     app.run(main)

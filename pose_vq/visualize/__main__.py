@@ -16,16 +16,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from pose_vq import tokenize
+from pose_vq import errors, tokenize
 from pose_vq.data import modes, pipeline, prepare
 from pose_vq.visualize import clip_frames, comparison_frames, draw_skeleton, write_gif
 
 
 def _source_example(builder: Any, split: str, index: int) -> dict[str, Any]:
-    source = builder.as_data_source(split=split)
+    source = pipeline.data_source(builder, split)
     if not 0 <= index < len(source):
-        raise ValueError(f"{builder.info.full_name}:{split} has {len(source)} examples; "
-                         f"--index={index} is out of range")
+        raise app.UsageError(f"{builder.info.full_name}:{split} has {len(source)} examples; "
+                             f"--index={index} is out of range")
     return source[index]
 
 
@@ -54,21 +54,19 @@ def _clips(flags_: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], 
         recon = tokenizer.decode(tokenizer.encode(inputs[None]))[0]
         name = f"step_{tokenizer.step:07d}_{flags_.split}_{flags_.index}.gif"
     else:
-        raise ValueError("give --workdir (a run's reconstruction), --dataset (a dataset "
-                         "clip) or --tokens (an exported token dataset)")
+        raise app.UsageError("give --workdir (a run's reconstruction), --dataset (a dataset "
+                             "clip) or --tokens (an exported token dataset)")
     mode = pipeline.dataset_mode(builder)
     target = pipeline.ToModelInputs(mode).map(example)["targets"]
     return target, recon, example, mode, name
 
 
+@errors.one_line_failures
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    try:
-        target, recon, example, mode, name = _clips(f)
-    except (ValueError, FileNotFoundError) as e:
-        raise app.UsageError(str(e)) from None
+    target, recon, example, mode, name = _clips(f)
     size = target.shape[1]
     if recon is None:
         frames, rows = clip_frames(target, f.scale), 1
@@ -101,6 +99,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("scale", 4, "Pixels per heatmap pixel.")
     flags.DEFINE_float("fps", 10, "Frames per second.")
     flags.DEFINE_string("output", None, "GIF path (default: <workdir or .>/videos/<name>.gif).")
+    errors.define_verbose_flag()
 
 
 if __name__ == "__main__":
