@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pose_vq import checkpointing, tokenize
-from pose_vq.data import pipeline
+from pose_vq.data import pipeline, skeleton
 from pose_vq.downstream import probe
 from tests.test_train import tiny_config
 
@@ -42,6 +42,30 @@ def test_macro_f1_by_hand():
     # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 0 -> 0.8; class 2: 0
     assert probe.macro_f1(labels, predicted) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert probe.action_metrics(labels, predicted)["top1"] == pytest.approx(0.6)
+
+
+def test_pose_targets_frame_by_hand():
+    """2D-input modes: the first chosen camera's frame, a rotation by 90 degrees about the
+    vertical written out by hand; 3d: world axes. Root-relative metres either way."""
+    rng = np.random.default_rng(0)
+    joints = rng.normal(0.0, 50.0, (2, 3, skeleton.NUM_JOINTS, 3)).astype(np.float32)
+    present = np.ones(joints.shape[:3], bool)
+    present[0, 1, 4] = False
+    quarter = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # about y
+    camera_R = np.stack([np.stack([quarter, np.eye(3)])] * 2)  # (clips, cameras, 3, 3)
+    camera_t = rng.normal(0.0, 100.0, (2, 2, 3))
+    skeletons = {"joints3d": joints, "present": present, "camera_R": camera_R,
+                 "camera_t": camera_t}
+    root = skeleton.JOINT_INDEX["mid-hip"]
+    x, y, z = joints[..., 0], joints[..., 1], joints[..., 2]
+    turned = np.stack([z, y, -x], axis=-1)  # quarter @ (x, y, z); t cancels at the root
+    for mode, expected in (("m2d", turned), ("m2d_3d", turned), ("c2d", turned),
+                           ("3d", joints)):
+        found = probe.pose_targets(skeletons, mode)
+        np.testing.assert_allclose(found["target"],
+                                   (expected - expected[..., root:root + 1, :]) / 100.0,
+                                   rtol=1e-5, atol=1e-6, err_msg=mode)
+        assert found["weight"][0, 1, 4] == 0 and found["weight"].sum() == present.size - 1
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,12 @@ held-out splits; each token id is looked up in the export's own codebook. The sa
   (T, J, rep) features;
 - ``chance``: the training mean pose / the most frequent class / a random ranking.
 
-Tasks: ``pose`` predicts every frame's joints relative to the mid-hip (world axes, metres;
-c2d tokens, drawn in one camera's image, in that camera's axes) and reports MPJPE and
-P-MPJPE in mm; ``action`` predicts the dataset's ``label``, top-1 and macro-F1;
-``retrieval`` ranks the training clips by cosine similarity of the action head's pooled
-embedding to each held-out clip's and reports recall@1 and @5 of a same-label clip.
+Tasks: ``pose`` predicts every frame's joints relative to the mid-hip in metres (for
+tokens of 2D inputs in the first chosen camera's frame, for 3d tokens in world axes:
+``in_target_frame``) and reports MPJPE and P-MPJPE in mm; ``action`` predicts the
+dataset's ``label``, top-1 and macro-F1; ``retrieval`` ranks the training clips by
+cosine similarity of the action head's pooled embedding to each held-out clip's and
+reports recall@1 and @5 of a same-label clip.
 Heads train in ``<workdir>/<input>/<head>`` and resume from there; results go to
 ``<workdir>/<task>.csv`` and ``<task>.md``.
 """
@@ -155,12 +156,29 @@ def lifter_inputs(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarra
 # ----------------------------------------------------------------------- targets
 
 
+CAMERA_FRAME_MODES = ("c2d", "m2d", "m2d_3d")
+
+
+def in_target_frame(joints: np.ndarray, skeletons: dict[str, np.ndarray], mode: str
+                    ) -> np.ndarray:
+    """World joints (N, T, J, 3) in the pose targets' frame for tokens of ``mode``.
+
+    Tokens of 2D inputs (c2d, m2d, and m2d_3d, whose input is m2d) are drawn from the
+    chosen cameras' images, and the cameras are chosen per window, so nothing in them says
+    which way the world faces: their targets are in the first chosen camera's frame
+    (x_cam = R X + t, the frame a lifter from that camera's 2D predicts). 3d tokens are
+    drawn from the world volume's projections along its axes: theirs stay in world axes.
+    ``joints`` and ``skeletons["camera_t"]`` share a unit."""
+    if mode not in CAMERA_FRAME_MODES:
+        return joints
+    return camera.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0])
+
+
 def pose_targets(skeletons: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
-    """Root-relative joints in metres, in world axes (c2d: the first camera's axes)."""
-    joints = skeletons["joints3d"] / 100.0
-    if mode == "c2d":
-        joints = camera.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0] / 100.0)
-    target, weight = lift.root_relative(joints, skeletons["present"])
+    """Each frame's joints relative to the mid-hip, in metres, in ``in_target_frame``'s
+    frame, and the weight of the joints that count."""
+    joints = in_target_frame(skeletons["joints3d"].astype(np.float64), skeletons, mode)
+    target, weight = lift.root_relative(joints / 100.0, skeletons["present"])
     return {"target": target.astype(np.float32), "weight": weight}
 
 
@@ -284,11 +302,12 @@ def chance(task: str, targets: dict[str, np.ndarray], train_targets: dict[str, n
 def lifter_pose(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray], mode: str
                 ) -> np.ndarray:
     """The lifter's 3D from each clip's first camera's ground-truth 2D, in the pose
-    targets' axes (world: rotated back by R^T; c2d: the camera's own)."""
+    targets' frame (``in_target_frame``: the camera's own, or world axes: rotated back by
+    R^T, root-relative so the translation cancels)."""
     model, variables, _ = lift.restore(lifter_dir)
     first = _first_camera(skeletons)
     pred = lift.predict(model, variables, first["keypoints"], first["present"])
-    if mode == "c2d":
+    if mode in CAMERA_FRAME_MODES:
         return pred
     return np.einsum("nji,ntkj->ntki", skeletons["camera_R"][:, 0], pred)
 
