@@ -132,6 +132,20 @@ def test_fit_resumes_exactly_where_it_stopped(tmp_path):
     np.testing.assert_array_equal(loaded["params"]["w"], straight["params"]["w"])
 
 
+def test_claim_keeps_a_workdir_of_the_same_source_only(tmp_path):
+    work = tmp_path / "head"
+    assert not fit.claim(work, {"inputs": "a", "steps": (1, 2)})
+    (work / "checkpoints").mkdir()
+    assert not fit.claim(work, {"inputs": "a", "steps": [1, 2]})  # as JSON reads it back
+    assert (work / "checkpoints").is_dir()
+    assert fit.claim(work, {"inputs": "b", "steps": [1, 2]})
+    assert sorted(p.name for p in work.iterdir()) == [fit.SOURCE_FILE]
+    assert json.loads((work / fit.SOURCE_FILE).read_text())["inputs"] == "b"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "checkpoints").mkdir()  # trained before sources were recorded
+    assert fit.claim(tmp_path / "old", {"inputs": "a"})
+
+
 def test_lifters_train_evaluate_and_restore(tiny_lifter, tmp_path):
     data_dir, workdir, results = tiny_lifter
     mlp = lift.train_and_evaluate(tiny_lift_config(data_dir, "mlp"), tmp_path / "mlp")

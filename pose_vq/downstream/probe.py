@@ -25,8 +25,10 @@ tokens of 2D inputs in the first chosen camera's frame, for 3d tokens in world a
 dataset's ``label``, top-1 and macro-F1; ``retrieval`` ranks the training clips by
 cosine similarity of the action head's pooled embedding to each held-out clip's and
 reports recall@1 and @5 of a same-label clip.
-Heads train in ``<workdir>/<input>/<head>`` and resume from there; results go to
-``<workdir>/<task>.csv`` and ``<task>.md``.
+Heads train in ``<workdir>/<input>/<head>`` and resume from there, as long as their input
+comes from the same source (for tokens: the same tokenizer checkpoint, by step and config
+digest, and dataset; else they train again); results go to ``<workdir>/<task>.csv`` and
+``<task>.md``.
 """
 
 from __future__ import annotations
@@ -47,11 +49,10 @@ import optax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from pose_vq import checkpointing
+from pose_vq import checkpointing, tokenize
 from pose_vq.data import camera, pipeline, skeleton
 from pose_vq.downstream import fit, lift, pose3d
 from pose_vq.downstream.probe_head import ProbeHead
-from pose_vq.tokenize import CODEBOOK_FILE
 
 TASKS = ("pose", "action", "retrieval")
 TRAIN, HELD_OUT = "train", "validation"
@@ -81,6 +82,7 @@ class Inputs:
     arrays: dict[str, np.ndarray]
     features: Callable[[dict[str, jax.Array]], jax.Array]
     frames_per_step: int
+    source: dict[str, Any]  # what the features came from: a head trained on them is keyed by it
 
 
 @dataclasses.dataclass
@@ -95,14 +97,21 @@ class TokenExport:
     @classmethod
     def load(cls, path: str | pathlib.Path) -> TokenExport:
         path = pathlib.Path(path)
-        if not (path / CODEBOOK_FILE).exists():
-            raise FileNotFoundError(f"{path / CODEBOOK_FILE} not found: is {path} a "
+        codebook = path / tokenize.CODEBOOK_FILE
+        if not codebook.exists():
+            raise FileNotFoundError(f"{codebook} not found: is {path} a "
                                     "motion_tokens export (its version folder)?")
-        return cls(path, tfds.builder_from_directory(str(path)), np.load(path / CODEBOOK_FILE))
+        return cls(path, tfds.builder_from_directory(str(path)), np.load(codebook))
 
     @property
     def metadata(self) -> dict[str, Any]:
         return self.builder.info.metadata
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """The tokenizer and dataset the tokens came from (``tokenize.EXPORT_KEY``; None
+        where an export predates a key)."""
+        return {k: self.metadata.get(k) for k in tokenize.EXPORT_KEY}
 
     def split(self, split: str) -> dict[str, np.ndarray]:
         """A split's ``tokens`` and source ``index``, read once."""
@@ -134,7 +143,7 @@ class TokenExport:
         return Inputs(name, {"tokens": ids},
                       lambda b: codebook[b["tokens"]].reshape(
                           b["tokens"].shape[:2] + (-1, codebook.shape[1])),
-                      frames // t)
+                      frames // t, {"tokens": self.key, "shuffle_time": shuffle_time})
 
 
 def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -146,11 +155,12 @@ def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def lifter_inputs(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray]) -> Inputs:
     """DSTformer's (T, J, rep) features from each clip's first camera's ground-truth 2D,
     computed once (the lifter is frozen) and held in memory."""
-    model, variables, _ = lift.restore(lifter_dir)
+    model, variables, config = lift.restore(lifter_dir)
     first = _first_camera(skeletons)
     features = lift.predict(model, variables, first["keypoints"], first["present"],
                             representation=True)
-    return Inputs("DSTformer features", {"features": features}, lambda b: b["features"], 1)
+    return Inputs("DSTformer features", {"features": features}, lambda b: b["features"], 1,
+                  {"lifter": checkpointing.config_digest(config)})
 
 
 # ----------------------------------------------------------------------- targets
@@ -202,8 +212,11 @@ def _pose_out(out: jax.Array) -> jax.Array:
 
 def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdir: pathlib.Path,
                c: ml_collections.ConfigDict, num_classes: int) -> tuple[ProbeHead, dict[str, Any]]:
-    """Train (or resume, or reuse) the task's head on ``inputs`` in ``workdir``."""
+    """Train (or resume, or reuse) the task's head on ``inputs`` in ``workdir``: reused
+    only where it was trained from the same source (``Inputs.source``: for tokens, the same
+    tokenizer checkpoint and dataset) with the same head config, else trained again."""
     head_task = "pose" if task == "pose" else "action"  # retrieval reuses the action head
+    fit.claim(workdir / head_task, {"inputs": inputs.source, "head": fit.training_key(c)})
     head = _head(head_task, c, inputs, num_classes)
     arrays = {**inputs.arrays, **targets}
     sample = {k: jnp.asarray(v[:1]) for k, v in inputs.arrays.items()}
