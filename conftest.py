@@ -103,11 +103,11 @@ def tiny_runs(build_small, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lifter(build_small, tmp_path_factory):
-    """A tiny DSTformer lifter trained 4 steps on the 3d test dataset and evaluated
+    """A tiny DSTformer lifter trained 200 steps on the 3d test dataset and evaluated
     (pose_vq.downstream.lift): (data_dir, workdir, results)."""
     from pose_vq.downstream import lift
-    from tests.test_lift import tiny_lift_config
+    from tests.test_lift import fixture_lift_config
 
     data_dir = pathlib.Path(build_small("3d").data_dir).parents[2]
     workdir = tmp_path_factory.mktemp("lifter")
-    return data_dir, workdir, lift.train_and_evaluate(tiny_lift_config(data_dir), workdir)
+    return data_dir, workdir, lift.train_and_evaluate(fixture_lift_config(data_dir), workdir)

@@ -24,7 +24,11 @@ sim-to-real check; it writes ``probes.csv`` and ``probes.md``.
 
 Runs share one dataset (built once under the workdir when the config builds its own).
 A run whose ``eval_metrics.json`` is at its last step is not trained again, and an
-interrupted run resumes from its checkpoint, so rerunning a command only does what is left.
+interrupted run resumes from its checkpoint, so rerunning a command only does what is left;
+a run of another config in its folder stops the command. ``probes`` reuses a token export
+or a probe head only where it came from the same tokenizer checkpoint (step and config
+digest, ``pose_vq.tokenize.export_key``) and a lifter only where its config (its dataset
+included) is the same; otherwise it removes it and makes it again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,13 +58,19 @@ PLOTTED = (("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("l1", "L1"), ("t_std", "T-S
            ("codebook_usage", "codebook usage"), ("codebook_perplexity", "token perplexity"))
 
 
-def _finished(run_dir: pathlib.Path, num_steps: int) -> dict[str, Any] | None:
-    """The run's final evaluation, or None when it has not reached ``num_steps``."""
+def _finished(run_dir: pathlib.Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """The run's final evaluation, or None when it has not reached the config's last step.
+    A run of another config in ``run_dir`` is an error: it is neither reused nor resumed."""
+    stored = run_dir / checkpointing.CONFIG_FILE
+    if stored.exists() and (checkpointing.config_digest(json.loads(stored.read_text()))
+                            != checkpointing.config_digest(config)):
+        raise SystemExit(f"{run_dir} holds a run of another config ({stored} differs from "
+                         "the one asked for): delete it or choose another --workdir")
     path = run_dir / "eval_metrics.json"
     if not path.exists():
         return None
     results = json.loads(path.read_text())
-    return results if results.get("step") == num_steps else None
+    return results if results.get("step") == config.train.num_steps else None
 
 
 def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
@@ -74,15 +85,17 @@ def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
 
 def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
             ) -> dict[str, dict[str, Any]]:
-    """Train and evaluate each config in ``workdir/<name>`` unless already done there."""
+    """Train and evaluate each config in ``workdir/<name>`` unless already done there (with
+    the same config: a run of another config there stops the command)."""
     results = {}
     for name, config in runs.items():
         run_dir = workdir / name
-        done = _finished(run_dir, config.train.num_steps)
+        config = shared_data(config, workdir)
+        done = _finished(run_dir, config)
         if done is None:
             logging.info("run %s: training in %s", name, run_dir)
-            train.train_and_evaluate(shared_data(config, workdir), run_dir)
-            done = _finished(run_dir, config.train.num_steps)
+            train.train_and_evaluate(config, run_dir)
+            done = _finished(run_dir, config)
             if done is None:  # stopped early (preemption): rerun the command to go on
                 raise SystemExit(f"run {name} stopped before step {config.train.num_steps}; "
                                  "rerun the same command to resume it")
@@ -201,11 +214,18 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
 
 def _export_once(tokenizer: Any, out_dir: pathlib.Path, workdir: pathlib.Path,
                  source: tuple[str, str], splits: Sequence[str]) -> pathlib.Path:
-    """The version folder of ``source``'s export under ``out_dir``, exported unless done."""
-    done = sorted(out_dir.glob(f"{tokenize.TOKENS_NAME}/{source[1].split('/', 1)[1]}/*/"
-                               f"{tokenize.CODEBOOK_FILE}"))
+    """The version folder of ``source``'s export under ``out_dir``, exported unless done
+    by this tokenizer (``tokenize.export_key``: checkpoint step, weights, config digest)
+    from this dataset; an export by another is removed and made again."""
+
+    exports = out_dir / tokenize.TOKENS_NAME / source[1].split("/", 1)[1]
+    done = sorted(exports.glob(f"*/{tokenize.CODEBOOK_FILE}"))
     if done:
-        return done[0].parent
+        if probe.TokenExport.load(done[0].parent).key == tokenize.export_key(tokenizer, *source):
+            return done[0].parent
+        logging.info("%s holds tokens of another tokenizer or dataset: exporting again", exports)
+        if jax.process_index() == 0:
+            shutil.rmtree(exports)
     builder = tokenize.export(tokenizer, splits, out_dir, workdir, source=source)
     return pathlib.Path(builder.data_dir)
 
@@ -215,7 +235,8 @@ def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
            real_root: str | pathlib.Path | None = None,
            probe_steps: int | None = None, lift_steps: int | None = None) -> list[dict[str, Any]]:
     """The downstream chain (module docstring); every stage is skipped when its results
-    are already in ``workdir``. Returns the rows of probes.csv."""
+    are already in ``workdir`` and came from the same tokenizer (exports, heads) or config
+    (lifters). Returns the rows of probes.csv."""
     data_config = shared_data(config, workdir)
     source = prepare.prepare_dataset(data_config.data, workdir)
     if tokenizer_dir is None:

@@ -11,10 +11,12 @@ the latest.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import pathlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
@@ -44,6 +46,15 @@ def write_run_config(config: ml_collections.ConfigDict, workdir: str | pathlib.P
     if jax.process_index() == 0:
         path = pathlib.Path(workdir) / CONFIG_FILE
         path.write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+def config_digest(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
+    """16 hex digits of the sha256 of a config's JSON, keys sorted: names the config a model
+    was made with in what is made from it (token exports, probe heads), so that what came
+    from another config is told apart."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = json.loads(config.to_json_best_effort())
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

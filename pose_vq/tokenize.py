@@ -8,7 +8,8 @@ encodes a split of the run's heatmap dataset with the latest checkpoint of ``--w
 ``<workdir>/tokens``). Each example holds ``tokens`` (int32, the token grid t x h x w),
 the source example's ``sequence``, ``body_id``, ``start_frame``, its ``index`` in the
 source split, and the ``mode``; the dataset's metadata holds the tokenizer's whole config,
-its checkpoint step and weights, the source dataset and the vocabulary size. Read it back
+its checkpoint step, weights and config digest with the source dataset (``export_key``:
+what an export is reused by) and the vocabulary size. Read it back
 from any project with ``tfds.data_source("motion_tokens/<config>", data_dir=...)``; the
 token ids' embeddings (the codebook the decoder reads) are ``codebook.npy`` in the same
 folder. ``--dataset``/``--data_dir`` encode another build of the same mode and clip shape
@@ -49,6 +50,9 @@ TOKENS_NAME = "motion_tokens"
 TOKENS_VERSION = "1.0.0"
 WEIGHTS = ("ema", "raw", "init")  # init: the run's model as initialised (a control)
 CODEBOOK_FILE = "codebook.npy"  # (num_codes, code width) beside an export's files
+# What tells one export's tokens from another's: the tokenizer (its checkpoint step, weight
+# set and config digest) and the dataset it encoded.
+EXPORT_KEY = ("checkpoint_step", "weights", "config_digest", "source_dataset", "source_data_dir")
 
 
 @dataclasses.dataclass
@@ -119,6 +123,14 @@ class Tokenizer:
             raise ValueError(f"token ids must be in [0, {self.models.spec.num_codes}); got "
                              f"[{tokens.min()}, {tokens.max()}]")
         return np.asarray(self._decode(self.variables, jnp.asarray(tokens, jnp.int32)))
+
+
+def export_key(tokenizer: Tokenizer, data_dir: str | pathlib.Path, name: str) -> dict[str, Any]:
+    """``EXPORT_KEY``'s values for ``tokenizer``'s export of dataset ``name`` in ``data_dir``:
+    stored in the export's metadata; an export is reused only where they are equal."""
+    return dict(zip(EXPORT_KEY, (tokenizer.step, tokenizer.weights,
+                                 checkpointing.config_digest(tokenizer.config), name,
+                                 str(data_dir))))
 
 
 def _apply(models: Models, method: str, variables: dict[str, Any], x: jax.Array) -> jax.Array:
@@ -201,8 +213,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
         "mode": tfds.features.Text(),
     })
     metadata = {"tokenizer_config": json.loads(tokenizer.config.to_json_best_effort()),
-                "checkpoint_step": tokenizer.step, "weights": tokenizer.weights,
-                "source_dataset": name, "source_data_dir": str(data_dir),
+                **export_key(tokenizer, data_dir, name),
                 "num_codes": tokenizer.models.spec.num_codes, "token_grid": list(grid),
                 "mode": tokenizer.config.data.mode,
                 "workdir": str(pathlib.Path(workdir).absolute())}

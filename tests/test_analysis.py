@@ -8,10 +8,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from pose_vq import analysis
+from pose_vq import analysis, tokenize
 from pose_vq import config as config_lib
 
 pytestmark = pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
@@ -96,6 +97,95 @@ def test_compare_variants_and_claims(tiny_runs, tmp_path):
     assert (tmp_path / "cmp" / "compare.md").read_text().strip() == done.stdout.strip()
 
 
+def test_a_run_of_another_config_is_neither_reused_nor_resumed(tiny_runs, tmp_path):
+    config, workdir, results = tiny_runs
+    shutil.copytree(workdir / "vqgan", tmp_path / "run")
+    with pytest.raises(SystemExit, match="run holds a run of another config"):
+        analysis.run_all({"run": config_lib.apply_variant(config, "dvae")}, tmp_path)
+    assert analysis.run_all({"run": config_lib.apply_variant(config, "vqgan")},
+                            tmp_path) == {"run": results["vqgan"]}
+
+
 def test_unknown_variant_is_a_clear_error(config):
     with pytest.raises(config_lib.ConfigError, match="variant 'gan'"):
         config_lib.apply_variant(config, "gan")
+
+
+def _tiny_downstream(monkeypatch):
+    """The lifters and probe heads of ``analysis.probes`` at the test datasets' size, and
+    the pose table only (every table's heads are reused the same way, and each costs
+    seconds of compilation)."""
+    from pose_vq.downstream import lift, probe
+
+    lift_config, probe_config = lift.default_config, probe.default_config
+
+    def tiny_lift(options=""):
+        c = lift_config(options)
+        c.model.update(dim=16, depth=1, num_heads=2, rep_dim=16, width=32)
+        c.train.update(batch_size=8, log_every=2, checkpoint_every=2)
+        return c
+
+    def tiny_probe():
+        c = probe_config()
+        c.update(width=16, depth=1)
+        c.train.update(batch_size=4, log_every=1, checkpoint_every=2)
+        return c
+
+    monkeypatch.setattr(lift, "default_config", tiny_lift)
+    monkeypatch.setattr(probe, "default_config", tiny_probe)
+    monkeypatch.setattr(probe, "TASKS", ("pose",))
+
+
+def _stamps(folder: pathlib.Path) -> dict[str, int]:
+    """Modification times of what training or exporting writes under ``folder``: the
+    checkpoints and the exported files (summaries and tables are rewritten by any run)."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and ("checkpoints" in p.parts or "motion_tokens" in p.parts)}
+
+
+def test_probes_reuse_only_what_the_same_tokenizer_made(tiny_runs, tmp_path, monkeypatch):
+    """The chain on a tokenizer workdir, rerun as is (exports, lifters and heads reused:
+    nothing exported or trained again, the same numbers), then with another tokenizer in
+    that workdir (the dVAE run: another config): the exports and heads are made again and
+    the token rows change; the lifters, keyed by their config and dataset, are reused."""
+    from pose_vq.downstream import probe
+
+    config, runs, _ = tiny_runs
+    _tiny_downstream(monkeypatch)
+    tokenizer, work = tmp_path / "tokenizer", tmp_path / "probes"
+    shutil.copytree(runs / "vqgan", tokenizer)
+
+    def chain():
+        rows = analysis.probes(config, work, tokenizer_dir=str(tokenizer), probe_steps=2,
+                               lift_steps=2)
+        return {(r["task"], r["input"]): r for r in rows}
+
+    def export():
+        (path,) = {p.parent for p in (work / "tokens").rglob(tokenize.CODEBOOK_FILE)}
+        found = probe.TokenExport.load(path)
+        return found.key, found.split(probe.TRAIN)["tokens"]
+
+    first, (key, grids) = chain(), export()
+    stamps = _stamps(work)
+    assert len([k for k in stamps if "checkpoints" in k]) > 0
+    assert len([k for k in stamps if "motion_tokens" in k]) > 0
+    assert chain() == first
+    assert _stamps(work) == stamps
+
+    shutil.rmtree(tokenizer)
+    shutil.copytree(runs / "dvae", tokenizer)
+    swapped, (new_key, new_grids) = chain(), export()
+    assert new_key["config_digest"] != key["config_digest"]
+    assert new_key["checkpoint_step"] == key["checkpoint_step"] == 1
+    assert not np.array_equal(new_grids, grids)
+    for row in ("tokens", "random tokenizer"):
+        assert swapped["pose", row]["mpjpe"] != first["pose", row]["mpjpe"], row
+    # What does not read tokens stays: the lifters were not trained again.
+    for row in (("lifting", "dstformer from GT 2D"), ("lifting", "mlp from GT 2D"),
+                ("pose", "DSTformer lifting (GT 2D)"), ("pose", "mean pose")):
+        assert swapped[row] == first[row], row
+    after = _stamps(work)
+    lifters = {k for k in stamps if k.startswith("lift_")}
+    assert lifters and {k: after[k] for k in lifters} == {k: stamps[k] for k in lifters}
+    heads = {k for k in stamps if k.startswith("probes")}
+    assert heads and all(after.get(k) != stamps[k] for k in heads)

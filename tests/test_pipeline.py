@@ -13,7 +13,7 @@ import pytest
 
 from pose_vq import config as config_lib
 from pose_vq import defaults, sharding
-from pose_vq.data import modes, pipeline, prepare
+from pose_vq.data import modes, pipeline
 from pose_vq.visualize import __main__ as visualize_command
 from tests import run_command
 

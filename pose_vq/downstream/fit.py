@@ -6,11 +6,15 @@ epoch), scalars every ``log_every`` steps (TensorBoard in the workdir), orbax
 checkpoints every ``checkpoint_every`` steps and at the end. The batches are a pure
 function of the seed and the step (a fresh permutation of the examples per epoch), so a
 run resumed from its last checkpoint takes exactly the batches it would have taken.
+Whoever reuses a workdir first ``claim``s it for what the model learns from, so a
+checkpoint trained on other inputs is never resumed or reused.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +33,10 @@ from pose_vq.data import pipeline
 # loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
 LossFn = Callable[[Any, Any, dict[str, jax.Array], jax.Array],
                   tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
+
+
+SOURCE_FILE = "source.json"
+RUN_LENGTH = ("num_steps", "log_every", "checkpoint_every")  # not in a training key
 
 
 @flax.struct.dataclass
@@ -51,6 +59,33 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 500
     c.seed = 0
     return c
+
+
+def training_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A model's config (a ``train`` section inside) as a key of what it trains into, less
+    ``RUN_LENGTH``: a longer run resumes a shorter one's checkpoints."""
+    key = json.loads(config.to_json_best_effort())
+    key["train"] = {k: v for k, v in key["train"].items() if k not in RUN_LENGTH}
+    return key
+
+
+def claim(workdir: str | pathlib.Path, source: dict[str, Any]) -> bool:
+    """Keep what ``workdir`` holds only if it was trained from ``source`` (JSON: what the
+    model learns from and how); else empty it, so nothing of another source is resumed,
+    reused or mixed in. Records ``source``; returns whether anything was removed."""
+    workdir = pathlib.Path(workdir)
+    path = workdir / SOURCE_FILE
+    source = json.loads(json.dumps(source))
+    stale = workdir.is_dir() and any(workdir.iterdir()) and (
+        not path.exists() or json.loads(path.read_text()) != source)
+    if jax.process_index() == 0:
+        if stale:
+            logging.info("%s was trained from another source: training again", workdir)
+            shutil.rmtree(workdir)
+        if not path.exists():
+            workdir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(source, indent=1, sort_keys=True) + "\n")
+    return stale
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -246,9 +246,11 @@ def predict(model, variables: dict[str, Any], keypoints: np.ndarray, present: np
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
                        ) -> dict[str, Any]:
     """Train (or resume) the lifter in ``workdir`` and evaluate it on ``config.eval.split``;
-    returns the evaluation, also written to ``<workdir>/eval_metrics.json``."""
+    returns the evaluation, also written to ``<workdir>/eval_metrics.json``. A lifter
+    depends on no tokenizer: its workdir is keyed by its config (``fit.training_key``; the
+    data section names the dataset) and trained again when that changes."""
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    fit.claim(workdir, {"lifter": fit.training_key(config)})
     checkpointing.write_run_config(config, workdir)
     data_dir, name = prepare.prepare_dataset(config.data, workdir)
     train = lifting_examples(pipeline.read_skeletons(data_dir, name, config.train.split))

@@ -19,13 +19,16 @@ held-out splits; each token id is looked up in the export's own codebook. The sa
   (T, J, rep) features;
 - ``chance``: the training mean pose / the most frequent class / a random ranking.
 
-Tasks: ``pose`` predicts every frame's joints relative to the mid-hip (world axes, metres;
-c2d tokens, drawn in one camera's image, in that camera's axes) and reports MPJPE and
-P-MPJPE in mm; ``action`` predicts the dataset's ``label``, top-1 and macro-F1;
-``retrieval`` ranks the training clips by cosine similarity of the action head's pooled
-embedding to each held-out clip's and reports recall@1 and @5 of a same-label clip.
-Heads train in ``<workdir>/<input>/<head>`` and resume from there; results go to
-``<workdir>/<task>.csv`` and ``<task>.md``.
+Tasks: ``pose`` predicts every frame's joints relative to the mid-hip in metres (for
+tokens of 2D inputs in the first chosen camera's frame, for 3d tokens in world axes:
+``in_target_frame``) and reports MPJPE and P-MPJPE in mm; ``action`` predicts the
+dataset's ``label``, top-1 and macro-F1; ``retrieval`` ranks the training clips by
+cosine similarity of the action head's pooled embedding to each held-out clip's and
+reports recall@1 and @5 of a same-label clip.
+Heads train in ``<workdir>/<input>/<head>`` and resume from there, as long as their input
+comes from the same source (for tokens: the same tokenizer checkpoint, by step and config
+digest, and dataset; else they train again); results go to ``<workdir>/<task>.csv`` and
+``<task>.md``.
 """
 
 from __future__ import annotations
@@ -46,11 +49,10 @@ import optax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from pose_vq import checkpointing, errors
+from pose_vq import checkpointing, errors, tokenize
 from pose_vq.data import camera, pipeline, skeleton
 from pose_vq.downstream import fit, lift, pose3d
 from pose_vq.downstream.probe_head import ProbeHead
-from pose_vq.tokenize import CODEBOOK_FILE
 
 TASKS = ("pose", "action", "retrieval")
 TRAIN, HELD_OUT = "train", "validation"
@@ -80,6 +82,7 @@ class Inputs:
     arrays: dict[str, np.ndarray]
     features: Callable[[dict[str, jax.Array]], jax.Array]
     frames_per_step: int
+    source: dict[str, Any]  # what the features came from: a head trained on them is keyed by it
 
 
 @dataclasses.dataclass
@@ -94,14 +97,21 @@ class TokenExport:
     @classmethod
     def load(cls, path: str | pathlib.Path) -> TokenExport:
         path = pathlib.Path(path)
-        if not (path / CODEBOOK_FILE).exists():
-            raise FileNotFoundError(f"{path / CODEBOOK_FILE} not found: is {path} a "
+        codebook = path / tokenize.CODEBOOK_FILE
+        if not codebook.exists():
+            raise FileNotFoundError(f"{codebook} not found: is {path} a "
                                     "motion_tokens export (its version folder)?")
-        return cls(path, tfds.builder_from_directory(str(path)), np.load(path / CODEBOOK_FILE))
+        return cls(path, tfds.builder_from_directory(str(path)), np.load(codebook))
 
     @property
     def metadata(self) -> dict[str, Any]:
         return self.builder.info.metadata
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """The tokenizer and dataset the tokens came from (``tokenize.EXPORT_KEY``; None
+        where an export predates a key)."""
+        return {k: self.metadata.get(k) for k in tokenize.EXPORT_KEY}
 
     def split(self, split: str) -> dict[str, np.ndarray]:
         """A split's ``tokens`` and source ``index``, read once."""
@@ -132,7 +142,7 @@ class TokenExport:
         return Inputs(name, {"tokens": ids},
                       lambda b: codebook[b["tokens"]].reshape(
                           b["tokens"].shape[:2] + (-1, codebook.shape[1])),
-                      frames // t)
+                      frames // t, {"tokens": self.key, "shuffle_time": shuffle_time})
 
 
 def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -144,22 +154,40 @@ def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def lifter_inputs(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray]) -> Inputs:
     """DSTformer's (T, J, rep) features from each clip's first camera's ground-truth 2D,
     computed once (the lifter is frozen) and held in memory."""
-    model, variables, _ = lift.restore(lifter_dir)
+    model, variables, config = lift.restore(lifter_dir)
     first = _first_camera(skeletons)
     features = lift.predict(model, variables, first["keypoints"], first["present"],
                             representation=True)
-    return Inputs("DSTformer features", {"features": features}, lambda b: b["features"], 1)
+    return Inputs("DSTformer features", {"features": features}, lambda b: b["features"], 1,
+                  {"lifter": checkpointing.config_digest(config)})
 
 
 # ----------------------------------------------------------------------- targets
 
 
+CAMERA_FRAME_MODES = ("c2d", "m2d", "m2d_3d")
+
+
+def in_target_frame(joints: np.ndarray, skeletons: dict[str, np.ndarray], mode: str
+                    ) -> np.ndarray:
+    """World joints (N, T, J, 3) in the pose targets' frame for tokens of ``mode``.
+
+    Tokens of 2D inputs (c2d, m2d, and m2d_3d, whose input is m2d) are drawn from the
+    chosen cameras' images, and the cameras are chosen per window, so nothing in them says
+    which way the world faces: their targets are in the first chosen camera's frame
+    (x_cam = R X + t, the frame a lifter from that camera's 2D predicts). 3d tokens are
+    drawn from the world volume's projections along its axes: theirs stay in world axes.
+    ``joints`` and ``skeletons["camera_t"]`` share a unit."""
+    if mode not in CAMERA_FRAME_MODES:
+        return joints
+    return camera.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0])
+
+
 def pose_targets(skeletons: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
-    """Root-relative joints in metres, in world axes (c2d: the first camera's axes)."""
-    joints = skeletons["joints3d"] / 100.0
-    if mode == "c2d":
-        joints = camera.camera_frame(joints, skeletons["camera_R"][:, 0], skeletons["camera_t"][:, 0] / 100.0)
-    target, weight = lift.root_relative(joints, skeletons["present"])
+    """Each frame's joints relative to the mid-hip, in metres, in ``in_target_frame``'s
+    frame, and the weight of the joints that count."""
+    joints = in_target_frame(skeletons["joints3d"].astype(np.float64), skeletons, mode)
+    target, weight = lift.root_relative(joints / 100.0, skeletons["present"])
     return {"target": target.astype(np.float32), "weight": weight}
 
 
@@ -183,8 +211,11 @@ def _pose_out(out: jax.Array) -> jax.Array:
 
 def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdir: pathlib.Path,
                c: ml_collections.ConfigDict, num_classes: int) -> tuple[ProbeHead, dict[str, Any]]:
-    """Train (or resume, or reuse) the task's head on ``inputs`` in ``workdir``."""
+    """Train (or resume, or reuse) the task's head on ``inputs`` in ``workdir``: reused
+    only where it was trained from the same source (``Inputs.source``: for tokens, the same
+    tokenizer checkpoint and dataset) with the same head config, else trained again."""
     head_task = "pose" if task == "pose" else "action"  # retrieval reuses the action head
+    fit.claim(workdir / head_task, {"inputs": inputs.source, "head": fit.training_key(c)})
     head = _head(head_task, c, inputs, num_classes)
     arrays = {**inputs.arrays, **targets}
     sample = {k: jnp.asarray(v[:1]) for k, v in inputs.arrays.items()}
@@ -283,11 +314,12 @@ def chance(task: str, targets: dict[str, np.ndarray], train_targets: dict[str, n
 def lifter_pose(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray], mode: str
                 ) -> np.ndarray:
     """The lifter's 3D from each clip's first camera's ground-truth 2D, in the pose
-    targets' axes (world: rotated back by R^T; c2d: the camera's own)."""
+    targets' frame (``in_target_frame``: the camera's own, or world axes: rotated back by
+    R^T, root-relative so the translation cancels)."""
     model, variables, _ = lift.restore(lifter_dir)
     first = _first_camera(skeletons)
     pred = lift.predict(model, variables, first["keypoints"], first["present"])
-    if mode == "c2d":
+    if mode in CAMERA_FRAME_MODES:
         return pred
     return np.einsum("nji,ntkj->ntki", skeletons["camera_R"][:, 0], pred)
 
