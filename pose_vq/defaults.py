@@ -6,6 +6,8 @@ or ``paper_config()`` and override; ``pose_vq.config.validate`` checks the resul
 
 import ml_collections
 
+from pose_vq import runtime
+
 # Compression factor -> down-samplings in space (and time) of the paper's models.
 COMPRESSION = {"f8": 3, "f16": 4, "f32": 5}
 
@@ -13,6 +15,8 @@ COMPRESSION = {"f8": 3, "f16": 4, "f32": 5}
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # PRNG seed for initialisation, dropout and the codebook's random choices
+    c.compilation_cache_dir = runtime.DEFAULT_COMPILATION_CACHE  # JAX's persistent cache of compiled
+    #                    programs, so restarts and resumes skip compiling ("": off)
     c.cpu_devices = 0  # CPU-only hosts: split the host into N JAX devices that run the batch
     #                    data-parallel over the cores (0: JAX's default, one device)
 

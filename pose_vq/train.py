@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
 
-from pose_vq import checkpointing, evaluate, sharding, summary
+from pose_vq import checkpointing, evaluate, runtime, sharding, summary
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import pipeline, prepare
@@ -86,6 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     config_lib.validate(config)
     workdir = pathlib.Path(workdir)
     tc = config.train
+    compiles = runtime.CompileCounter().start()
     mesh = sharding.make_mesh(config.sharding.mesh)
     config_lib.check_batch_divisible(config, sharding.data_size(mesh))
     data_dir, name = prepare.prepare_dataset(config.data, workdir)
@@ -158,6 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         preemption.restore()
         manager.wait_until_finished()
         writer.close()
+        compiles.stop()
+        logging.info("%s", compiles.summary())
     return state
 
 

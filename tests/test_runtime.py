@@ -3,6 +3,7 @@
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from pose_vq import config as config_lib
@@ -55,3 +56,29 @@ def test_expected_platform_follows_jax_platforms():
     assert runtime.expected_platform("cuda,cpu") == "gpu"
     assert runtime.expected_platform("tpu") == "tpu"
     assert runtime.expected_platform("") == "cpu"  # no accelerator plugin installed here
+
+
+def test_compile_counter_sees_the_persistent_cache():
+    """On the suite's own cache (conftest points JAX_COMPILATION_CACHE_DIR at a fresh
+    directory): a program new to the cache is a request without a hit; compiled again after
+    the in-memory caches are cleared, it is a hit."""
+    unique = float(np.random.default_rng().integers(1 << 30))  # a program no test compiled
+    f = lambda x: jax.numpy.sin(x) * unique + x
+    x = jax.numpy.ones(7)
+    with runtime.CompileCounter() as first:
+        jax.jit(f)(x).block_until_ready()
+    jax.clear_caches()
+    with runtime.CompileCounter() as second:
+        jax.jit(f)(x).block_until_ready()
+    assert (first.requests, first.hits) == (1, 0)
+    assert (second.requests, second.hits) == (1, 1)
+    assert second.summary() == ("1 programs compiled through the persistent cache, 1 of them "
+                                "loaded from it")
+
+
+def test_the_environment_variable_wins_over_the_knob(monkeypatch):
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/somewhere/else")
+    monkeypatch.setattr(jax.config, "update", lambda *a: pytest.fail(f"set {a}"))
+    assert runtime.enable_compilation_cache("~/.cache/pose_vq/jax") == "/somewhere/else"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    assert runtime.enable_compilation_cache("") is None  # off: nothing set

@@ -8,7 +8,10 @@ import functools
 import json
 import os
 import pathlib
+import re
 import signal
+import subprocess
+import sys
 import threading
 import types
 
@@ -440,3 +443,42 @@ def test_baselines_neither_run_nor_update_the_discriminator(tiny_runs):
         state = saved(variant)
         assert int(state.step) == 1 and not changed(state), variant
         assert int(state.discriminator_opt[0].count) == 0, variant
+
+
+def test_a_second_process_loads_every_program_from_the_compilation_cache(data_dir, tmp_path):
+    """Two processes train the same tiny config, one after the other, with the config's
+    compilation cache in an empty directory (not the suite's): the second compiles
+    nothing, loading every program the first wrote, and ends with the same state, bit for
+    bit."""
+    from tests import own_devices_env
+    from tests.test_multihost import write_config_file
+
+    config = tiny_config(data_dir, **{"train.num_steps": 2, "train.checkpoint_every": 2,
+                                      "loss.perceptual_weight": 0.0})
+    config.compilation_cache_dir = str(tmp_path / "cache")
+    path = write_config_file(config, tmp_path)
+    env = {k: v for k, v in own_devices_env().items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+    counts = []
+    for run in ("first", "second"):
+        res = subprocess.run([sys.executable, "-m", "pose_vq.main", f"--config={path}",
+                              f"--workdir={tmp_path / run}"], env=env, capture_output=True,
+                             text=True, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+        found = re.findall(r"(\d+) programs compiled through the persistent cache, (\d+) of "
+                           r"them loaded from it", res.stderr)
+        assert found, res.stderr[-3000:]
+        counts.append(tuple(map(int, found[-1])))
+    (first_requests, first_hits), (second_requests, second_hits) = counts
+    assert first_requests >= 5 and first_hits == 0  # init, the step, the EMA, evaluation, ...
+    assert second_requests == second_hits == first_requests
+
+    models = Models.create(config)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    states = [checkpointing.restore_state(checkpointing.checkpoint_manager(tmp_path / run, 1),
+                                          abstract_state(models, mesh))
+              for run in ("first", "second")]
+    leaves = [jax.tree_util.tree_leaves(s) for s in states]
+    assert len(leaves[0]) == len(leaves[1])
+    for a, b in zip(*leaves):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

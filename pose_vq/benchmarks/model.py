@@ -107,8 +107,7 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         if models.mode.has_separate_target:
             batch_arrays["targets"] = stored(models.target_shape(batch))
         perceptual = step_lib.load_perceptual(config, mesh)
-        compiled = step_lib.make_train_step(models, mesh).lower(
-            state, batch_arrays, perceptual).compile()
+        program, args = step_lib.make_train_step(models, mesh), (state, batch_arrays, perceptual)
         holder = [state]
 
         def run():
@@ -122,9 +121,19 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         variables = jax.jit(lambda: nn.unbox(init()), out_shardings=placed)()
         state = variables
         apply = lambda v, x: models.generator.apply(v, x, method=VQGAN.encode)
-        compiled = jax.jit(apply, out_shardings=data).lower(variables, x).compile()
-        run = lambda: compiled(variables, x)
-    compile_s = time.perf_counter() - start
+        program, args = jax.jit(apply, out_shardings=data), (variables, x)
+    times = {"setup_seconds": time.perf_counter() - start}
+    with runtime.CompileCounter() as cache:  # trace, lower and compile apart (JAX's AOT stages)
+        start = time.perf_counter()
+        traced = program.trace(*args)
+        times["trace_seconds"] = time.perf_counter() - start
+        lowered = traced.lower()
+        times["lower_seconds"] = time.perf_counter() - start - times["trace_seconds"]
+        compiled = lowered.compile()
+        times["compile_seconds"] = (time.perf_counter() - start - times["trace_seconds"]
+                                    - times["lower_seconds"])
+    if what == "encode":
+        run = lambda: compiled(*args)
     seconds = harness.time_calls(run, steps) if steps else float("nan")  # 0: compile only
     if what == "step":
         flops, flops_lower_bound = step_flops(models, batch_arrays, perceptual)
@@ -142,8 +151,20 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
         "utilisation": flops / seconds / (peak * mesh.size),
         "xla_gib_per_device": harness.xla_memory_gib(compiled),
         "state_gib_per_device": sharding.bytes_per_device(state) / 2**30,
-        "peak_gib": harness.peak_memory_gib(), "compile_seconds": compile_s,
+        "peak_gib": harness.peak_memory_gib(), **times,
+        "compile_from_cache": cache.requests > 0 and cache.hits == cache.requests,
     }
+
+
+def run_row(what: str, config: ml_collections.ConfigDict, batch: int, steps: int) -> dict:
+    """One row of the step or encode table, measured in a fresh process."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"what": what, "batch": batch, "steps": steps,
+                   "config": config.to_json_best_effort()}, f)
+    try:
+        return harness.run_fresh("pose_vq.benchmarks.model", f.name)
+    finally:
+        os.unlink(f.name)
 
 
 def run_rows(what: str, config: ml_collections.ConfigDict, batch_sizes: list[int],
@@ -153,17 +174,11 @@ def run_rows(what: str, config: ml_collections.ConfigDict, batch_sizes: list[int
     rows = []
     for changed, c in compare_grid(config, compare):
         for batch in batch_sizes:
-            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-                json.dump({"what": what, "batch": batch, "steps": steps,
-                           "config": c.to_json_best_effort()}, f)
             try:
-                rows.append({**harness.run_fresh("pose_vq.benchmarks.model", f.name),
-                             "changed": changed})
+                rows.append({**run_row(what, c, batch, steps), "changed": changed})
             except RuntimeError as e:
                 rows.append({"what": what, "batch": batch, "changed": changed,
                              "error": str(e).splitlines()[0]})
-            finally:
-                os.unlink(f.name)
     return rows
 
 
@@ -175,7 +190,7 @@ def print_table(rows: list[dict]) -> None:
               f"({r['device_kind']}), {r['devices']} device(s)")
     print(f"{'changed':<34} {'batch':>5} {'s/step':>8} {'ex/s/dev':>9} {'GFLOP':>9} "
           f"{'TFLOP/s':>8} {'peak':>7} {'util':>6} {'XLA GiB':>8} {'state':>6} "
-          f"{'peak GiB':>8} {'vs 1st':>7}")
+          f"{'peak GiB':>8} {'vs 1st':>7} {'trace':>6} {'lower':>6} {'compile':>8}")
     first = ok[0]["examples_per_sec_per_device"] if ok else None
     for r in rows:
         changed = ",".join(f"{k.split('.')[-1]}={v}" for k, v in r["changed"].items()) or "-"
@@ -188,7 +203,9 @@ def print_table(rows: list[dict]) -> None:
               f"{r['tflops_per_sec']:8.3f} {r['peak_tflops_per_device']:7.3f} "
               f"{100 * r['utilisation']:5.1f}% {r['xla_gib_per_device']:8.2f} "
               f"{r['state_gib_per_device']:6.2f} {r['peak_gib']:8.2f} "
-              f"{r['examples_per_sec_per_device'] / first:6.2f}x")
+              f"{r['examples_per_sec_per_device'] / first:6.2f}x {r['trace_seconds']:6.1f} "
+              f"{r['lower_seconds']:6.1f} {r['compile_seconds']:7.1f}"
+              f"{'c' if r['compile_from_cache'] else ' '}")
     print("s/step: mean after compilation (nan with --steps=0: compiled, not run); peak: "
           "measured matmul TFLOP/s per device in the model's dtype; util: model FLOP rate / "
           "(peak x devices); XLA GiB: arguments + "
@@ -198,7 +215,9 @@ def print_table(rows: list[dict]) -> None:
           "examples/s/device relative to the first row; "
           "GFLOP: the program lowered for one device (the same on every platform); +: a loop "
           "does arithmetic (e.g. loss.perceptual_chunk) and XLA counts its body once, so "
-          "the FLOPs, TFLOP/s and util are lower bounds")
+          "the FLOPs, TFLOP/s and util are lower bounds; trace, lower, compile: seconds of "
+          "JAX's three stages before the first step; c: every program came from the "
+          "persistent compilation cache (compilation_cache_dir)")
 
 
 @errors.one_line_failures
