@@ -21,10 +21,11 @@ held-out splits; each token id is looked up in the export's own codebook. The sa
 
 Tasks: ``pose`` predicts every frame's joints relative to the mid-hip in metres (for
 tokens of 2D inputs in the first chosen camera's frame, for 3d tokens in world axes:
-``in_target_frame``) and reports MPJPE and P-MPJPE in mm; ``action`` predicts the
-dataset's ``label``, top-1 and macro-F1; ``retrieval`` ranks the training clips by
-cosine similarity of the action head's pooled embedding to each held-out clip's and
-reports recall@1 and @5 of a same-label clip.
+``in_target_frame``) and reports MPJPE and P-MPJPE in mm (on 3d tokens no lifting
+comparison: their clips are drawn from the very joints the head predicts); ``action``
+predicts the dataset's ``label``, top-1 and macro-F1; ``retrieval`` ranks the training
+clips by cosine similarity of the action head's pooled embedding to each held-out clip's
+and reports recall@1 and @5 of a same-label clip.
 Heads train in ``<workdir>/<input>/<head>`` and resume from there, as long as their input
 comes from the same source (for tokens: the same tokenizer checkpoint, by step and config
 digest, and dataset; else they train again); results go to ``<workdir>/<task>.csv`` and
