@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One GPU device check (one CUDA 12 GPU, e.g. an H200), from a clone of the repository:
-# install, jax.devices(), the paper's 3D F8 training step (float32 and bfloat16 at batch 8),
+# install, jax.devices(), the paper's 3D F8 training step (float32 and bfloat16 at batch 8,
+# compiled into an empty compilation cache), the bf16 step again from that cache (the
+# cached start), the reference's step beside pose_vq's when REFERENCE names a checkout,
 # 200 demo steps with native convolutions and their token export, then the step in bf16 at
 # larger batches (stopping at the first that does not fit), and one JSON summary.
 #
@@ -11,6 +13,8 @@
 #   CONFIG [configs/3d_1024.py:f8]  STEP_BATCH [8]: float32 and bf16 rows at this batch
 #   BF16_BATCHES [16,32]: bf16 rows, one stage each, to find the largest batch that fits
 #   EXTRA_STEP [<empty>]: more benchmark flags (e.g. --steps=2 or --config.* overrides)
+#   REFERENCE [<empty>]: a checkout of TeCSAR-UNCC/Pose-Quantization (carried to the machine);
+#                 its training step is timed beside pose_vq's at STEP_BATCH (float32, CUDA)
 #   DEMO_STEPS [200]  EXTRA_DEMO [<empty>]: more --config.* overrides for the demo run
 #   OUT [workdirs/device_check/<date-time>]: logs/ (each stage's .out, .err) and demo/
 #   SUMMARY [device_check.json]: the JSON summary (pose_vq.benchmarks.device_summary)
@@ -27,6 +31,7 @@ CONFIG=${CONFIG:-configs/3d_1024.py:f8}
 STEP_BATCH=${STEP_BATCH:-8}
 BF16_BATCHES=${BF16_BATCHES-16,32}
 EXTRA_STEP=${EXTRA_STEP:-}
+REFERENCE=${REFERENCE:-}
 DEMO_STEPS=${DEMO_STEPS:-200}
 EXTRA_DEMO=${EXTRA_DEMO:-}
 OUT=${OUT:-workdirs/device_check/$(date +%Y%m%d-%H%M%S)}
@@ -34,6 +39,7 @@ SUMMARY=${SUMMARY:-device_check.json}
 BUDGET=${BUDGET:-450}
 LOGS=$OUT/logs
 WORKDIR=$OUT/demo
+CACHE="--config.compilation_cache_dir=$OUT/jax_cache"  # empty at the start: cold compiles
 
 run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 
@@ -67,7 +73,15 @@ fi
 stage devices "$PY" -m pose_vq.benchmarks.device_summary devices
 # shellcheck disable=SC2086
 stage step "$PY" -m pose_vq.benchmark step --config="$CONFIG" --batch_sizes="$STEP_BATCH" \
-  --compare=model.dtype=float32,bfloat16 --json $EXTRA_STEP
+  --compare=model.dtype=float32,bfloat16 --json "$CACHE" $EXTRA_STEP
+# The same bf16 row in a new process: every program from the cache the row above filled.
+# shellcheck disable=SC2086
+stage step_cached "$PY" -m pose_vq.benchmark step --config="$CONFIG" \
+  --batch_sizes="$STEP_BATCH" --compare=model.dtype=bfloat16 --json "$CACHE" $EXTRA_STEP
+if [[ -n "$REFERENCE" ]]; then
+  stage reference "$PY" -m pose_vq.benchmarks.reference --reference="$REFERENCE" \
+    --config="$CONFIG" --what=step --batch_sizes="$STEP_BATCH" --rounds=2 --json "$CACHE"
+fi
 # shellcheck disable=SC2086
 stage demo "$PY" -m pose_vq.main --config=configs/demo.py --workdir="$WORKDIR" \
   --config.train.num_steps="$DEMO_STEPS" --config.model.conv_impl=native $EXTRA_DEMO

@@ -155,6 +155,8 @@ def test_largest_fitting_ignores_other_dtypes_and_says_when_every_batch_fitted()
     assert device_summary.largest_fitting([OOM, row("float32", 8, 0.2)]) is None
 
 
+REFERENCE_ROW = {"what": "step", "batch": 8, "pose_vq_seconds": 0.5, "reference_seconds": 2.0,
+                 "ratio": 4.0}
 FAKE_PYTHON = """#!/usr/bin/env bash
 # Stands in for .venv/bin/python: a row per benchmark call, batch 16 out of memory, the
 # demo's training failing; the summary is written by the real one.
@@ -162,6 +164,7 @@ case "$*" in
   *device_summary\\ devices*) echo '{"jax": "0.10.2", "platform": "gpu", "devices": ["cuda:0"]}' ;;
   *device_summary\\ summarise*) exec %s "$@" ;;
   *--batch_sizes=16*) echo '%s' ;;
+  *pose_vq.benchmarks.reference*) echo '%s' ;;
   *pose_vq.benchmark*) echo '%s' ;;
   *pose_vq.main*) echo "FloatingPointError: non-finite loss at step 3" >&2; exit 3 ;;
 esac
@@ -171,17 +174,19 @@ esac
 def test_the_script_goes_on_past_a_failed_stage_and_stops_at_the_first_batch_too_big(tmp_path):
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON % (sys.executable, json.dumps({**OOM, "batch": 16}),
-                                   json.dumps(row("bfloat16", 8, 0.3))))
+                                   json.dumps(REFERENCE_ROW), json.dumps(row("bfloat16", 8, 0.3))))
     fake.chmod(0o755)
     out, summary_path = tmp_path / "out", tmp_path / "summary.json"
     env = {**os.environ, "INSTALL": "0", "PY": str(fake), "OUT": str(out),
-           "SUMMARY": str(summary_path), "BF16_BATCHES": "16,32"}
+           "SUMMARY": str(summary_path), "BF16_BATCHES": "16,32", "REFERENCE": str(tmp_path)}
     env.pop("DRY_RUN", None)
     res = subprocess.run(["bash", str(ROOT / "launch" / "device_check.sh")], env=env,
                          capture_output=True, text=True, check=False)
     assert res.returncode == 1, res.stdout + res.stderr  # the demo failed
     summary = json.loads(summary_path.read_text())
-    assert list(summary["stages"]) == ["devices", "step", "demo", "tokenize", "step_bf16_16"]
+    assert list(summary["stages"]) == ["devices", "step", "step_cached", "reference", "demo",
+                                       "tokenize", "step_bf16_16"]
+    assert summary["reference_rows"] == [REFERENCE_ROW]
     assert summary["stages"]["demo"]["status"] == "failed"
     assert summary["stages"]["demo"]["error"] == "FloatingPointError: non-finite loss at step 3"
     assert summary["stages"]["tokenize"]["status"] == "ok"  # ran after the failure

@@ -138,6 +138,8 @@ def summarise(logs: pathlib.Path, workdir: pathlib.Path) -> dict[str, Any]:
         "ok": bool(stages) and all(s["status"] == "ok" for s in stages.values()),
         "jax": env.get("jax"), "platform": env.get("platform"), "devices": env.get("devices"),
         "step_rows": rows, "bf16_largest_fit": largest_fitting(rows),
+        # pose_vq's step against the reference's on this device (benchmarks.reference rows)
+        "reference_rows": json_lines(_read(logs / "reference.out")),
         "demo": demo, "tokens": tokens,
         "stage_seconds": {name: s["seconds"] for name, s in stages.items()},
         "stages": stages,
@@ -154,11 +156,18 @@ def print_digest(summary: dict[str, Any]) -> None:
         else:
             print(f"{what} {r['seconds']:.3f} s, {100 * r['utilisation']:.1f}% of "
                   f"{r['peak_tflops_per_device']:.3g} TFLOP/s, peak {r['peak_gib']:.1f} GiB")
+            if "trace_seconds" in r:  # rows since the compile split
+                print(f"  compiled in {r['trace_seconds'] + r['lower_seconds']:.1f} s trace+lower, "
+                      f"{r['compile_seconds']:.1f} s compile"
+                      f"{' (from the persistent cache)' if r.get('compile_from_cache') else ''}")
     best = summary["bf16_largest_fit"]
     if best:
         print(f"largest bf16 batch that fits: {best['batch']}"
               f"{' (every batch tried fitted)' if best['all_tried_fitted'] else ''}, "
               f"{100 * best['utilisation']:.1f}% (target {100 * best['target']:.0f}%)")
+    for r in summary.get("reference_rows", []):
+        print(f"reference {r['what']} batch {r['batch']}: {r['reference_seconds']:.3f} s against "
+              f"pose_vq's {r['pose_vq_seconds']:.3f} s, {r['ratio']:.2f}x")
     metrics = (summary["demo"]["eval_metrics"] or {}).get("ema", {})
     print(f"demo: {summary['demo']['status']}, {summary['demo']['seconds']} s, ema "
           + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("ssim", "psnr", "l1") if k in metrics))

@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, defaults, errors, summary
+from pose_vq import checkpointing, defaults, errors, runtime, summary
 from pose_vq.data import camera, pipeline, prepare, skeleton
 from pose_vq.downstream import fit, pose3d
 from pose_vq.downstream.dstformer import DSTformer, DSTformerSpec
@@ -291,6 +291,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.config is None or not FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required, e.g. "
                              "--config=configs/lift_dstformer.py --workdir=runs/lift")
+    runtime.enable_compilation_cache()  # JAX_COMPILATION_CACHE_DIR moves it, '' turns it off
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     print(json.dumps(results))
 

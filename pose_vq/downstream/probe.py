@@ -50,7 +50,7 @@ import optax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from pose_vq import checkpointing, errors, tokenize
+from pose_vq import checkpointing, errors, runtime, tokenize
 from pose_vq.data import camera, pipeline, skeleton
 from pose_vq.downstream import fit, lift, pose3d
 from pose_vq.downstream.probe_head import ProbeHead
@@ -406,6 +406,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.tokens or not FLAGS.workdir:
         raise app.UsageError("--tokens and --workdir are required")
+    runtime.enable_compilation_cache()  # JAX_COMPILATION_CACHE_DIR moves it, '' turns it off
     c = default_config()
     c.train.num_steps = FLAGS.steps or c.train.num_steps
     rows = run(FLAGS.task, FLAGS.tokens, FLAGS.workdir, control_tokens=FLAGS.control_tokens,

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from pose_vq import errors, tokenize
+from pose_vq import errors, runtime, tokenize
 from pose_vq.data import modes, pipeline, prepare
 from pose_vq.visualize import clip_frames, comparison_frames, draw_skeleton, write_gif
 
@@ -65,6 +65,7 @@ def _clips(flags_: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    runtime.enable_compilation_cache()  # JAX_COMPILATION_CACHE_DIR moves it, '' turns it off
     f = flags.FLAGS
     target, recon, example, mode, name = _clips(f)
     size = target.shape[1]
