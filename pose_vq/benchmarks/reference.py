@@ -39,6 +39,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from pose_vq import config as config_lib
 from pose_vq import errors
 from pose_vq.benchmarks import harness, model
 
@@ -165,8 +166,6 @@ def import_reference(path: str | pathlib.Path) -> tuple[Any, Any]:
 
 def reference_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The reference ``VQGAN``'s arguments for a pose_vq config's model."""
-    from pose_vq import config as config_lib  # noqa: PLC0415 (JAX only in the processes that need it)
-
     spec = config_lib.generator_spec(config, "cpu")
     m = config.model
     return {
