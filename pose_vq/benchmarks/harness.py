@@ -12,6 +12,7 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -117,6 +118,17 @@ def run_fresh(module: str, *args: str) -> dict:
         raise RuntimeError((res.stderr.strip().splitlines() or ["?"])[-1][:200]
                            + "\n" + res.stderr[-2000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_job(module: str, job: dict, flag: str | None = None) -> dict:
+    """``run_fresh`` with ``job`` handed over as a JSON file: its path is the argument, or
+    ``--flag=PATH`` when ``flag`` is given."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    try:
+        return run_fresh(module, f"--{flag}={f.name}" if flag else f.name)
+    finally:
+        os.unlink(f.name)
 
 
 def emit(rows: list[dict], table: Callable[[list[dict]], None], as_json: bool) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import ast
 import itertools
 import json
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -158,13 +156,8 @@ def measure_row(what: str, config: ml_collections.ConfigDict, batch: int, steps:
 
 def run_row(what: str, config: ml_collections.ConfigDict, batch: int, steps: int) -> dict:
     """One row of the step or encode table, measured in a fresh process."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"what": what, "batch": batch, "steps": steps,
-                   "config": config.to_json_best_effort()}, f)
-    try:
-        return harness.run_fresh("pose_vq.benchmarks.model", f.name)
-    finally:
-        os.unlink(f.name)
+    return harness.run_job("pose_vq.benchmarks.model", {
+        "what": what, "batch": batch, "steps": steps, "config": config.to_json_best_effort()})
 
 
 def run_rows(what: str, config: ml_collections.ConfigDict, batch_sizes: list[int],

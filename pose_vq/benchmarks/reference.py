@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -246,15 +245,6 @@ def measure_reference(job: dict[str, Any]) -> dict[str, Any]:
             "params": sum(p.numel() for p in vqgan.parameters()), "stand_ins": replaced}
 
 
-def _reference_row(job: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(job, f)
-    try:
-        return harness.run_fresh("pose_vq.benchmarks.reference", f"--row={f.name}")
-    finally:
-        os.unlink(f.name)
-
-
 def compare(config: ml_collections.ConfigDict, reference: str, whats: list[str],
             batch_sizes: list[int], steps: int, rounds: int, threads: int
             ) -> list[dict[str, Any]]:
@@ -266,9 +256,9 @@ def compare(config: ml_collections.ConfigDict, reference: str, whats: list[str],
             ours, theirs = [], []
             for _ in range(rounds):
                 ours.append(model.run_row(what, config, batch, steps))
-                theirs.append(_reference_row({
+                theirs.append(harness.run_job("pose_vq.benchmarks.reference", {
                     "what": what, "batch": batch, "steps": steps, "threads": threads,
-                    "reference": reference, "config": config.to_json_best_effort()}))
+                    "reference": reference, "config": config.to_json_best_effort()}, "row"))
             ratios = [t["seconds"] / o["seconds"] for o, t in zip(ours, theirs)]
             rows.append({
                 "what": what, "batch": batch, "rounds": rounds,
