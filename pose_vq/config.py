@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import pathlib
 import typing
 
@@ -13,9 +14,10 @@ import ml_collections
 from pose_vq import defaults, runtime, sharding
 from pose_vq.data import modes
 from pose_vq.errors import ConfigError  # defined below every layer: dataset builds raise it too
+from pose_vq.models import quantizer
 from pose_vq.models.vqgan import GeneratorSpec
 
-QUANTIZER_KINDS = ("ema", "learned", "gumbel")
+QUANTIZER_KINDS = quantizer.KINDS
 CONV_IMPLS = ("auto", *runtime.LAYER_CONV_IMPLS)  # model.conv_impl; see runtime.conv_impl_for
 SCORE_SOURCES = typing.get_args(modes.ScoreSource)
 
@@ -60,8 +62,27 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(q.num_codes >= 2, f"quantizer.num_codes={q.num_codes} must be >= 2")
     for knob, on in [("dead_code_threshold", q.dead_code_threshold > 0), ("kmeans_init", q.kmeans_init)]:
         _check(q.kind == "ema" or not on,
-               f"quantizer.{knob} needs quantizer.kind='ema' (a {q.kind} codebook lives in the "
-               f"params and is only changed by its optimiser)")
+               f"quantizer.{knob} needs quantizer.kind='ema' (a {q.kind} codebook "
+               + ("lives in the params and is only changed by its optimiser)"
+                  if q.kind in quantizer.TABLE_KINDS else "has no code table to edit)"))
+    _check(q.kind in quantizer.TABLE_KINDS or not q.l2_normalize,
+           f"quantizer.l2_normalize needs a code table (kind {', '.join(quantizer.TABLE_KINDS)}); "
+           f"kind={q.kind!r} has none")
+    if q.kind == "fsq":
+        levels = tuple(q.levels)
+        _check(len(levels) > 0 and min(levels) >= 2,
+               f"quantizer.kind='fsq' needs quantizer.levels, values per channel >= 2 "
+               f"(e.g. {quantizer.FSQ_LEVELS[10]} for 1000 codes); got {levels}")
+        product = int(math.prod(levels))
+        _check(product == q.num_codes,
+               f"quantizer.levels={levels} give {product} codes but quantizer.num_codes="
+               f"{q.num_codes}: set num_codes to their product")
+    if q.kind == "lfq":
+        _check(q.num_codes & (q.num_codes - 1) == 0,
+               f"quantizer.kind='lfq' needs num_codes = 2^bits; got {q.num_codes}")
+    _check(q.stages >= 1, f"quantizer.stages={q.stages} must be >= 1")
+    _check(0.0 <= q.stage_dropout < 1.0,
+           f"quantizer.stage_dropout={q.stage_dropout} must be in [0, 1)")
     n = config.discriminator.num_layers
     _check(min(d.frames, d.heatmap_size) >= 2 ** (n + 1),
            f"discriminator.num_layers={n} needs clips of at least {2 ** (n + 1)} frames and "
@@ -162,7 +183,12 @@ def generator_spec(config: ml_collections.ConfigDict, platform: str | None = Non
     extra = {"kind": q.kind, "beta": q.beta, "ema_decay": q.ema_decay,
              "ema_epsilon": q.ema_epsilon, "l2_normalize": q.l2_normalize,
              "kmeans_init": q.kmeans_init, "dead_code_threshold": q.dead_code_threshold,
-             "kl_weight": q.kl_weight}
+             "kl_weight": q.kl_weight, "levels": tuple(q.levels), "stages": q.stages,
+             "stage_dropout": q.stage_dropout, "entropy_weight": q.entropy_weight,
+             "entropy_temperature": q.entropy_temperature,
+             "entropy_diversity": q.entropy_diversity,
+             "entropy_anneal_factor": q.entropy_anneal_factor,
+             "entropy_anneal_steps": q.entropy_anneal_steps}
     return GeneratorSpec(
         in_channels=modes.channels(mode.input_kind, config.data.kind),
         out_channels=modes.channels(mode.target_kind, config.data.kind),

@@ -58,8 +58,14 @@ def get_config() -> ml_collections.ConfigDict:
     #                     pass instead of keeping their activations (memory for time)
 
     c.quantizer = q = ml_collections.ConfigDict()
-    q.kind = "ema"  # ema | learned (the paper's) | gumbel (dVAE baseline)
-    q.num_codes = 1024  # vocabulary size
+    q.kind = "ema"  # ema | learned (the paper's) | gumbel (dVAE baseline) | simvq | fsq | lfq
+    q.num_codes = 1024  # vocabulary size (fsq: the product of levels; lfq: a power of two)
+    q.levels = ()  # fsq: values per channel, e.g. (8, 5, 5, 5) for 1000 codes
+    #                (pose_vq.models.quantizer.FSQ_LEVELS: a grid per power of two)
+    q.stages = 1  # residual stages, each quantizing what the previous left (token ids gain
+    #               a trailing stage axis when > 1)
+    q.stage_dropout = 0.0  # residual: probability that a training batch keeps only its first
+    #                        n stages (n uniform in 1..stages)
     q.beta = 0.25  # commitment weight on the encoder term
     q.ema_decay = 0.99  # EMA decay of cluster sizes and sums (kind ema)
     q.ema_epsilon = 1e-5  # Laplace smoothing of cluster sizes (kind ema)
@@ -67,6 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
     q.kmeans_init = False  # initialise the codebook by k-means on the first batch
     q.dead_code_threshold = 0.0  # restart codes whose EMA usage falls below this (0: off)
     q.kl_weight = 1.0  # weight of the KL to the uniform prior (kind gumbel)
+    q.entropy_weight = 0.1  # lfq: weight of MAGVIT-v2's entropy penalty
+    q.entropy_temperature = 0.01  # lfq: temperature of the soft assignment it is taken on
+    q.entropy_diversity = 1.0  # lfq: weight of the batch entropy inside it
+    q.entropy_anneal_factor = 3.0  # lfq: the penalty starts this many times heavier ...
+    q.entropy_anneal_steps = 2000  # ... and falls linearly to entropy_weight over these steps
     q.temperature_start = 1.0  # Gumbel-softmax temperature at step 0 (kind gumbel)
     q.temperature_end = 1.0 / 16  # ... annealed exponentially to this
     q.temperature_anneal_steps = 100_000  # ... over this many steps

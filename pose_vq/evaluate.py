@@ -60,9 +60,12 @@ def _eval_batch(models: Models, radius: int, variables: Any, inputs: jax.Array,
     recon, indices, quantizer = jax.vmap(one)(inputs)
     sums = {**_masked_sums(targets, recon, mask, points, radius),
             **{k: jnp.sum(v * mask) for k, v in quantizer.items()}}
-    weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (indices.ndim - 1)), indices.shape)
-    histogram = jnp.zeros((models.spec.num_codes,), jnp.float32).at[indices.ravel()].add(
-        weights.ravel())
+    # (stages, K): one histogram per residual stage (one row without stages).
+    stages = models.spec.stages
+    ids = indices.reshape(indices.shape[0], -1, stages)
+    weights = jnp.broadcast_to(mask[:, None, None], ids.shape)
+    histogram = jnp.zeros((stages, models.spec.num_codes), jnp.float32).at[
+        jnp.broadcast_to(jnp.arange(stages), ids.shape).ravel(), ids.ravel()].add(weights.ravel())
     return sums, histogram, recon
 
 
@@ -88,11 +91,19 @@ def _finish(sums: dict[str, float], num_clips: int) -> dict[str, float]:
 
 
 def codebook_stats(histogram: np.ndarray) -> dict[str, float]:
-    """Fraction of codes used and perplexity of the token distribution of a split."""
-    p = histogram / max(histogram.sum(), 1.0)
-    nz = p[p > 0]
-    return {"codebook_usage": float(np.mean(histogram > 0)),
-            "codebook_perplexity": float(np.exp(-np.sum(nz * np.log(nz))))}
+    """Fraction of codes used and perplexity of the token distribution of a split, from
+    its (stages, K) histogram: the mean over stages, and each stage's with residual
+    stages (``codebook_usage_stage<i>``)."""
+    rows = []
+    for h in np.atleast_2d(histogram):
+        p = h / max(h.sum(), 1.0)
+        nz = p[p > 0]
+        rows.append({"codebook_usage": float(np.mean(h > 0)),
+                     "codebook_perplexity": float(np.exp(-np.sum(nz * np.log(nz))))})
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    if len(rows) > 1:
+        out.update({f"{k}_stage{i}": v for i, r in enumerate(rows) for k, v in r.items()})
+    return out
 
 
 class Evaluator:

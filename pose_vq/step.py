@@ -112,7 +112,7 @@ def generator_gradients(models: Models, perceptual: Params | None, state: TrainS
     def generator_forward(params):
         (recon, q), updates = models.generator.apply(
             {"params": params, "vq_stats": state.vq_stats}, x, train=True,
-            temperature=temperature, rngs={"vq": k_vq, "dropout": k_dropout},
+            temperature=temperature, step=state.step, rngs={"vq": k_vq, "dropout": k_dropout},
             mutable=["vq_stats", "intermediates"])
         return (recon, q.losses["total"]), (q, updates)
 

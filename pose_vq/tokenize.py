@@ -5,14 +5,16 @@
 encodes a split of the run's heatmap dataset with the latest checkpoint of ``--workdir``
 (EMA generator weights by default) and writes a TFDS dataset of token grids,
 ``<output_dir>/motion_tokens/<source config>/1.0.0`` (default output_dir
-``<workdir>/tokens``). Each example holds ``tokens`` (int32, the token grid t x h x w),
+``<workdir>/tokens``). Each example holds ``tokens`` (int32, the token grid t x h x w,
+with a trailing stage axis for a residual quantizer),
 the source example's ``sequence``, ``body_id``, ``start_frame``, its ``index`` in the
 source split, and the ``mode``; the dataset's metadata holds the tokenizer's whole config,
 its checkpoint step, weights and config digest with the source dataset (``export_key``:
 what an export is reused by) and the vocabulary size. Read it back
 from any project with ``tfds.data_source("motion_tokens/<config>", data_dir=...)``; the
-token ids' embeddings (the codebook the decoder reads) are ``codebook.npy`` in the same
-folder. ``--dataset``/``--data_dir`` encode another build of the same mode and clip shape
+token ids' codes (what the decoder's input receives, for every quantizer kind) are
+``codebook.npy`` in the same folder; ``embed(codebook, tokens)`` looks them up.
+``--dataset``/``--data_dir`` encode another build of the same mode and clip shape
 (e.g. real Panoptic sequences with a tokenizer trained on synthetic ones);
 ``--weights=init`` encodes with the run's model as initialised, the probes' control.
 
@@ -50,6 +52,7 @@ TOKENS_NAME = "motion_tokens"
 TOKENS_VERSION = "1.0.0"
 WEIGHTS = ("ema", "raw", "init")  # init: the run's model as initialised (a control)
 CODEBOOK_FILE = "codebook.npy"  # (num_codes, code width) beside an export's files
+#                                 ((stages, num_codes, code width) with residual stages)
 # What tells one export's tokens from another's: the tokenizer (its checkpoint step, weight
 # set and config digest) and the dataset it encoded.
 EXPORT_KEY = ("checkpoint_step", "weights", "config_digest", "source_dataset", "source_data_dir")
@@ -102,27 +105,38 @@ class Tokenizer:
         return jax.jit(bound(_apply, self.models, "decode_indices"))
 
     def encode(self, clips: Any) -> np.ndarray:
-        """Clips (B, T, H, W, C_in) in [0, 1] -> int32 token grids (B, t, h, w)."""
+        """Clips (B, T, H, W, C_in) in [0, 1] -> int32 token grids (B, t, h, w[, stages])."""
         return np.asarray(self._encode(self.variables, jnp.asarray(clips, jnp.float32)))
 
     def codebook(self) -> np.ndarray:
-        """(num_codes, code width) float32: each token id's embedding, as the decoder
-        reads it."""
-        ids = jnp.arange(self.models.spec.num_codes)
+        """(num_codes, code width) float32: each token id's code, as the decoder's input
+        receives it (fsq/lfq: the code's channel values; simvq: a row of W C); with
+        residual stages (stages, num_codes, code width), a clip's code at a position
+        being the sum over stages (``embed``)."""
         return np.asarray(self.models.generator.apply(
-            self.variables, ids, method=lambda m, i: m.quantizer.lookup(i)), np.float32)
+            self.variables, method=lambda m: m.quantizer.table()), np.float32)
 
     def decode(self, tokens: Any) -> np.ndarray:
-        """Token grids (B, t, h, w) -> float32 clips (B, T, H, W, C_out), as reconstructed."""
+        """Token grids (B, t, h, w[, stages]) -> float32 clips (B, T, H, W, C_out), as
+        reconstructed."""
         tokens = np.asarray(tokens)
-        grid = self.models.spec.token_grid()
-        if tokens.shape[1:] != tuple(grid) or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"expected integer token grids (B, {', '.join(map(str, grid))}); "
+        shape = self.models.spec.token_shape()
+        if tokens.shape[1:] != shape or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"expected integer token grids (B, {', '.join(map(str, shape))}); "
                              f"got {tokens.dtype} {tokens.shape}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.models.spec.num_codes):
             raise ValueError(f"token ids must be in [0, {self.models.spec.num_codes}); got "
                              f"[{tokens.min()}, {tokens.max()}]")
         return np.asarray(self._decode(self.variables, jnp.asarray(tokens, jnp.int32)))
+
+
+def embed(codebook: Any, tokens: Any) -> Any:
+    """Codes (..., D) of token ids (...) with an export's ``codebook`` (numpy or jax): a
+    row of a (K, D) codebook; with residual stages, ids (..., stages) and a (stages, K,
+    D) codebook, the sum of the stages' codes (what the decoder's input receives)."""
+    if codebook.ndim == 2:
+        return codebook[tokens]
+    return sum(codebook[s][tokens[..., s]] for s in range(codebook.shape[0]))
 
 
 def export_key(tokenizer: Tokenizer, data_dir: str | pathlib.Path, name: str) -> dict[str, Any]:
@@ -205,7 +219,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
                          f"(it has {', '.join(builder.info.splits)})")
     grid = tokenizer.models.spec.token_grid()
     features = tfds.features.FeaturesDict({
-        "tokens": tfds.features.Tensor(shape=tuple(grid), dtype=np.int32),
+        "tokens": tfds.features.Tensor(shape=tokenizer.models.spec.token_shape(), dtype=np.int32),
         "sequence": tfds.features.Text(),
         "body_id": np.int32,
         "start_frame": np.int32,
@@ -215,6 +229,8 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
     metadata = {"tokenizer_config": json.loads(tokenizer.config.to_json_best_effort()),
                 **export_key(tokenizer, data_dir, name),
                 "num_codes": tokenizer.models.spec.num_codes, "token_grid": list(grid),
+                "stages": tokenizer.models.spec.stages,
+                "quantizer": tokenizer.models.spec.quantizer_kind,
                 "mode": tokenizer.config.data.mode,
                 "workdir": str(pathlib.Path(workdir).absolute())}
     split_examples = {s: _split_examples(tokenizer, pipeline.data_source(builder, s),
@@ -275,7 +291,7 @@ def main(argv: list[str]) -> None:
     builder = export(tokenizer, FLAGS.split, output_dir, workdir, FLAGS.batch_size,
                      FLAGS.file_format, source)
     counts = {s: builder.info.splits[s].num_examples for s in FLAGS.split}
-    tokens_per_clip = math.prod(tokenizer.models.spec.token_grid())
+    tokens_per_clip = math.prod(tokenizer.models.spec.token_shape())
     print(f"wrote {builder.info.full_name} to {builder.data_dir}: {counts} clips of "
           f"{tokens_per_clip} tokens ({tokenizer.weights} weights, step {tokenizer.step})")
     summary: dict[str, Any] = {"dataset": builder.info.full_name, "data_dir": str(builder.data_dir),

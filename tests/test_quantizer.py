@@ -1,6 +1,6 @@
-"""Tests of the vector quantizer: straight-through gradient, EMA maths, losses and the
-paper's q_loss, dead-code restart, sharded updates, k-means init, the Gumbel baseline, a
-short fit, bf16."""
+"""Tests of the quantizers: straight-through gradient, EMA maths, losses and the paper's
+q_loss, dead-code restart, sharded updates, k-means init, the Gumbel baseline, a short fit,
+bf16; FSQ, LFQ, SimVQ and residual stages against numpy and brute force."""
 
 import functools
 
@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pose_vq import defaults
-from pose_vq.models.quantizer import VectorQuantizer, gumbel_temperature
+from pose_vq.models.quantizer import VectorQuantizer, gumbel_temperature, lfq_entropies, make_quantizer
 from tests import config_file, xla_optimizations
 
 
@@ -384,3 +384,198 @@ def test_bfloat16_input(kind):
         assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
     looked_up = model.apply(new, ev.indices, method=VectorQuantizer.lookup)
     assert looked_up.dtype == jnp.bfloat16 and looked_up.shape == z.shape
+
+
+# ---- the kinds beyond the paper's: fsq, lfq, simvq, residual stages ----------------------
+
+
+def _fsq_numpy_codes(levels):
+    """Every code of an FSQ grid in index order (channel 0 the least significant digit),
+    as the quantizer scales them: (digit - L // 2) / (L // 2)."""
+    digits = np.stack(np.meshgrid(*[np.arange(n) for n in levels], indexing="ij"), -1)
+    digits = digits.transpose(*reversed(range(len(levels))), len(levels)).reshape(-1, len(levels))
+    half = np.array(levels) // 2
+    return (digits - half) / half, digits
+
+
+@pytest.mark.parametrize("levels", [(3, 4, 5), (8, 6, 5)])
+def test_fsq_code_and_index_agree_with_numpy_over_every_combination(levels):
+    k = int(np.prod(levels))
+    model = make_quantizer("fsq", k, len(levels), levels=levels)
+    codes, digits = _fsq_numpy_codes(levels)
+    radix = np.cumprod((1,) + levels[:-1])
+    np.testing.assert_array_equal(digits @ radix, np.arange(k))  # the numpy order is the index
+    # Latents that the bound maps exactly onto each code: invert tanh in numpy.
+    lv = np.array(levels, np.float64)
+    half = (lv - 1) * (1 + 1e-3) / 2
+    offset = np.where(lv % 2 == 0, 0.5, 0.0)
+    z = np.arctanh((codes * (lv // 2) + offset) / half) - np.arctanh(offset / half)
+    variables = _init(model, jax.random.key(0), jnp.asarray(z, jnp.float32))
+    out = _eval(model, variables, jnp.asarray(z, jnp.float32))
+    np.testing.assert_array_equal(out.indices, np.arange(k))
+    np.testing.assert_allclose(out.quantized, codes, atol=1e-6)
+    table = model.apply(variables, method=lambda m: m.table())
+    np.testing.assert_allclose(table, codes, atol=1e-7)
+    assert set(variables["vq_stats"]) == {"usage"} and "params" not in variables
+
+
+def test_lfq_bits_index_and_entropies_agree_with_numpy():
+    bits, temp = 5, 0.3  # odd: the batch entropy's two halves differ in size
+    k = 2**bits
+    z = np.array([[0.3, -0.2, 0.9, -1.1, 0.05], [-0.4, 0.6, -0.1, 0.2, -0.7],
+                  [1.2, 0.4, -0.3, -0.5, 0.8], [-0.9, -0.6, 0.7, 0.1, 0.3]], np.float32)
+    model = make_quantizer("lfq", k, bits, entropy_temperature=temp, entropy_weight=0.5,
+                           entropy_diversity=0.7, beta=0.25)
+    variables = _init(model, jax.random.key(0), jnp.asarray(z))
+    out = _eval(model, variables, jnp.asarray(z))
+    np.testing.assert_array_equal(out.indices, ((z > 0) * 2 ** np.arange(bits)).sum(-1))
+    codes = np.array([[1.0 if (i >> b) & 1 else -1.0 for b in range(bits)] for i in range(k)])
+    np.testing.assert_array_equal(model.apply(variables, method=lambda m: m.table()), codes)
+    np.testing.assert_array_equal(out.quantized, np.where(z > 0, 1.0, -1.0))
+    # Brute force over all 2^5 codes: softmax of -||z - c||^2 / T per sample.
+    logits = -((z[:, None, :].astype(np.float64) - codes[None]) ** 2).sum(-1) / temp
+    q = np.exp(logits - logits.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    h = lambda p: -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), -1)
+    sample, batch = h(q).mean(), h(q.mean(0))
+    got = lfq_entropies(jnp.asarray(z), temp)
+    np.testing.assert_allclose(got, (sample, batch), rtol=1e-5)
+    np.testing.assert_allclose(out.losses["entropy"], 0.5 * (sample - 0.7 * batch), rtol=1e-5)
+    np.testing.assert_allclose(out.losses["commitment"],
+                               0.25 * np.mean((z - np.where(z > 0, 1, -1)) ** 2), rtol=1e-6)
+    # The penalty's weight: 3x at step 0, falling linearly to 1x at step 2000.
+    scale = lambda s: float(model.apply(variables, s, method=lambda m, s: m.entropy_scale(s)))
+    assert [scale(s) for s in (0, 1000, 2000, 5000)] == pytest.approx([1.5, 1.0, 0.5, 0.5])
+
+
+def test_simvq_picks_the_nearest_row_of_the_projected_basis_and_trains_only_the_map():
+    k, d = 64, 8
+    model = make_quantizer("simvq", k, d)
+    z = _normal(0, (300, d))
+    variables = _init(model, jax.random.key(1), z)
+    params = jax.tree.map(np.asarray, variables["params"])
+    assert set(params) == {"basis", "projection"}
+    # Another map than the initial identity, so that W C differs from C.
+    params["projection"] = np.asarray(_normal(2, (d, d))) * 0.5 + np.eye(d, dtype=np.float32)
+    variables = {**variables, "params": params}
+    codes = params["basis"].astype(np.float64) @ params["projection"]
+    out = _eval(model, variables, z)
+    np.testing.assert_array_equal(out.indices, _nearest(np.asarray(z, np.float64), codes))
+    np.testing.assert_allclose(out.quantized, codes[out.indices], rtol=1e-5, atol=1e-6)
+
+    grads = jax.grad(lambda p: _eval(model, {**variables, "params": p}, z).losses["total"])(
+        params)
+    np.testing.assert_array_equal(grads["basis"], 0.0)  # frozen
+    assert np.abs(grads["projection"]).max() > 0
+
+
+def test_residual_output_is_the_sum_of_its_stages_and_the_residual_shrinks():
+    """Three EMA stages with restart fitted to a 64-component mixture: the output is the
+    sum of each stage's code of its ids (numpy), and the residual's norm falls stage by
+    stage."""
+    k, d, stages = 16, 4, 3
+    model = make_quantizer("ema", k, d, stages=stages, dead_code_threshold=1.0, ema_decay=0.9)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((64, d)) * 2
+
+    def batch(seed):
+        r = np.random.default_rng(seed)
+        x = centres[r.integers(0, 64, 512)] + 0.05 * r.standard_normal((512, d))
+        return jnp.asarray(x, jnp.float32)
+
+    variables = _init(model, jax.random.key(0), batch(0))
+    for step in range(60):
+        _, variables = _train(model, variables, batch(step), jax.random.key(step))
+    x = batch(1000)
+    out = _eval(model, variables, x)
+    assert out.indices.shape == (512, stages)
+    tables = np.asarray(model.apply(variables, method=lambda m: m.table()))
+    assert tables.shape == (stages, k, d)
+    per_stage = [tables[s][np.asarray(out.indices)[:, s]] for s in range(stages)]
+    np.testing.assert_allclose(out.quantized, sum(per_stage), rtol=1e-5, atol=1e-5)
+    looked_up = model.apply(variables, out.indices, method=lambda m, i: m.lookup(i))
+    np.testing.assert_array_equal(looked_up, out.quantized)
+    residual = np.asarray(x, np.float64)
+    norms = [np.linalg.norm(residual)]
+    for s in range(stages):
+        residual = residual - per_stage[s]
+        norms.append(np.linalg.norm(residual))
+    assert all(a > 1.2 * b for a, b in zip(norms, norms[1:])), norms
+    assert {"stage0_perplexity", "stage2_dead_fraction", "perplexity"} <= set(out.health)
+
+
+def test_residual_stage_dropout_keeps_a_prefix_of_the_stages():
+    k, d, stages = 8, 2, 4
+    model = make_quantizer("learned", k, d, stages=stages, stage_dropout=0.999)
+    z = _normal(0, (32, d))
+    variables = _init(model, jax.random.key(0), z)
+    tables = np.asarray(model.apply(variables, method=lambda m: m.table()))
+    kept = set()
+    for seed in range(12):
+        out, _ = _train(model, variables, z, jax.random.key(seed))
+        ids = np.asarray(out.indices)
+        partial = [sum(tables[s][ids[:, s]] for s in range(n)) for n in range(1, stages + 1)]
+        n = next(n for n in range(stages) if np.allclose(out.quantized, partial[n], atol=1e-5))
+        kept.add(n + 1)
+    assert len(kept) > 1 and kept <= set(range(1, stages + 1))
+
+
+STRAIGHT_THROUGH = [("ema", {}), ("learned", {}), ("simvq", {}), ("lfq", {}),
+                    ("fsq", {"levels": (8, 5, 5, 5, 5, 3, 3, 3)}),
+                    ("ema", {"stages": 3})]
+
+
+@pytest.mark.parametrize("kind, kw", STRAIGHT_THROUGH)
+def test_straight_through_gradient_passes_the_rounding_for_every_kind(kind, kw):
+    """d out / d z is the identity, except that fsq's gradient is its tanh bound's (the
+    rounding passes it unchanged): numpy's derivative of that bound."""
+    d = 8
+    k = int(np.prod(kw["levels"])) if "levels" in kw else 256
+    model = make_quantizer(kind, k, d, **kw)
+    z = _normal(0, (2, 3, 4, d))
+    c = _normal(1, z.shape)
+    variables = _init(model, jax.random.key(2), z)
+
+    def f(z):
+        out, _ = _train(model, variables, z, jax.random.key(3))
+        return jnp.sum(out.quantized * c)
+
+    want = np.asarray(c, np.float64)
+    if kind == "fsq":
+        lv = np.array(kw["levels"], np.float64)
+        half = (lv - 1) * (1 + 1e-3) / 2
+        shift = np.arctanh(np.where(lv % 2 == 0, 0.5, 0.0) / half)
+        want = want * (1 - np.tanh(np.asarray(z, np.float64) + shift) ** 2) * half / (lv // 2)
+    np.testing.assert_allclose(jax.grad(f)(z), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, kw", [("simvq", {}), ("lfq", {}), ("fsq", {"levels": (4, 4, 4)}),
+                                      ("ema", {"stages": 2, "dead_code_threshold": 1.0})])
+def test_new_kinds_in_bfloat16_and_sharded_equal_one_device(kind, kw):
+    """bf16 latents (maths in float32, finite everywhere) and a training call with the
+    batch split over 8 devices giving the statistics of one device."""
+    d = 3 if kind == "fsq" else 6
+    k = 64
+    model = make_quantizer(kind, k, d, dtype=jnp.bfloat16, **kw)
+    z = _normal(0, (16, 4, 4, d)).astype(jnp.bfloat16)
+    variables = _init(model, jax.random.key(1), z)
+
+    def update(v, z, key):
+        out, new = _train(model, v, z, key)
+        return new["vq_stats"], out.indices, out.losses["total"], out.quantized
+
+    key = jax.random.key(2)
+    stats, ids, total, quantized = jax.jit(update)(variables, z, key)
+    assert quantized.dtype == jnp.bfloat16
+    for leaf in jax.tree.leaves((stats, total, quantized)):
+        assert np.all(np.isfinite(np.asarray(leaf, np.float32)))
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    sharded = jax.jit(update, in_shardings=(replicated, by_batch, replicated),
+                      out_shardings=(replicated, by_batch, replicated, by_batch))
+    s_stats, s_ids, s_total, _ = sharded(jax.device_put(variables, replicated),
+                                         jax.device_put(z, by_batch), key)
+    np.testing.assert_array_equal(s_ids, ids)
+    np.testing.assert_allclose(s_total, total, rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(s_stats), jax.tree.leaves(stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

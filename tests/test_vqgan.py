@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import pathlib
 import subprocess
 import sys
 
@@ -211,7 +212,9 @@ def test_rematerialised_blocks_keep_only_their_inputs():
     ("model.temporal_downsamples", 4, "temporal_downsamples=4 must be in 0..spatial"),
     ("model.reduce_temporal", True, "reduce_temporal works only at F8"),
     ("model.norm_groups", 24, "not a multiple of model.norm_groups=24"),
-    ("quantizer.kind", "fsq", "quantizer.kind='fsq'"),
+    ("quantizer.kind", "vq2", "quantizer.kind='vq2': choose one of"),
+    ("quantizer.kind", "fsq", "quantizer.kind='fsq' needs quantizer.levels"),
+    ("quantizer.stages", 0, "quantizer.stages=0 must be >= 1"),
     ("data.score_source", "random", "data.score_source='random'"),
     ("data.sigma", 0.0, "data.sigma=0.0 must be > 0"),
     ("model.remat_levels", 6, "model.remat_levels=6 must be in 0..5"),
@@ -223,6 +226,85 @@ def test_config_validation_names_the_knob(knob, value, message):
     config[section][key] = value
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
         config_lib.validate(config)
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"kind": "fsq", "levels": (8, 5, 5, 5)}, r"give 1000 codes but quantizer.num_codes=1024"),
+    ({"kind": "lfq", "num_codes": 1000}, "needs num_codes = 2\\^bits"),
+    ({"kind": "fsq", "levels": (1000,), "num_codes": 1000, "dead_code_threshold": 1.0},
+     "dead_code_threshold needs quantizer.kind='ema'"),
+    ({"kind": "lfq", "l2_normalize": True}, "l2_normalize needs a code table"),
+    ({"stage_dropout": 1.0, "stages": 2}, r"stage_dropout=1.0 must be in \[0, 1\)"),
+])
+def test_quantizer_knobs_are_checked(knobs, message):
+    config = load("3d_1024")
+    config.quantizer.update(knobs)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+# Every quantizer kind, at the tiny test shapes: (quantizer knobs, code width the
+# encoder's quant conv emits).
+# (learned: a table like ema's and simvq's; lfq alone: as in its two stages)
+EVERY_KIND = [({"kind": "ema"}, 32), ({"kind": "gumbel"}, 32), ({"kind": "simvq"}, 32),
+              ({"kind": "fsq", "levels": (4, 4, 4)}, 3), ({"kind": "lfq", "stages": 2}, 6),
+              ({"kind": "ema", "stages": 3}, 32)]
+
+
+@pytest.mark.parametrize("knobs, width", EVERY_KIND,
+                         ids=[f"{k['kind']}{k.get('stages', '')}" for k, _ in EVERY_KIND])
+def test_every_kind_decodes_its_tokens_to_the_evaluated_reconstruction(knobs, width):
+    """decode(encode(x)) is evaluation's reconstruction for every kind and stage count
+    (the same codes reach the decoder: equal to float rounding), with the kind's latent
+    width and token shape."""
+    config = demo_native()
+    config.data.update(frames=4, heatmap_size=8)
+    config.discriminator.num_layers = 1
+    config.model.update(channels=(8, 8), spatial_downsamples=1, temporal_downsamples=1,
+                        attention_resolutions=())
+    config.quantizer.update(num_codes=64, dead_code_threshold=0.0)
+    config.quantizer.update(knobs)
+    spec = config_lib.generator_spec(config)
+    assert spec.code_dim == width
+    x, variables = _init(spec, batch=2)
+    model = VQGAN(spec)
+
+    @jax.jit  # one program: a compile per kind is the test's cost
+    def evaluate_and_round_trip(variables, x):
+        recon, q = model.apply(variables, x)
+        tokens = model.apply(variables, x, method=VQGAN.encode)
+        return recon, q, tokens, model.apply(variables, tokens, method=VQGAN.decode_indices)
+
+    recon, q, tokens, decoded = evaluate_and_round_trip(variables, x)
+    assert tokens.shape == (2, *spec.token_shape()) == q.indices.shape
+    assert tokens.shape[-1] == knobs.get("stages", 4)  # (t, h, w) = (2, 4, 4) or stages last
+    np.testing.assert_array_equal(tokens, q.indices)
+    assert tokens.min() >= 0 and tokens.max() < 64
+    np.testing.assert_allclose(decoded, recon, atol=1e-5)
+
+
+def test_checkpoints_written_before_the_new_quantizers_restore():
+    """The train state's layout (every leaf's path, shape and dtype) of the kinds that
+    existed before fsq/lfq/simvq/stages is the one recorded then in
+    tests/checkpoint_layout.json (made at commit 3e25502 from the demo config), so their
+    checkpoints restore."""
+    import functools
+    import hashlib
+
+    from pose_vq import state as state_lib
+
+    recorded = json.loads((pathlib.Path(__file__).parent / "checkpoint_layout.json").read_text())
+    for name, knobs in {"ema": {}, "ema_kmeans": {"kmeans_init": True},
+                        "learned": {"kind": "learned", "dead_code_threshold": 0.0},
+                        "gumbel": {"kind": "gumbel", "dead_code_threshold": 0.0}}.items():
+        config = config_file("demo.py")
+        config.quantizer.update(knobs)
+        models = state_lib.Models.create(config)
+        shapes = jax.eval_shape(functools.partial(state_lib.init_state, models, 0))
+        lines = sorted(f"{jax.tree_util.keystr(p)} {tuple(x.shape)} {x.dtype}"
+                       for p, x in jax.tree_util.tree_flatten_with_path(shapes)[0])
+        assert [line for line in lines if "quantizer" in line] == recorded[name]["quantizer"]
+        assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == recorded[name]["sha256"]
 
 
 def test_variant_rejects_unknown_compression():

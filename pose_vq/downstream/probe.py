@@ -141,8 +141,8 @@ class TokenExport:
         frames = self.metadata["tokenizer_config"]["data"]["frames"]
         t = ids.shape[1]
         return Inputs(name, {"tokens": ids},
-                      lambda b: codebook[b["tokens"]].reshape(
-                          b["tokens"].shape[:2] + (-1, codebook.shape[1])),
+                      lambda b: tokenize.embed(codebook, b["tokens"]).reshape(
+                          b["tokens"].shape[:2] + (-1, codebook.shape[-1])),
                       frames // t, {"tokens": self.key, "shuffle_time": shuffle_time})
 
 

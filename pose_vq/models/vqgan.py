@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from pose_vq.models import layers
-from pose_vq.models.quantizer import QuantizerOutput, VectorQuantizer
+from pose_vq.models.quantizer import QuantizerOutput, code_width, make_quantizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ class GeneratorSpec:
     dropout: float = 0.0
     norm_groups: int = 32
     num_codes: int = 1024
-    quantizer: tuple[tuple[str, Any], ...] = ()  # extra VectorQuantizer fields
+    quantizer: tuple[tuple[str, Any], ...] = ()  # make_quantizer's knobs (kind, stages, ...)
     dtype: str = "float32"
     conv_impl: str = "native"  # native | folded | winograd (faster convs on CPU, same params)
     remat_levels: int = 0  # highest-resolution levels (each end) recomputed in the backward
@@ -92,6 +92,26 @@ class GeneratorSpec:
                         "remat": n >= len(self.channels) - self.remat_levels})
             side = side * 2 if up else side
         return out
+
+    @property
+    def quantizer_kind(self) -> str:
+        return dict(self.quantizer).get("kind", "ema")
+
+    @property
+    def stages(self) -> int:
+        """Residual quantizer stages: token ids gain a trailing axis of this size when > 1."""
+        return dict(self.quantizer).get("stages", 1)
+
+    @property
+    def code_dim(self) -> int:
+        """Channels of the quantized latent (quantizer.code_width): the quant conv's output
+        and the post-quant conv's input."""
+        return code_width(self.quantizer_kind, self.num_codes, self.latent_channels,
+                          dict(self.quantizer).get("levels", ()))
+
+    def token_shape(self) -> tuple[int, ...]:
+        """One clip's token ids: the token grid, with a trailing stage axis when stages > 1."""
+        return self.token_grid() + ((self.stages,) if self.stages > 1 else ())
 
     def token_grid(self) -> tuple[int, int, int]:
         """(frames, height, width) of the token grid for a (frames, size, size) clip."""
@@ -174,32 +194,34 @@ class VQGAN(nn.Module):
         s = self.spec
         dtype = jnp.dtype(s.dtype)
         self.encoder = Encoder(s)
-        self.quant_conv = layers.conv3d(s.latent_channels, (1, 1, 1), dtype=dtype)
-        self.quantizer = VectorQuantizer(num_codes=s.num_codes, code_dim=s.latent_channels,
-                                         dtype=dtype, **dict(s.quantizer))
+        self.quant_conv = layers.conv3d(s.code_dim, (1, 1, 1), dtype=dtype)
+        self.quantizer = make_quantizer(num_codes=s.num_codes, code_dim=s.code_dim,
+                                        dtype=dtype, **dict(s.quantizer))
         self.post_quant_conv = layers.conv3d(s.latent_channels, (1, 1, 1), dtype=dtype)
         self.decoder = Decoder(s)
 
-    def __call__(self, x: jax.Array, *, train: bool = False,
-                 temperature: float | None = None) -> tuple[jax.Array, QuantizerOutput]:
-        q = self.quantize(x, train=train, temperature=temperature)
+    def __call__(self, x: jax.Array, *, train: bool = False, temperature: float | None = None,
+                 step: jax.Array | None = None) -> tuple[jax.Array, QuantizerOutput]:
+        q = self.quantize(x, train=train, temperature=temperature, step=step)
         return self.decode_latents(q.quantized, train=train), q
 
-    def quantize(self, x: jax.Array, *, train: bool = False,
-                 temperature: float | None = None) -> QuantizerOutput:
+    def quantize(self, x: jax.Array, *, train: bool = False, temperature: float | None = None,
+                 step: jax.Array | None = None) -> QuantizerOutput:
+        """``temperature``: gumbel's, in training; ``step``: the training step, for the
+        schedules that follow it (lfq's entropy weight)."""
         chex.assert_rank(x, 5)  # (B, T, H, W, C_in), channels last
         chex.assert_axis_dimension(x, -1, self.spec.in_channels)
         z = self.quant_conv(self.encoder(x, train=train))
-        return self.quantizer(z, train=train, temperature=temperature)
+        return self.quantizer(z, train=train, temperature=temperature, step=step)
 
     def encode(self, x: jax.Array) -> jax.Array:
-        """Token ids (B, t, h, w) of clips, without updating the codebook."""
+        """Token ids (B, t, h, w[, stages]) of clips, without updating the codebook."""
         return self.quantize(x, train=False).indices
 
     def decode_latents(self, quantized: jax.Array, *, train: bool = False) -> jax.Array:
         return self.decoder(self.post_quant_conv(quantized), train=train)
 
     def decode_indices(self, indices: jax.Array) -> jax.Array:
-        """Heatmap clips from token ids (B, t, h, w)."""
-        chex.assert_rank(indices, 4)
+        """Heatmap clips from token ids (B, t, h, w[, stages])."""
+        chex.assert_rank(indices, 4 + (self.spec.stages > 1))
         return self.decode_latents(self.quantizer.lookup(indices))
