@@ -2,16 +2,21 @@
 what the tokens are worth downstream.
 
     python -m pose_vq.analysis sweep --config=configs/demo.py --workdir=runs/sweep \\
-        --modes=m2d,3d --num_codes=64,128,256,512,1024
+        --modes=m2d,3d --num_codes=128,1024,4096,16384 --kinds=ema,ema_restart,fsq,lfq,simvq \\
+        --seeds=2 --output_dir=docs/sweep
     python -m pose_vq.analysis compare --config=configs/demo.py --workdir=runs/baselines \\
         --variants=vqgan,vqvae,dvae
     python -m pose_vq.analysis compare --runs=runs/a,runs/b --workdir=runs/ab
     python -m pose_vq.analysis probes --config=configs/demo.py --workdir=runs/probes
 
-``sweep`` trains and evaluates the config once per (mode, vocabulary size) in
-``<workdir>/<mode>_k<K>`` and writes ``sweep.csv`` and ``sweep.png`` (SSIM, PSNR, L1,
-T-Std, codebook usage and perplexity against the vocabulary, one line per mode: the
-paper's "2D needs 128 codes, 3D needs 1024"). ``compare`` trains the config as each of
+``sweep`` trains and evaluates the config once per (mode, quantizer arm, vocabulary size,
+seed) in ``<workdir>/<mode>_<arm>_k<K>[_s<seed>]`` (``ARMS``: the config's own quantizer,
+ema with and without restart, learned, simvq, fsq, lfq, residual stages at equal bits)
+and writes ``sweep.csv`` (a row per run), ``sweep_summary.csv`` (mean, spread and 95%
+interval over seeds; the paired margin over ema with restart) and ``sweep.png`` (PSNR,
+SSIM, codebook usage, perplexity, L1, T-Std against the vocabulary, a row per mode, a
+line per arm): the paper's "2D needs 128 codes, 3D needs 1024", and which quantizer keeps
+a large vocabulary alive. ``compare`` trains the config as each of
 ``pose_vq.config.VARIANTS`` (or reads already trained ``--runs``) and writes
 ``compare.csv`` and ``compare.md``: one row per run and the paper's two claims, SSIM over
 the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here. ``probes`` runs
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import pathlib
 import shutil
 from collections.abc import Sequence
@@ -42,27 +48,31 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, errors, runtime, tokenize, train
+from pose_vq import checkpointing, errors, runtime, stats, tokenize, train
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.downstream import lift, pose3d, probe
+from pose_vq.models import quantizer
 
 FLAGS = flags.FLAGS
 
 COLUMNS = ("ssim", "psnr", "l1", "t_std", "ssim_tstd", "psnr_tstd", "l1_tstd", "q_loss",
            "codebook_usage", "codebook_perplexity")
-PLOTTED = (("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("l1", "L1"), ("t_std", "T-Std"),
-           ("codebook_usage", "codebook usage"), ("codebook_perplexity", "token perplexity"))
+PLOTTED = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("codebook_usage", "codebook usage"),
+           ("codebook_perplexity", "token perplexity"), ("l1", "L1"), ("t_std", "T-Std"))
 
 
 def _finished(run_dir: pathlib.Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
     """The run's final evaluation, or None when it has not reached the config's last step.
     A run of another config in ``run_dir`` is an error: it is neither reused nor resumed."""
     stored = run_dir / checkpointing.CONFIG_FILE
-    if stored.exists() and (checkpointing.config_digest(json.loads(stored.read_text()))
+    # The stored config over today's defaults: knobs added since the run was made take
+    # their defaults, so a study resumed after the code grew a knob keeps its runs.
+    if stored.exists() and (checkpointing.config_digest(checkpointing.load_run_config(run_dir))
                             != checkpointing.config_digest(config)):
         raise SystemExit(f"{run_dir} holds a run of another config ({stored} differs from "
                          "the one asked for): delete it or choose another --workdir")
@@ -120,50 +130,156 @@ def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Pat
     return path
 
 
+# The sweep's arms: the config's quantizer as given, or one of these knob settings at each
+# vocabulary K (``sweep_config``). Residual arms split K's bits evenly over their stages.
+ARMS = {
+    "config": "the config's quantizer as given",
+    "ema": "EMA codebook, dead-code restart off (the paper configs' default)",
+    "ema_restart": "EMA codebook, restart of codes used less than once per ~100 steps",
+    "learned": "the paper's codebook, trained by the codebook loss",
+    "simvq": "frozen random basis times a trained linear map",
+    "fsq": "finite scalar quantization on the FSQ level grid nearest K",
+    "lfq": "lookup-free (sign) quantization, log2 K channels, entropy penalty",
+    "rvq2": "2 residual stages of EMA codes with restart, sqrt(K) codes each",
+    "rvq4": "4 residual stages of EMA codes with restart, K^(1/4) codes each",
+}
+SUMMARISED = ("psnr", "ssim", "l1", "t_std", "codebook_usage", "codebook_perplexity")
+
+
+def sweep_config(config: ml_collections.ConfigDict, mode: str, arm: str, vocabulary: int,
+                 seed: int) -> ml_collections.ConfigDict | None:
+    """``config`` at one point of the sweep, or None where the arm has no such vocabulary
+    (no FSQ grid, bits that do not split evenly over the stages)."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.data.mode, c.seed = mode, config.seed + seed
+    q = c.quantizer
+    q.num_codes = vocabulary
+    if arm in ("ema", "ema_restart", "rvq2", "rvq4"):
+        q.kind, q.dead_code_threshold = "ema", 0.0 if arm == "ema" else 1.0
+    elif arm in ("learned", "simvq", "fsq", "lfq"):
+        q.kind, q.dead_code_threshold, q.kmeans_init = arm, 0.0, False
+    elif arm != "config":
+        raise ValueError(f"sweep arm {arm!r}: choose from {', '.join(ARMS)}")
+    bits = math.log2(vocabulary)
+    if arm == "fsq":
+        if int(bits) != bits or int(bits) not in quantizer.FSQ_LEVELS:
+            return None
+        q.levels = quantizer.fsq_levels(vocabulary)
+        q.num_codes = math.prod(q.levels)
+    if arm == "lfq" and int(bits) != bits:
+        return None
+    if arm.startswith("rvq"):
+        q.stages = int(arm[3:])
+        if int(bits) != bits or int(bits) % q.stages:
+            return None
+        q.num_codes = 2 ** (int(bits) // q.stages)
+    return config_lib.validate(c)
+
+
+def run_name(mode: str, arm: str, vocabulary: int, seed: int) -> str:
+    """A sweep run's folder: ``<mode>_k<K>`` for the config's own quantizer at seed 0
+    (where earlier sweeps left them), ``<mode>_<arm>_k<K>[_s<seed>]`` otherwise."""
+    arm_part = "" if arm == "config" else f"_{arm}"
+    seed_part = f"_s{seed}" if seed else ""
+    return f"{mode}{arm_part}_k{vocabulary}{seed_part}"
+
+
+def sweep(config: ml_collections.ConfigDict, workdir: pathlib.Path, modes: Sequence[str],
+          sizes: Sequence[int], weights: str = "ema", arms: Sequence[str] = ("config",),
+          seeds: int = 1, output_dir: pathlib.Path | None = None) -> list[dict[str, Any]]:
+    """Train ``config`` at each (mode, arm, vocabulary size, seed) in ``workdir``; write
+    sweep.csv (a row per run), sweep_summary.csv (per mode, arm and size: mean, spread and
+    95% interval over seeds, and the paired margin over ``ema_restart`` where it ran) and
+    sweep.png into ``output_dir`` (default ``workdir``). Finished runs are read back."""
+    runs, points = {}, {}
+    for mode in modes:  # seed by seed: a sweep cut short has whole seeds of every arm
+        for seed in range(seeds):
+            for k in sizes:
+                for arm in arms:
+                    c = sweep_config(config, mode, arm, int(k), seed)
+                    if c is None:
+                        logging.info("sweep: %s has no vocabulary of %d codes; skipped", arm, k)
+                        continue
+                    name = run_name(mode, arm, int(k), seed)
+                    runs[name], points[name] = c, (mode, arm, int(k), seed)
+    results = run_all(runs, workdir)
+    rows = []
+    for name, r in results.items():
+        mode, arm, k, seed = points[name]
+        q = runs[name].quantizer
+        rows.append({"mode": mode, "arm": arm, "vocabulary": k, "seed": seed, "kind": q.kind,
+                     "num_codes": q.num_codes, "stages": q.stages,
+                     "bits": round(q.stages * math.log2(q.num_codes), 2), **_row(r, weights)})
+    if jax.process_index() == 0:
+        out = pathlib.Path(output_dir or workdir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "sweep.csv", rows)
+        write_csv(out / "sweep_summary.csv", sweep_summary(rows))
+        plot_sweep(out / "sweep.png", rows)
+        logging.info("wrote %s, %s and %s", out / "sweep.csv", out / "sweep_summary.csv",
+                     out / "sweep.png")
+    return rows
+
+
+def sweep_summary(rows: Sequence[dict[str, Any]], baseline: str = "ema_restart"
+                  ) -> list[dict[str, Any]]:
+    """Per (mode, arm, vocabulary): each SUMMARISED metric's mean, std and 95% interval
+    over seeds, and PSNR's and SSIM's paired difference from ``baseline`` at the same
+    seeds (``margin_*``)."""
+    groups: dict[tuple, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["mode"], r["arm"], r["vocabulary"]), {})[r["seed"]] = r
+    out = []
+    for (mode, arm, k), by_seed in groups.items():
+        row: dict[str, Any] = {"mode": mode, "arm": arm, "vocabulary": k, "seeds": len(by_seed)}
+        for key in SUMMARISED:
+            s = stats.summary([r[key] for r in by_seed.values()])
+            row.update({f"{key}_{part}": s[part] for part in ("mean", "std", "ci_low", "ci_high")})
+        base = groups.get((mode, baseline, k))
+        if base and arm != baseline and set(base) & set(by_seed):
+            for key in ("psnr", "ssim"):
+                d = stats.paired_difference({s: r[key] for s, r in by_seed.items()},
+                                            {s: r[key] for s, r in base.items()})
+                row.update({f"margin_{key}_{part}": d[part]
+                            for part in ("mean", "ci_low", "ci_high")})
+        out.append(row)
+    return out
+
+
 def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
-    """One panel per metric against the vocabulary (log scale), one line per mode; the
-    all-zeros prediction's SSIM / PSNR / L1 dashed in the mode's colour."""
+    """A row of panels per mode (PSNR, SSIM, codebook usage, token perplexity, L1, T-Std
+    against the vocabulary, log scale), a line per arm with the spread over seeds as
+    error bars; the all-zeros prediction dashed."""
     import matplotlib  # noqa: PLC0415 (pyplot takes 0.9-1.1 s to import: the sweep's plot alone)
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # noqa: PLC0415 (0.9-1.1 s: the sweep's plot alone)
 
     modes = list(dict.fromkeys(r["mode"] for r in rows))
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
-    for ax, (key, label) in zip(axes.ravel(), PLOTTED):
-        for i, mode in enumerate(modes):
-            mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["num_codes"])
-            sizes = [r["num_codes"] for r in mine]
-            ax.plot(sizes, [r[key] for r in mine], "o-", color=f"C{i}", label=mode)
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    fig, axes = plt.subplots(len(modes), len(PLOTTED), figsize=(3.2 * len(PLOTTED),
+                             2.9 * len(modes)), constrained_layout=True, squeeze=False)
+    for row_axes, mode in zip(axes, modes):
+        mine = [r for r in rows if r["mode"] == mode]
+        for ax, (key, label) in zip(row_axes, PLOTTED):
+            for i, arm in enumerate(arms):
+                sizes = sorted({r["vocabulary"] for r in mine if r["arm"] == arm})
+                if not sizes:
+                    continue
+                values = [[r[key] for r in mine if r["arm"] == arm and r["vocabulary"] == k]
+                          for k in sizes]
+                ax.errorbar(sizes, [np.mean(v) for v in values],
+                            yerr=[np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values],
+                            fmt="o-", color=f"C{i}", ms=3, capsize=2, label=arm)
             if f"zeros_{key}" in mine[0]:
-                ax.axhline(mine[0][f"zeros_{key}"], color=f"C{i}", ls="--", lw=0.8,
-                           label=f"{mode}: all-zeros")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("vocabulary size")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.savefig(path, dpi=100)
+                ax.axhline(mine[0][f"zeros_{key}"], color="k", ls="--", lw=0.8, label="all zeros")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("vocabulary size")
+            ax.set_title(f"{mode}: {label}")
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=7)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def sweep(config: ml_collections.ConfigDict, workdir: pathlib.Path, modes: Sequence[str],
-          sizes: Sequence[int], weights: str = "ema") -> list[dict[str, Any]]:
-    """Train ``config`` at each (mode, vocabulary size); write sweep.csv and sweep.png."""
-    runs = {}
-    for mode in modes:
-        for k in sizes:
-            c = ml_collections.ConfigDict(config.to_dict())
-            c.data.mode, c.quantizer.num_codes = mode, int(k)
-            runs[f"{mode}_k{k}"] = config_lib.validate(c)
-    results = run_all(runs, workdir)
-    rows = [{"mode": runs[n].data.mode, "num_codes": runs[n].quantizer.num_codes,
-             **_row(r, weights)} for n, r in results.items()]
-    if jax.process_index() == 0:
-        write_csv(workdir / "sweep.csv", rows)
-        plot_sweep(workdir / "sweep.png", rows)
-        logging.info("wrote %s and %s", workdir / "sweep.csv", workdir / "sweep.png")
-    return rows
 
 
 def _change(new: float, old: float) -> str:
@@ -346,8 +462,14 @@ def main(argv: list[str]) -> None:
             sizes = [int(k) for k in FLAGS.num_codes]
         except ValueError:
             raise app.UsageError(f"--num_codes must be integers: {FLAGS.num_codes}") from None
-        rows = sweep(config, workdir, FLAGS.modes, sizes, FLAGS.weights)
-        print(markdown_table({f"{r['mode']} K={r['num_codes']}": r for r in rows},
+        unknown = sorted(set(FLAGS.kinds) - set(ARMS))
+        if unknown:
+            raise app.UsageError(f"--kinds: unknown {', '.join(unknown)}; choose from "
+                                 f"{', '.join(ARMS)}")
+        rows = sweep(config, workdir, FLAGS.modes, sizes, FLAGS.weights, FLAGS.kinds,
+                     FLAGS.seeds, pathlib.Path(FLAGS.output_dir) if FLAGS.output_dir else None)
+        print(markdown_table({f"{r['mode']} {r['arm']} K={r['vocabulary']} seed {r['seed']}": r
+                              for r in rows},
                              ("ssim", "psnr", "l1", "t_std", "codebook_usage",
                               "codebook_perplexity")))
         return
@@ -377,6 +499,11 @@ def define_flags() -> None:
     flags.DEFINE_list("modes", ["m2d", "3d"], "sweep: data modes, one line each in the plot.")
     flags.DEFINE_list("num_codes", ["64", "128", "256", "512", "1024", "2048"],
                       "sweep: vocabulary sizes.")
+    flags.DEFINE_list("kinds", ["config"], "sweep: quantizer arms (analysis.ARMS: config, ema, "
+                      "ema_restart, learned, simvq, fsq, lfq, rvq2, rvq4).")
+    flags.DEFINE_integer("seeds", 1, "sweep: training seeds per point (config.seed + 0..N-1).")
+    flags.DEFINE_string("output_dir", None, "sweep: where the CSVs and plot go (default "
+                        "--workdir), e.g. docs/.")
     flags.DEFINE_list("variants", list(config_lib.VARIANTS), "compare: variants of --config to "
                       "train (pose_vq.config.VARIANTS).")
     flags.DEFINE_list("runs", [], "compare: trained workdirs to compare instead of --variants.")

@@ -189,3 +189,39 @@ def test_probes_reuse_only_what_the_same_tokenizer_made(tiny_runs, tmp_path, mon
     assert lifters and {k: after[k] for k in lifters} == {k: stamps[k] for k in lifters}
     heads = {k for k in stamps if k.startswith("probes")}
     assert heads and all(after.get(k) != stamps[k] for k in heads)
+
+
+def test_sweep_arms_set_each_quantizer_at_equal_vocabulary():
+    base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
+    at = lambda arm, k, seed=0: analysis.sweep_config(base, "m2d", arm, k, seed)
+    assert (at("ema", 1024).quantizer.dead_code_threshold, at("ema", 1024).quantizer.kind) == (
+        0.0, "ema")
+    assert at("ema_restart", 1024).quantizer.dead_code_threshold == 1.0
+    fsq = at("fsq", 1024).quantizer
+    assert (fsq.kind, tuple(fsq.levels), fsq.num_codes) == ("fsq", (8, 5, 5, 5), 1000)
+    assert at("fsq", 1000) is None and at("lfq", 1000) is None  # no grid, not 2^bits
+    rvq = at("rvq4", 2**12).quantizer
+    assert (rvq.kind, rvq.stages, rvq.num_codes, rvq.dead_code_threshold) == ("ema", 4, 8, 1.0)
+    assert at("rvq4", 2**10) is None  # 10 bits do not split over 4 stages
+    seeded = at("simvq", 256, seed=2)
+    assert (seeded.seed, seeded.data.mode, seeded.quantizer.kind) == (base.seed + 2, "m2d", "simvq")
+    assert analysis.run_name("3d", "config", 256, 0) == "3d_k256"
+    assert analysis.run_name("3d", "fsq", 256, 1) == "3d_fsq_k256_s1"
+    with pytest.raises(ValueError, match="sweep arm 'vq3'"):
+        at("vq3", 256)
+
+
+def test_sweep_summary_gives_seed_intervals_and_paired_margins():
+    rows = [{"mode": "3d", "arm": arm, "vocabulary": 256, "seed": seed,
+             **dict.fromkeys(analysis.SUMMARISED, 0.0), "psnr": psnr, "ssim": 0.5 + seed / 10}
+            for arm, seed, psnr in [("ema_restart", 0, 20.0), ("ema_restart", 1, 21.0),
+                                    ("fsq", 0, 21.0), ("fsq", 1, 23.0), ("fsq", 2, 30.0)]]
+    summary = {r["arm"]: r for r in analysis.sweep_summary(rows)}
+    assert summary["fsq"]["seeds"] == 3
+    assert summary["fsq"]["psnr_mean"] == pytest.approx(74 / 3)
+    # Paired on seeds 0 and 1 only: differences 1 and 2.
+    assert summary["fsq"]["margin_psnr_mean"] == pytest.approx(1.5)
+    half = 12.7062 * np.std([1.0, 2.0], ddof=1) / np.sqrt(2)  # t(0.975, 1 dof)
+    assert summary["fsq"]["margin_psnr_ci_high"] == pytest.approx(1.5 + half, rel=1e-4)
+    assert summary["fsq"]["margin_ssim_mean"] == pytest.approx(0.0)
+    assert "margin_psnr_mean" not in summary["ema_restart"]
