@@ -52,8 +52,12 @@ from pose_vq.downstream import lift, pose3d, probe
 
 FLAGS = flags.FLAGS
 
-COLUMNS = ("ssim", "psnr", "l1", "t_std", "ssim_tstd", "psnr_tstd", "l1_tstd", "q_loss",
-           "codebook_usage", "codebook_perplexity")
+# tdiff_l1: heatmap intensity per frame; kp_*: keypoint data only (empty otherwise),
+# kp_error in px, kp_vel_error in px/frame, kp_acc_error in px/frame^2 (pose_vq.metrics).
+COLUMNS = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", "ssim_tstd", "psnr_tstd", "l1_tstd",
+           "q_loss", "codebook_usage", "codebook_perplexity", "kp_error", "kp_missed",
+           "kp_vel_error", "kp_acc_error")
+KEYPOINT_COLUMNS = ("kp_error", "kp_missed", "kp_vel_error", "kp_acc_error")
 PLOTTED = (("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("l1", "L1"), ("t_std", "T-Std"),
            ("codebook_usage", "codebook usage"), ("codebook_perplexity", "token perplexity"))
 
@@ -181,6 +185,12 @@ def claims(rows: dict[str, dict[str, Any]]) -> list[str]:
         out.append(f"T-Std, VQ-GAN against VQ-VAE: {rows['vqgan']['t_std']:.4f} vs "
                    f"{rows['vqvae']['t_std']:.4f} "
                    f"({_change(rows['vqgan']['t_std'], rows['vqvae']['t_std'])}; paper: -37.1%)")
+        for key, what in (("tdiff_l1", "Temporal-difference error (intensity/frame)"),
+                          ("kp_vel_error", "Joint velocity error (px/frame)")):
+            new, old = rows["vqgan"].get(key), rows["vqvae"].get(key)
+            if new is not None and old is not None:
+                out.append(f"{what}, VQ-GAN against VQ-VAE: {new:.4f} vs {old:.4f} "
+                           f"({_change(new, old)}; the same claim in units, not in the paper)")
     return out
 
 
@@ -197,11 +207,18 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
             weights: str = "ema") -> str:
     """Write compare.csv and compare.md for evaluated runs; return the markdown."""
     rows = {name: _row(r, weights) for name, r in results.items()}
-    keys = ("ssim", "psnr", "l1", "t_std", "codebook_usage", "codebook_perplexity", "step")
-    # The all-zeros prediction of the first run's split: the floor every run must clear.
+    keypoints = tuple(k for k in KEYPOINT_COLUMNS if any(r[k] is not None for r in rows.values()))
+    keys = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", *keypoints, "codebook_usage",
+            "codebook_perplexity", "step")
+    # The all-zeros prediction of the first run's split: the floor every run must clear;
+    # on keypoint data the target heatmaps' own keypoint errors: the estimator's floor.
     first = next(iter(results.values()))
-    zeros = {k: first["zeros"][k] for k in ("ssim", "psnr", "l1", "t_std")}
-    text = markdown_table({**rows, "(all zeros)": zeros}, keys)
+    zeros = {k: first["zeros"][k] for k in ("ssim", "psnr", "l1", "t_std", "tdiff_l1",
+                                            *keypoints) if k in first["zeros"]}
+    floors = {"(all zeros)": zeros}
+    if keypoints and "target" in first:
+        floors["(target heatmaps)"] = first["target"]
+    text = markdown_table({**rows, **floors}, keys)
     found = claims(rows)
     if found:
         text += "\n\n" + "\n".join(f"- {line}" for line in found)
