@@ -53,11 +53,11 @@ from pose_vq.downstream import lift, pose3d, probe
 FLAGS = flags.FLAGS
 
 # tdiff_l1: heatmap intensity per frame; kp_*: keypoint data only (empty otherwise),
-# kp_error in px, kp_vel_error in px/frame, kp_acc_error in px/frame^2 (pose_vq.metrics).
+# kp_error in px, kp_vel_* in px/frame, kp_acc_* in px/frame^2 (pose_vq.metrics).
+KEYPOINT_COLUMNS = ("kp_error", "kp_missed", "kp_vel_error", "kp_vel_target", "kp_vel_still",
+                    "kp_acc_error", "kp_acc_target", "kp_acc_still")
 COLUMNS = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", "ssim_tstd", "psnr_tstd", "l1_tstd",
-           "q_loss", "codebook_usage", "codebook_perplexity", "kp_error", "kp_missed",
-           "kp_vel_error", "kp_acc_error")
-KEYPOINT_COLUMNS = ("kp_error", "kp_missed", "kp_vel_error", "kp_acc_error")
+           "q_loss", "codebook_usage", "codebook_perplexity", *KEYPOINT_COLUMNS)
 PLOTTED = (("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("l1", "L1"), ("t_std", "T-Std"),
            ("codebook_usage", "codebook usage"), ("codebook_perplexity", "token perplexity"))
 

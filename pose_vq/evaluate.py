@@ -5,7 +5,8 @@ and the EMA generator weights, next to the same metrics for an all-zeros predict
 (heatmaps are mostly background, so an empty output already scores a high SSIM).
 Keypoint-heatmap datasets add the keypoint-space error (``metrics.keypoint_errors``) and
 the joints' velocity and acceleration errors (``metrics.keypoint_motion_errors``, px/frame
-and px/frame^2) for each prediction and for the target itself (the soft-argmax's floor);
+and px/frame^2, with the target's and still joints' over the same joints) for each
+prediction and for the target itself (the soft-argmax's floor for the position error);
 the all-zeros prediction misses every joint, so it has the position error but no
 trajectory to score. Results go to the metric writer and to
 ``<workdir>/eval_metrics.json``; the first clips are written as comparison GIFs.
@@ -89,18 +90,19 @@ def _reference_batch(radius: int, targets: jax.Array, mask: jax.Array,
 
 def _finish(sums: dict[str, float], num_clips: int) -> dict[str, float]:
     """Split means: per-clip metrics over clips, keypoint errors over present joints, the
-    velocity (acceleration) error over the counted joint pairs (triples): NaN where none
-    counted, since no joint was found in consecutive frames."""
+    velocity (acceleration) errors and their two references over the counted joint pairs
+    (triples): NaN where none counted, since no joint was found in consecutive frames."""
     out = {k: v / num_clips for k, v in sums.items() if not k.startswith("kp_")}
     if "kp_count" in sums:
         count = max(sums["kp_count"], 1.0)
         out.update(kp_error=sums["kp_error_sum"] / count, kp_missed=sums["kp_missed_sum"] / count,
                    kp_joints=sums["kp_count"])
-    for name, total, count in (("kp_vel_error", "kp_vel_sum", "kp_vel_pairs"),
-                               ("kp_acc_error", "kp_acc_sum", "kp_acc_triples")):
+    for kind, count in (("vel", "kp_vel_pairs"), ("acc", "kp_acc_triples")):
         if count in sums:
-            out[name] = sums[total] / sums[count] if sums[count] else math.nan
-            out[count] = sums[count]
+            n = sums[count]
+            for name, total in (("error", ""), ("target", "_target"), ("still", "_still")):
+                out[f"kp_{kind}_{name}"] = sums[f"kp_{kind}{total}_sum"] / n if n else math.nan
+            out[count] = n
     return out
 
 

@@ -197,20 +197,22 @@ def _window_stats(clips: Array, centre: Array, radius: int) -> tuple[Array, Arra
 
 
 def _decode_keypoints(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
-                      radius: int) -> tuple[Array, Array, Array]:
-    """(present, missed, offset) of every (B, C, T, J) joint: the definitions in
-    ``keypoint_errors``; ``offset`` (B, C, T, J, 2) is the prediction's soft-argmax minus the
-    stored joint, in pixels (NaN where the joint is absent)."""
+                      radius: int) -> tuple[Array, Array, Array, Array]:
+    """(present, missed, offset, target_offset) of every (B, C, T, J) joint: the
+    definitions in ``keypoint_errors``; ``offset`` (B, C, T, J, 2) is the prediction's
+    soft-argmax minus the stored joint in pixels, ``target_offset`` the target's (NaN where
+    the joint is absent)."""
     target = jnp.asarray(target, jnp.float32)
     pred = jnp.asarray(pred, jnp.float32)
     points = jnp.asarray(points, jnp.float32)
     finite = jnp.all(jnp.isfinite(points), axis=-1)
     centre = jnp.round(jnp.where(finite[..., None], points, -1e4)).astype(jnp.int32)
-    target_peak, _, _ = _window_stats(target, centre, radius)
+    target_peak, target_x, target_y = _window_stats(target, centre, radius)
     pred_peak, x, y = _window_stats(pred, centre, radius)
     present = finite & (target_peak > KEYPOINT_PRESENT)
     missed = present & (pred_peak < KEYPOINT_FOUND * target_peak)
-    return present, missed, jnp.stack([x - points[..., 0], y - points[..., 1]], axis=-1)
+    offset = lambda u, v: jnp.stack([u - points[..., 0], v - points[..., 1]], axis=-1)
+    return present, missed, offset(x, y), offset(target_x, target_y)
 
 
 def _per_clip(values: Array) -> Array:
@@ -231,7 +233,7 @@ def keypoint_errors(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
     so an empty prediction cannot score a small error. Returns (B,) ``kp_error_sum``,
     ``kp_missed_sum`` and ``kp_count`` (present joints).
     """
-    present, missed, offset = _decode_keypoints(target, pred, points, radius)
+    present, missed, offset, _ = _decode_keypoints(target, pred, points, radius)
     distance = jnp.hypot(offset[..., 0], offset[..., 1])
     error = jnp.where(missed, float(radius), jnp.where(present, distance, 0.0))
     return {"kp_error_sum": _per_clip(error), "kp_missed_sum": _per_clip(missed),
@@ -243,25 +245,34 @@ def keypoint_motion_errors(target: ArrayLike, pred: ArrayLike, points: ArrayLike
     """Per-clip sums for the joints' velocity and acceleration errors; jit-able.
 
     The decoded joints p (soft-argmax of the prediction, as in ``keypoint_errors``) are
-    compared with the stored joints g, the ground truth, not with the target heatmaps'
-    decoded joints (evaluating the target itself gives that estimator's floor). Velocity
-    error, px/frame: ||(p[t+1] - p[t]) - (g[t+1] - g[t])|| per joint and frame pair;
-    acceleration error, px/frame^2: ||(p[t+1] - 2 p[t] + p[t-1]) - (the same of g)|| per
-    joint and frame triple. A pair (triple) counts only where the joint is present in the
-    target and found (not missed) in the prediction in each of its frames: a missed
-    joint has no decoded position (its rate is ``kp_missed``). Frames are the clip's.
-    Returns (B,) ``kp_vel_sum``, ``kp_vel_pairs``, ``kp_acc_sum``, ``kp_acc_triples``.
+    compared with the stored joints g, the ground truth. Velocity error, px/frame:
+    ||(p[t+1] - p[t]) - (g[t+1] - g[t])|| per joint and frame pair; acceleration error,
+    px/frame^2: ||(p[t+1] - 2 p[t] + p[t-1]) - (the same of g)|| per joint and frame
+    triple. A pair (triple) counts only where the joint is present in the target and
+    found (not missed) in the prediction in each of its frames: a missed joint has no
+    decoded position (its rate is ``kp_missed``). Frames are the clip's.
+
+    Two references over the same pairs (triples), since which joints are found depends
+    on the prediction: ``*_target_sum``, the target heatmaps' own decoded joints (the
+    renderer draws joints at whole pixels, so a moving joint's target jumps: not a floor,
+    a prediction that moves more smoothly can score below it), and ``*_still_sum``, joints
+    standing still (||g[t+1] - g[t]||: the joints' own speed).
+    Returns (B,) ``kp_{vel,acc}_sum``, ``kp_{vel,acc}_target_sum``,
+    ``kp_{vel,acc}_still_sum``, ``kp_vel_pairs`` and ``kp_acc_triples``.
     """
-    present, missed, offset = _decode_keypoints(target, pred, points, radius)
+    present, missed, offset, target_offset = _decode_keypoints(target, pred, points, radius)
     found = present & ~missed
-    offset = jnp.where(found[..., None], offset, 0.0)
-    # (p[t+1] - p[t]) - (g[t+1] - g[t]) is the change of the offset p - g.
-    velocity = jnp.diff(offset, axis=2)
     velocity_ok = found[:, :, 1:] & found[:, :, :-1]
-    acceleration = jnp.diff(velocity, axis=2)
     acceleration_ok = velocity_ok[:, :, 1:] & velocity_ok[:, :, :-1]
-    norm = lambda d, ok: jnp.where(ok, jnp.hypot(d[..., 0], d[..., 1]), 0.0)
-    return {"kp_vel_sum": _per_clip(norm(velocity, velocity_ok)),
-            "kp_vel_pairs": _per_clip(velocity_ok),
-            "kp_acc_sum": _per_clip(norm(acceleration, acceleration_ok)),
-            "kp_acc_triples": _per_clip(acceleration_ok)}
+    out = {"kp_vel_pairs": _per_clip(velocity_ok), "kp_acc_triples": _per_clip(acceleration_ok)}
+    # Offsets p - g of the prediction, the target and joints standing still (p constant).
+    for name, off in (("", offset), ("_target", target_offset),
+                      ("_still", -jnp.asarray(points, jnp.float32))):
+        # (p[t+1] - p[t]) - (g[t+1] - g[t]) is the change of the offset p - g (NaN where
+        # a joint is absent: those pairs are masked out).
+        velocity = jnp.diff(off, axis=2)
+        acceleration = jnp.diff(velocity, axis=2)
+        norm = lambda d, ok: _per_clip(jnp.where(ok, jnp.hypot(d[..., 0], d[..., 1]), 0.0))
+        out[f"kp_vel{name}_sum"] = norm(velocity, velocity_ok)
+        out[f"kp_acc{name}_sum"] = norm(acceleration, acceleration_ok)
+    return out

@@ -41,16 +41,20 @@ def test_keypoint_data_reports_keypoint_error(build_small, tmp_path):
     radius = metrics.keypoint_radius(0.75)
     for w in ("raw", "ema", "zeros", "target"):
         assert {"kp_error", "kp_missed", "kp_joints"} <= set(results[w])
-    motion = {"kp_vel_error", "kp_vel_pairs", "kp_acc_error", "kp_acc_triples"}
+    motion = {f"kp_{kind}_{name}" for kind in ("vel", "acc")
+              for name in ("error", "target", "still")} | {"kp_vel_pairs", "kp_acc_triples"}
     for w in ("raw", "ema", "target"):
         assert motion <= set(results[w]), w
     # An empty prediction misses every joint: no trajectory, so no motion errors.
     assert not motion & set(results["zeros"])
-    # The floor: the target decodes its joints at the pixels the renderer rounded them to,
-    # so even perfect heatmaps jitter against the stored joints by a fraction of a pixel.
-    floor = results["target"]
-    assert floor["kp_vel_pairs"] > floor["kp_acc_triples"] > 0
-    assert 0 < floor["kp_vel_error"] < 1.5 and 0 < floor["kp_acc_error"] < 3.0
+    # The target decodes its joints at the pixels the renderer rounded them to, so even
+    # perfect heatmaps jitter against the stored joints by a fraction of a pixel.
+    target = results["target"]
+    assert target["kp_vel_pairs"] > target["kp_acc_triples"] > 0
+    assert 0 < target["kp_vel_error"] < 1.5 and 0 < target["kp_acc_error"] < 3.0
+    assert (target["kp_vel_target"], target["kp_acc_target"]) == pytest.approx(
+        (target["kp_vel_error"], target["kp_acc_error"]))
+    assert target["kp_vel_still"] > 0  # the synthetic people move
     # An untrained model finds no joint, or a few: NaN where no pair was found, never a
     # flattering 0.
     for w in ("raw", "ema"):

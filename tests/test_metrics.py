@@ -328,12 +328,21 @@ def _moving_joints(b=2, c=2, t=5, velocity=(1, 0)):
 
 
 def _check_motion(target, pred, points, radius, offsets, found):
+    """The errors against the loop oracle on the known offsets, and the references: the
+    target's 0 (it decodes whole-pixel joints where they are, up to a constant bias of the
+    drawn blob) and still joints' (the oracle on a prediction that stays at 0)."""
     got = jax.jit(metrics.keypoint_motion_errors, static_argnums=3)(target, pred, points, radius)
     want = _motion_oracle(points, np.broadcast_to(offsets[:, :, :, None], points.shape), found)
-    for k, v in want.items():
-        np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-4, err_msg=k)
-    return {k: float(np.sum(got[f"kp_{k}_sum"]) / np.sum(got[f"kp_{k}_{n}"]))
-            for k, n in (("vel", "pairs"), ("acc", "triples"))}
+    still = _motion_oracle(points, -points, found)
+    for kind in ("vel", "acc"):
+        for k, v in ((f"kp_{kind}_sum", want), (f"kp_{kind}_still_sum", still)):
+            np.testing.assert_allclose(got[k], v[f"kp_{kind}_sum"], rtol=1e-5, atol=1e-4,
+                                       err_msg=k)
+        np.testing.assert_allclose(got[f"kp_{kind}_target_sum"], 0.0, atol=1e-4)
+    for k in ("kp_vel_pairs", "kp_acc_triples"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    return {f"{k}{ref}": float(np.sum(got[f"kp_{k}{ref}_sum"]) / np.sum(got[f"kp_{k}_{n}"]))
+            for k, n in (("vel", "pairs"), ("acc", "triples")) for ref in ("", "_still")}
 
 
 @pytest.mark.parametrize("shift,speed", [((1, 0), 1.0), ((1, 1), np.sqrt(2)), ((0, -1), 1.0)])
@@ -349,6 +358,7 @@ def test_keypoint_motion_of_a_shifted_copy(shift, speed):
     means = _check_motion(target, _moved(target, offsets), points, 7, offsets, found)
     assert means["vel"] == pytest.approx(speed, abs=1e-5)
     assert means["acc"] == pytest.approx(0.0, abs=1e-5)
+    assert means["vel_still"] == pytest.approx(1.0, abs=1e-5)  # the joints move 1 px/frame
 
 
 def test_keypoint_motion_of_a_jittered_copy_with_gaps():
@@ -375,13 +385,14 @@ def test_keypoint_motion_of_a_jittered_copy_with_gaps():
 def test_keypoint_motion_of_static_clips_and_the_estimators_floor():
     """Still joints predicted a pixel off: a position error, no velocity or acceleration
     error. The target itself, with joints off the pixel grid, decodes them at the pixels
-    the renderer rounded them to: its floor is numpy's on those roundings."""
+    the renderer rounded them to: its errors (and the target reference) are numpy's on
+    those roundings, over the pairs a prediction is scored on."""
     points = _moving_joints(velocity=(0, 0))
     target = np.concatenate([_keypoint_clip(p, SIZE) for p in points])
     offsets = np.broadcast_to(np.array([1, -1]), points.shape[:3] + (2,))
     found = np.ones(points.shape[:4], bool)
     means = _check_motion(target, _moved(target, offsets), points, 5, offsets, found)
-    assert means == {"vel": 0.0, "acc": 0.0}
+    assert means == {"vel": 0.0, "acc": 0.0, "vel_still": 0.0, "acc_still": 0.0}
     position = metrics.keypoint_errors(target, _moved(target, offsets), points, 5)
     np.testing.assert_allclose(position["kp_error_sum"] / position["kp_count"], np.sqrt(2),
                                rtol=1e-5)
@@ -389,8 +400,22 @@ def test_keypoint_motion_of_static_clips_and_the_estimators_floor():
     rng = np.random.default_rng(3)
     points = (points + rng.uniform(-2, 2, points.shape)).astype(np.float32)
     target = np.concatenate([_keypoint_clip(p, SIZE) for p in points])
+    rounding = np.rint(points) - points
     got = metrics.keypoint_motion_errors(target, target, points, 3)
-    want = _motion_oracle(points, np.rint(points) - points, found)
+    want = _motion_oracle(points, rounding, found)
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-4, err_msg=k)
     assert want["kp_vel_sum"].min() > 0  # rounding alone leaves a velocity error
+    # A prediction that misses a joint in one frame is scored, and its floor taken, on
+    # the pairs and triples left.
+    pred = target.copy()
+    x, y = np.rint(points[0, 0, 2, 0]).astype(int)
+    pred[0, 2, y - 4:y + 4, x - 4:x + 4, 0] = 0
+    found[0, 0, 2, 0] = False
+    got = metrics.keypoint_motion_errors(target, pred, points, 3)
+    want = _motion_oracle(points, rounding, found)
+    for kind, count in (("vel", "pairs"), ("acc", "triples")):
+        for k in (f"kp_{kind}_sum", f"kp_{kind}_target_sum"):
+            np.testing.assert_allclose(got[k], want[f"kp_{kind}_sum"], rtol=1e-5, atol=1e-4,
+                                       err_msg=k)
+        np.testing.assert_array_equal(got[f"kp_{kind}_{count}"], want[f"kp_{kind}_{count}"])
