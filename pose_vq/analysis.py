@@ -14,7 +14,7 @@ seed) in ``<workdir>/<mode>_<arm>_k<K>[_s<seed>]`` (``ARMS``: the config's own q
 ema with and without restart, learned, simvq, fsq, lfq, residual stages at equal bits)
 and writes ``sweep.csv`` (a row per run), ``sweep_summary.csv`` (mean, spread and 95%
 interval over seeds; the paired margin over ema with restart) and ``sweep.png`` (PSNR,
-SSIM, codebook usage, perplexity, L1, T-Std against the vocabulary, a row per mode, a
+SSIM, codebook usage, perplexity, L1, tdiff_l1 against the vocabulary, a row per mode, a
 line per arm): the paper's "2D needs 128 codes, 3D needs 1024", and which quantizer keeps
 a large vocabulary alive. ``compare`` trains the config as each of
 ``pose_vq.config.VARIANTS`` (or reads already trained ``--runs``) and writes
@@ -60,10 +60,15 @@ from pose_vq.models import quantizer
 
 FLAGS = flags.FLAGS
 
-COLUMNS = ("ssim", "psnr", "l1", "t_std", "ssim_tstd", "psnr_tstd", "l1_tstd", "q_loss",
-           "codebook_usage", "codebook_perplexity")
+# tdiff_l1: heatmap intensity per frame; kp_*: keypoint data only (empty otherwise),
+# kp_error in px, kp_vel_* in px/frame, kp_acc_* in px/frame^2 (pose_vq.metrics).
+KEYPOINT_COLUMNS = ("kp_error", "kp_missed", "kp_vel_error", "kp_vel_target", "kp_vel_still",
+                    "kp_acc_error", "kp_acc_target", "kp_acc_still")
+COLUMNS = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", "ssim_tstd", "psnr_tstd", "l1_tstd",
+           "q_loss", "codebook_usage", "codebook_perplexity", *KEYPOINT_COLUMNS)
 PLOTTED = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("codebook_usage", "codebook usage"),
-           ("codebook_perplexity", "token perplexity"), ("l1", "L1"), ("t_std", "T-Std"))
+           ("codebook_perplexity", "token perplexity"), ("l1", "L1"),
+           ("tdiff_l1", "temporal-difference error"))
 
 
 def _finished(run_dir: pathlib.Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -117,7 +122,8 @@ def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
 
 def _row(results: dict[str, Any], weights: str) -> dict[str, Any]:
     row = {k: results[weights].get(k) for k in COLUMNS}
-    row.update({f"zeros_{k}": results["zeros"][k] for k in ("ssim", "psnr", "l1")})
+    row.update({f"zeros_{k}": results["zeros"].get(k)
+                for k in ("ssim", "psnr", "l1", "tdiff_l1")})
     row.update(step=results["step"], split=results["split"], num_clips=results["num_clips"])
     return row
 
@@ -143,7 +149,7 @@ ARMS = {
     "rvq2": "2 residual stages of EMA codes with restart, sqrt(K) codes each",
     "rvq4": "4 residual stages of EMA codes with restart, K^(1/4) codes each",
 }
-SUMMARISED = ("psnr", "ssim", "l1", "t_std", "codebook_usage", "codebook_perplexity")
+SUMMARISED = ("psnr", "ssim", "l1", "t_std", "tdiff_l1", "codebook_usage", "codebook_perplexity")
 
 
 def sweep_config(config: ml_collections.ConfigDict, mode: str, arm: str, vocabulary: int,
@@ -233,7 +239,10 @@ def sweep_summary(rows: Sequence[dict[str, Any]], baseline: str = "ema_restart"
     for (mode, arm, k), by_seed in groups.items():
         row: dict[str, Any] = {"mode": mode, "arm": arm, "vocabulary": k, "seeds": len(by_seed)}
         for key in SUMMARISED:
-            s = stats.summary([r[key] for r in by_seed.values()])
+            values = [r[key] for r in by_seed.values() if r.get(key) is not None]
+            if not values:  # a metric added since these runs were evaluated
+                continue
+            s = stats.summary(values)
             row.update({f"{key}_{part}": s[part] for part in ("mean", "std", "ci_low", "ci_high")})
         base = groups.get((mode, baseline, k))
         if base and arm != baseline and set(base) & set(by_seed):
@@ -247,8 +256,8 @@ def sweep_summary(rows: Sequence[dict[str, Any]], baseline: str = "ema_restart"
 
 
 def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
-    """A row of panels per mode (PSNR, SSIM, codebook usage, token perplexity, L1, T-Std
-    against the vocabulary, log scale), a line per arm with the spread over seeds as
+    """A row of panels per mode (PSNR, SSIM, codebook usage, token perplexity, L1 and the
+    temporal-difference error against the vocabulary, log scale), a line per arm with the spread over seeds as
     error bars; the all-zeros prediction dashed."""
     import matplotlib  # noqa: PLC0415 (pyplot takes 0.9-1.1 s to import: the sweep's plot alone)
     matplotlib.use("Agg")
@@ -265,12 +274,14 @@ def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Pa
                 sizes = sorted({r["vocabulary"] for r in mine if r["arm"] == arm})
                 if not sizes:
                     continue
-                values = [[r[key] for r in mine if r["arm"] == arm and r["vocabulary"] == k]
-                          for k in sizes]
+                values = [[r[key] for r in mine if r["arm"] == arm and r["vocabulary"] == k
+                           and r.get(key) is not None] for k in sizes]
+                sizes = [k for k, v in zip(sizes, values) if v]
+                values = [v for v in values if v]
                 ax.errorbar(sizes, [np.mean(v) for v in values],
                             yerr=[np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values],
                             fmt="o-", color=f"C{i}", ms=3, capsize=2, label=arm)
-            if f"zeros_{key}" in mine[0]:
+            if mine[0].get(f"zeros_{key}") is not None:
                 ax.axhline(mine[0][f"zeros_{key}"], color="k", ls="--", lw=0.8, label="all zeros")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("vocabulary size")
@@ -297,6 +308,12 @@ def claims(rows: dict[str, dict[str, Any]]) -> list[str]:
         out.append(f"T-Std, VQ-GAN against VQ-VAE: {rows['vqgan']['t_std']:.4f} vs "
                    f"{rows['vqvae']['t_std']:.4f} "
                    f"({_change(rows['vqgan']['t_std'], rows['vqvae']['t_std'])}; paper: -37.1%)")
+        for key, what in (("tdiff_l1", "Temporal-difference error (intensity/frame)"),
+                          ("kp_vel_error", "Joint velocity error (px/frame)")):
+            new, old = rows["vqgan"].get(key), rows["vqvae"].get(key)
+            if new is not None and old is not None:
+                out.append(f"{what}, VQ-GAN against VQ-VAE: {new:.4f} vs {old:.4f} "
+                           f"({_change(new, old)}; the same claim in units, not in the paper)")
     return out
 
 
@@ -313,11 +330,18 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
             weights: str = "ema") -> str:
     """Write compare.csv and compare.md for evaluated runs; return the markdown."""
     rows = {name: _row(r, weights) for name, r in results.items()}
-    keys = ("ssim", "psnr", "l1", "t_std", "codebook_usage", "codebook_perplexity", "step")
-    # The all-zeros prediction of the first run's split: the floor every run must clear.
+    keypoints = tuple(k for k in KEYPOINT_COLUMNS if any(r[k] is not None for r in rows.values()))
+    keys = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", *keypoints, "codebook_usage",
+            "codebook_perplexity", "step")
+    # The all-zeros prediction of the first run's split: the floor every run must clear;
+    # on keypoint data the target heatmaps' own keypoint errors: the estimator's floor.
     first = next(iter(results.values()))
-    zeros = {k: first["zeros"][k] for k in ("ssim", "psnr", "l1", "t_std")}
-    text = markdown_table({**rows, "(all zeros)": zeros}, keys)
+    zeros = {k: first["zeros"][k] for k in ("ssim", "psnr", "l1", "t_std", "tdiff_l1",
+                                            *keypoints) if k in first["zeros"]}
+    floors = {"(all zeros)": zeros}
+    if keypoints and "target" in first:
+        floors["(target heatmaps)"] = first["target"]
+    text = markdown_table({**rows, **floors}, keys)
     found = claims(rows)
     if found:
         text += "\n\n" + "\n".join(f"- {line}" for line in found)

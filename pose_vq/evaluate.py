@@ -1,10 +1,14 @@
-"""Evaluation over a whole split: SSIM / PSNR / L1 / T-Std per clip (pose_vq.metrics), the
-quantizer loss (``q_loss``, the paper's; ``loss_quantizer_total``, the training term),
-codebook usage and perplexity, for the raw and the EMA generator weights, next to the
-same metrics for an all-zeros prediction (heatmaps are mostly background, so an empty
-output already scores a high SSIM). Keypoint-heatmap datasets add the
-keypoint-space error (``metrics.keypoint_errors``) for each prediction and for the target
-itself (the soft-argmax's floor). Results go to the metric writer and to
+"""Evaluation over a whole split: SSIM / PSNR / L1 / T-Std and the temporal-difference
+error ``tdiff_l1`` per clip (pose_vq.metrics), the quantizer loss (``q_loss``, the paper's;
+``loss_quantizer_total``, the training term), codebook usage and perplexity, for the raw
+and the EMA generator weights, next to the same metrics for an all-zeros prediction
+(heatmaps are mostly background, so an empty output already scores a high SSIM).
+Keypoint-heatmap datasets add the keypoint-space error (``metrics.keypoint_errors``) and
+the joints' velocity and acceleration errors (``metrics.keypoint_motion_errors``, px/frame
+and px/frame^2, with the target's and still joints' over the same joints) for each
+prediction and for the target itself (the soft-argmax's floor for the position error);
+the all-zeros prediction misses every joint, so it has the position error but no
+trajectory to score. Results go to the metric writer and to
 ``<workdir>/eval_metrics.json``; the first clips are written as comparison GIFs.
 """
 
@@ -37,11 +41,15 @@ from pose_vq.state import (
 
 
 def _masked_sums(targets: jax.Array, pred: jax.Array, mask: jax.Array,
-                 points: jax.Array | None, radius: int) -> dict[str, jax.Array]:
-    """Masked sums over a batch of the per-clip metrics (and keypoint errors with points)."""
+                 points: jax.Array | None, radius: int, motion: bool = True
+                 ) -> dict[str, jax.Array]:
+    """Masked sums over a batch of the per-clip metrics (and, with points, the keypoint
+    errors and, with ``motion``, the joints' velocity and acceleration errors)."""
     per_clip = metrics.clip_metrics(targets, pred)
     if points is not None:
         per_clip.update(metrics.keypoint_errors(targets, pred, points, radius))
+        if motion:
+            per_clip.update(metrics.keypoint_motion_errors(targets, pred, points, radius))
     return {k: jnp.sum(v * mask) for k, v in per_clip.items()}
 
 
@@ -71,22 +79,33 @@ def _eval_batch(models: Models, radius: int, variables: Any, inputs: jax.Array,
 
 def _reference_batch(radius: int, targets: jax.Array, mask: jax.Array,
                      points: jax.Array | None) -> dict[str, dict[str, jax.Array]]:
-    """The all-zeros prediction's sums and, for keypoint data, the target's own keypoint
-    error (what soft-argmax reaches on perfect heatmaps)."""
-    out = {"zeros": _masked_sums(targets, jnp.zeros_like(targets), mask, points, radius)}
+    """The all-zeros prediction's sums (no velocity or acceleration errors: it misses
+    every joint) and, for keypoint data, the target's own keypoint errors (what soft-argmax
+    reaches on perfect heatmaps)."""
+    out = {"zeros": _masked_sums(targets, jnp.zeros_like(targets), mask, points, radius,
+                                 motion=False)}
     if points is not None:
-        kp = metrics.keypoint_errors(targets, targets, points, radius)
+        kp = {**metrics.keypoint_errors(targets, targets, points, radius),
+              **metrics.keypoint_motion_errors(targets, targets, points, radius)}
         out["target"] = {k: jnp.sum(v * mask) for k, v in kp.items()}
     return out
 
 
 def _finish(sums: dict[str, float], num_clips: int) -> dict[str, float]:
-    """Split means: per-clip metrics over clips, keypoint errors over present joints."""
+    """Split means: per-clip metrics over clips, keypoint errors over present joints, the
+    velocity (acceleration) errors and their two references over the counted joint pairs
+    (triples): NaN where none counted, since no joint was found in consecutive frames."""
     out = {k: v / num_clips for k, v in sums.items() if not k.startswith("kp_")}
     if "kp_count" in sums:
         count = max(sums["kp_count"], 1.0)
         out.update(kp_error=sums["kp_error_sum"] / count, kp_missed=sums["kp_missed_sum"] / count,
                    kp_joints=sums["kp_count"])
+    for kind, count in (("vel", "kp_vel_pairs"), ("acc", "kp_acc_triples")):
+        if count in sums:
+            n = sums[count]
+            for name, total in (("error", ""), ("target", "_target"), ("still", "_still")):
+                out[f"kp_{kind}_{name}"] = sums[f"kp_{kind}{total}_sum"] / n if n else math.nan
+            out[count] = n
     return out
 
 
@@ -219,7 +238,7 @@ class Evaluator:
 
 
 def _headline(results: dict[str, Any]) -> str:
-    keys = ("ssim", "psnr", "l1", "t_std", "kp_error")
+    keys = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", "kp_error", "kp_vel_error")
     return "; ".join(f"{w}: " + ", ".join(f"{k} {results[w][k]:.4f}" for k in keys
                                           if k in results[w])
                      for w in ("raw", "ema", "zeros"))

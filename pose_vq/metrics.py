@@ -10,6 +10,12 @@ deviation (``*_std``) and the standard deviation of the min-max normalised curve
 (``*_tstd``); ``t_std`` is the mean of the three ``*_tstd`` (the paper's T-Std).
 Standard deviations use ``ddof=1`` (torch's default, as in the reference).
 
+T-Std is the spread of normalised curves, so it is blind to scale (an all-zeros
+prediction scores like a good one). Beside it, in units: ``tdiff_l1``, the mean absolute
+error of the frame-to-frame change of the heatmaps (intensity per frame), and for
+keypoint heatmaps the decoded joints' velocity and acceleration errors
+(``keypoint_motion_errors``, px/frame and px/frame^2).
+
 Difference from the reference: it reshapes its ``(b, c, f, x, y)`` SSIM scores to
 ``(b*f*c)`` and views them back as ``(b, f, c)``, which mixes channels and frames in its
 per-frame SSIM curve. The SSIM mean is unaffected but its T-Std is not; here the curve
@@ -29,7 +35,7 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 METRIC_KEYS = ("ssim", "psnr", "l1", "ssim_tstd", "psnr_tstd", "l1_tstd",
-               "ssim_std", "psnr_std", "l1_std", "t_std")
+               "ssim_std", "psnr_std", "l1_std", "t_std", "tdiff_l1")
 
 _WIN, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
 # Identical frames have mse 0; flooring it makes their PSNR a finite 100 dB, not inf.
@@ -121,12 +127,27 @@ def _normalised_std(curve: Array) -> Array:
     return jnp.std(normalised, axis=-1, ddof=1)
 
 
+def temporal_difference_error(target: ArrayLike, pred: ArrayLike) -> Array:
+    """Per-clip (B,) mean over frame pairs, pixels and channels of
+    |(pred[t+1] - pred[t]) - (target[t+1] - target[t])|, both clipped to [0, 1]: how far
+    the prediction's change from frame to frame is from the target's (heatmap intensity
+    per frame). It is 0 where the two clips differ by the same image in every frame (a
+    still offset), and it is taken pixel by pixel, so a copy of a moving clip shifted by
+    a pixel is not 0 (the joints' velocity error is the shift-invariant one). A still
+    prediction, all zeros included, scores the target's own mean absolute change."""
+    target = jnp.clip(jnp.asarray(target, jnp.float32), 0.0, 1.0)
+    pred = jnp.clip(jnp.asarray(pred, jnp.float32), 0.0, 1.0)
+    change = jnp.diff(pred, axis=1) - jnp.diff(target, axis=1)
+    return jnp.mean(jnp.abs(change), axis=(1, 2, 3, 4))
+
+
 def clip_metrics(target: ArrayLike, pred: ArrayLike) -> dict[str, Array]:
     """Per-clip (B,) float32 metrics, keyed by ``METRIC_KEYS``; jit-able.
 
     For m in (ssim, psnr, l1): ``m`` is the curve's mean over frames, ``m_tstd`` the
     std of its min-max normalised curve and ``m_std`` its raw std (both ddof=1, as
-    torch). ``t_std`` is the mean of the three ``m_tstd``. Needs T >= 2 frames.
+    torch). ``t_std`` is the mean of the three ``m_tstd``; ``tdiff_l1`` is
+    ``temporal_difference_error``. Needs T >= 2 frames.
     """
     curves = frame_curves(target, pred)
     if curves["l1"].shape[1] < 2:
@@ -138,6 +159,7 @@ def clip_metrics(target: ArrayLike, pred: ArrayLike) -> dict[str, Array]:
         out[f"{name}_tstd"] = _normalised_std(curve)
         out[f"{name}_std"] = jnp.std(curve, axis=-1, ddof=1)
     out["t_std"] = (out["ssim_tstd"] + out["psnr_tstd"] + out["l1_tstd"]) / 3.0
+    out["tdiff_l1"] = temporal_difference_error(target, pred)
     return {key: out[key] for key in METRIC_KEYS}
 
 
@@ -174,6 +196,30 @@ def _window_stats(clips: Array, centre: Array, radius: int) -> tuple[Array, Arra
     return jnp.max(values, axis=(-2, -1)), x, y
 
 
+def _decode_keypoints(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
+                      radius: int) -> tuple[Array, Array, Array, Array]:
+    """(present, missed, offset, target_offset) of every (B, C, T, J) joint: the
+    definitions in ``keypoint_errors``; ``offset`` (B, C, T, J, 2) is the prediction's
+    soft-argmax minus the stored joint in pixels, ``target_offset`` the target's (NaN where
+    the joint is absent)."""
+    target = jnp.asarray(target, jnp.float32)
+    pred = jnp.asarray(pred, jnp.float32)
+    points = jnp.asarray(points, jnp.float32)
+    finite = jnp.all(jnp.isfinite(points), axis=-1)
+    centre = jnp.round(jnp.where(finite[..., None], points, -1e4)).astype(jnp.int32)
+    target_peak, target_x, target_y = _window_stats(target, centre, radius)
+    pred_peak, x, y = _window_stats(pred, centre, radius)
+    present = finite & (target_peak > KEYPOINT_PRESENT)
+    missed = present & (pred_peak < KEYPOINT_FOUND * target_peak)
+    offset = lambda u, v: jnp.stack([u - points[..., 0], v - points[..., 1]], axis=-1)
+    return present, missed, offset(x, y), offset(target_x, target_y)
+
+
+def _per_clip(values: Array) -> Array:
+    """(B, C, T, J) -> (B,) float32 sums."""
+    return jnp.sum(values.astype(jnp.float32), axis=(1, 2, 3))
+
+
 def keypoint_errors(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
                     radius: int) -> dict[str, Array]:
     """Per-clip sums for the keypoint-space error of keypoint heatmap clips; jit-able.
@@ -187,17 +233,46 @@ def keypoint_errors(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
     so an empty prediction cannot score a small error. Returns (B,) ``kp_error_sum``,
     ``kp_missed_sum`` and ``kp_count`` (present joints).
     """
-    target = jnp.asarray(target, jnp.float32)
-    pred = jnp.asarray(pred, jnp.float32)
-    points = jnp.asarray(points, jnp.float32)
-    finite = jnp.all(jnp.isfinite(points), axis=-1)
-    centre = jnp.round(jnp.where(finite[..., None], points, -1e4)).astype(jnp.int32)
-    target_peak, _, _ = _window_stats(target, centre, radius)
-    pred_peak, x, y = _window_stats(pred, centre, radius)
-    present = finite & (target_peak > KEYPOINT_PRESENT)
-    missed = present & (pred_peak < KEYPOINT_FOUND * target_peak)
-    distance = jnp.hypot(x - points[..., 0], y - points[..., 1])
+    present, missed, offset, _ = _decode_keypoints(target, pred, points, radius)
+    distance = jnp.hypot(offset[..., 0], offset[..., 1])
     error = jnp.where(missed, float(radius), jnp.where(present, distance, 0.0))
-    per_clip = lambda v: jnp.sum(v.astype(jnp.float32), axis=(1, 2, 3))
-    return {"kp_error_sum": per_clip(error), "kp_missed_sum": per_clip(missed),
-            "kp_count": per_clip(present)}
+    return {"kp_error_sum": _per_clip(error), "kp_missed_sum": _per_clip(missed),
+            "kp_count": _per_clip(present)}
+
+
+def keypoint_motion_errors(target: ArrayLike, pred: ArrayLike, points: ArrayLike,
+                           radius: int) -> dict[str, Array]:
+    """Per-clip sums for the joints' velocity and acceleration errors; jit-able.
+
+    The decoded joints p (soft-argmax of the prediction, as in ``keypoint_errors``) are
+    compared with the stored joints g, the ground truth. Velocity error, px/frame:
+    ||(p[t+1] - p[t]) - (g[t+1] - g[t])|| per joint and frame pair; acceleration error,
+    px/frame^2: ||(p[t+1] - 2 p[t] + p[t-1]) - (the same of g)|| per joint and frame
+    triple. A pair (triple) counts only where the joint is present in the target and
+    found (not missed) in the prediction in each of its frames: a missed joint has no
+    decoded position (its rate is ``kp_missed``). Frames are the clip's.
+
+    Two references over the same pairs (triples), since which joints are found depends
+    on the prediction: ``*_target_sum``, the target heatmaps' own decoded joints (the
+    renderer draws joints at whole pixels, so a moving joint's target jumps: not a floor,
+    a prediction that moves more smoothly can score below it), and ``*_still_sum``, joints
+    standing still (||g[t+1] - g[t]||: the joints' own speed).
+    Returns (B,) ``kp_{vel,acc}_sum``, ``kp_{vel,acc}_target_sum``,
+    ``kp_{vel,acc}_still_sum``, ``kp_vel_pairs`` and ``kp_acc_triples``.
+    """
+    present, missed, offset, target_offset = _decode_keypoints(target, pred, points, radius)
+    found = present & ~missed
+    velocity_ok = found[:, :, 1:] & found[:, :, :-1]
+    acceleration_ok = velocity_ok[:, :, 1:] & velocity_ok[:, :, :-1]
+    out = {"kp_vel_pairs": _per_clip(velocity_ok), "kp_acc_triples": _per_clip(acceleration_ok)}
+    # Offsets p - g of the prediction, the target and joints standing still (p constant).
+    for name, off in (("", offset), ("_target", target_offset),
+                      ("_still", -jnp.asarray(points, jnp.float32))):
+        # (p[t+1] - p[t]) - (g[t+1] - g[t]) is the change of the offset p - g (NaN where
+        # a joint is absent: those pairs are masked out).
+        velocity = jnp.diff(off, axis=2)
+        acceleration = jnp.diff(velocity, axis=2)
+        norm = lambda d, ok: _per_clip(jnp.where(ok, jnp.hypot(d[..., 0], d[..., 1]), 0.0))
+        out[f"kp_vel{name}_sum"] = norm(velocity, velocity_ok)
+        out[f"kp_acc{name}_sum"] = norm(acceleration, acceleration_ok)
+    return out

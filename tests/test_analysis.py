@@ -73,8 +73,12 @@ def test_compare_variants_and_claims(tiny_runs, tmp_path):
     assert [r["run"] for r in table] == ["vqgan", "vqvae", "dvae"]
     for row in table:
         for key in analysis.COLUMNS:
+            if key in analysis.KEYPOINT_COLUMNS:  # limb data: no keypoints, empty cells
+                assert row[key] == "" and key not in evaluated[row["run"]], (row["run"], key)
+                continue
             assert float(row[key]) == evaluated[row["run"]][key], (row["run"], key)
-        cells = [f"{evaluated[row['run']][k]:.4f}" for k in ("ssim", "psnr", "l1", "t_std")]
+        cells = [f"{evaluated[row['run']][k]:.4f}"
+                 for k in ("ssim", "psnr", "l1", "t_std", "tdiff_l1")]
         assert f"| {row['run']} | {' | '.join(cells)} |" in text
 
     def claim(metric, new, old):
@@ -87,6 +91,12 @@ def test_compare_variants_and_claims(tiny_runs, tmp_path):
     tstd = next(line for line in lines if line.startswith("- T-Std, VQ-GAN against VQ-VAE: "))
     assert claim("ssim", "vqgan", "dvae") in ssim and "paper: +9.31%" in ssim
     assert claim("t_std", "vqgan", "vqvae") in tstd and "paper: -37.1%" in tstd
+    tdiff = next(line for line in lines if line.startswith("- Temporal-difference error"))
+    assert claim("tdiff_l1", "vqgan", "vqvae") in tdiff
+    zeros = json.loads((workdir / "vqgan" / "eval_metrics.json").read_text())["zeros"]
+    assert f"| (all zeros) | {zeros['ssim']:.4f} | {zeros['psnr']:.4f} | {zeros['l1']:.4f} | " \
+           f"{zeros['t_std']:.4f} | {zeros['tdiff_l1']:.4f} |" in text
+    assert "kp_" not in text  # limb data: no keypoint columns
 
     # The command line, on already trained runs: the same SSIM claim, no T-Std one.
     done = subprocess.run(

@@ -1,8 +1,11 @@
-"""Evaluation of keypoint-heatmap data adds the keypoint-space error; limb data does not."""
+"""Evaluation of keypoint-heatmap data adds the keypoint-space errors (position,
+velocity, acceleration); limb data does not. Both report the temporal-difference error."""
 
 import json
+import math
 import pathlib
 
+import numpy as np
 import pytest
 
 from pose_vq import evaluate, metrics, sharding
@@ -19,15 +22,44 @@ def _evaluate(build_small, tmp_path, **data):
     mesh = sharding.make_mesh()
     models = Models.create(config)
     state = create_state(models, mesh, config.seed)
-    return evaluate.Evaluator(models, mesh, config.data.data_dir,
-                              prepare.dataset_name(config.data), config, tmp_path).run(state, 0)
+    evaluator = evaluate.Evaluator(models, mesh, config.data.data_dir,
+                                   prepare.dataset_name(config.data), config, tmp_path)
+    return evaluator.run(state, 0), evaluator
+
+
+def _still_error(evaluator):
+    """The split's mean over clips of the targets' mean absolute frame-to-frame change:
+    what a still prediction scores as ``tdiff_l1``, from the batches in numpy."""
+    per_clip = [np.abs(np.diff(np.asarray(b["targets"], np.float64), axis=1)).mean(axis=(1, 2, 3, 4))
+                for b in evaluator.batches()]
+    masks = [np.asarray(b["mask"]) for b in evaluator.batches()]
+    return float(np.sum(np.concatenate(per_clip) * np.concatenate(masks)) / evaluator.num_clips)
 
 
 def test_keypoint_data_reports_keypoint_error(build_small, tmp_path):
-    results = _evaluate(build_small, tmp_path, kind="keypoint", score_source="ones")
+    results, evaluator = _evaluate(build_small, tmp_path, kind="keypoint", score_source="ones")
     radius = metrics.keypoint_radius(0.75)
     for w in ("raw", "ema", "zeros", "target"):
         assert {"kp_error", "kp_missed", "kp_joints"} <= set(results[w])
+    motion = {f"kp_{kind}_{name}" for kind in ("vel", "acc")
+              for name in ("error", "target", "still")} | {"kp_vel_pairs", "kp_acc_triples"}
+    for w in ("raw", "ema", "target"):
+        assert motion <= set(results[w]), w
+    # An empty prediction misses every joint: no trajectory, so no motion errors.
+    assert not motion & set(results["zeros"])
+    # The target decodes its joints at the pixels the renderer rounded them to, so even
+    # perfect heatmaps jitter against the stored joints by a fraction of a pixel.
+    target = results["target"]
+    assert target["kp_vel_pairs"] > target["kp_acc_triples"] > 0
+    assert 0 < target["kp_vel_error"] < 1.5 and 0 < target["kp_acc_error"] < 3.0
+    assert (target["kp_vel_target"], target["kp_acc_target"]) == pytest.approx(
+        (target["kp_vel_error"], target["kp_acc_error"]))
+    assert target["kp_vel_still"] > 0  # the synthetic people move
+    # An untrained model finds no joint, or a few: NaN where no pair was found, never a
+    # flattering 0.
+    for w in ("raw", "ema"):
+        assert results[w]["kp_vel_pairs"] > 0 or math.isnan(results[w]["kp_vel_error"]), w
+    assert results["zeros"]["tdiff_l1"] == pytest.approx(_still_error(evaluator), rel=1e-5)
     assert results["zeros"]["kp_missed"] == 1.0
     assert results["zeros"]["kp_error"] == pytest.approx(radius)
     # Soft-argmax on the true heatmaps: within rounding, plus the pull of neighbouring
@@ -39,5 +71,8 @@ def test_keypoint_data_reports_keypoint_error(build_small, tmp_path):
 
 
 def test_limb_data_reports_no_keypoint_error(build_small, tmp_path):
-    results = _evaluate(build_small, tmp_path)
+    results, evaluator = _evaluate(build_small, tmp_path)
     assert "target" not in results and "kp_error" not in results["ema"]
+    assert "kp_vel_error" not in results["ema"]
+    assert results["zeros"]["tdiff_l1"] == pytest.approx(_still_error(evaluator), rel=1e-5)
+    assert results["ema"]["tdiff_l1"] > 0

@@ -100,6 +100,9 @@ def _reference_clip_metrics(target, pred):
             out[f"{name}_tstd"][i] = np.std(normalised, ddof=1)
             out[f"{name}_std"][i] = np.std(curve, ddof=1)
         out["t_std"][i] = np.mean([out[f"{n}_tstd"][i] for n in curves])
+        out["tdiff_l1"][i] = np.mean([np.mean(np.abs((pred[i, f + 1] - pred[i, f])
+                                                     - (target[i, f + 1] - target[i, f])))
+                                      for f in range(t - 1)])
     return out
 
 
@@ -123,7 +126,7 @@ def test_constant_curves_and_identical_clips():
     frame_t, frame_p = _random_clips(rng, shape=(2, 1, 16, 16, 3))
     got = metrics.clip_metrics(np.repeat(frame_t, 4, axis=1), np.repeat(frame_p, 4, axis=1))
     for key in ("ssim_tstd", "psnr_tstd", "l1_tstd", "t_std",
-                "ssim_std", "psnr_std", "l1_std"):
+                "ssim_std", "psnr_std", "l1_std", "tdiff_l1"):
         np.testing.assert_array_equal(got[key], 0.0, err_msg=key)
     # Perfect reconstruction: finite 100 dB PSNR (mse floored at 1e-10), SSIM 1, L1 0.
     target, _ = _random_clips(rng, shape=(2, 4, 16, 16, 3))
@@ -143,6 +146,44 @@ def test_clip_metrics_jit_matches_eager_and_is_float32():
         assert jitted[key].dtype == jnp.float32, key
         np.testing.assert_allclose(jitted[key], eager[key], rtol=1e-5, atol=1e-6,
                                    err_msg=key)
+
+
+def _dot_clip(xs, size=12, amp=0.8):
+    """(1, T, size, size, 1) clip of one ``amp`` pixel at row 5, column xs[t]."""
+    clip = np.zeros((1, len(xs), size, size, 1), np.float32)
+    clip[0, np.arange(len(xs)), 5, xs, 0] = amp
+    return clip
+
+
+def test_temporal_difference_error_on_known_motion():
+    """A dot moving one pixel per frame against copies with closed-form errors: one with a
+    still dot added (0: the same changes, while its L1 is not 0), one a pixel behind (its
+    changes land a pixel off: pixel space is not shift invariant), one frozen, one twice as
+    fast; and a still clip against a still prediction (0)."""
+    size, amp, t = 12, 0.8, 5
+    target = _dot_clip(np.arange(t) + 2, size, amp)
+    error = lambda pred: float(metrics.temporal_difference_error(target, pred)[0])
+    biased = target + _dot_clip(np.full(t, 10), size, 0.5)
+    biased[:, :, 8] += 0.1
+    assert error(biased) == 0.0 and float(metrics.clip_metrics(target, biased)["l1"][0]) > 0
+    # One pixel behind: per pair amp, 2 amp and amp on three neighbouring pixels.
+    assert error(np.roll(target, -1, axis=3)) == pytest.approx(4 * amp / size**2)
+    # Frozen at frame 0: each frame pair the target gains amp at one pixel, loses it at another.
+    assert error(_dot_clip(np.full(t, 2), size, amp)) == pytest.approx(2 * amp / size**2)
+    # Two pixels per frame from column 2: per pair, the target's and the prediction's
+    # changes (+amp where a dot arrives, -amp where it leaves) sum to 4 amp, except in
+    # pair 0, where both leave column 2 and cancel there (2 amp).
+    fast = _dot_clip(2 * np.arange(t) + 2, size, amp)
+    want = (2 + 4 + 4 + 4) * amp / ((t - 1) * size**2)
+    assert error(fast) == pytest.approx(want)
+    assert error(fast) == pytest.approx(np.mean(np.abs(np.diff(fast, axis=1)
+                                                       - np.diff(target, axis=1))))
+    # A static clip against a static prediction: no change in either, whatever they differ by.
+    still = np.repeat(target[:, :1], t, axis=1)
+    assert float(metrics.temporal_difference_error(still, 0.3 * still)[0]) == 0.0
+    # Clipped to [0, 1] first, as the other metrics.
+    assert error(np.where(target > 0, 5.0, -1.0)) == pytest.approx(
+        np.mean(np.abs(np.diff(np.where(target > 0, 1.0, 0.0), axis=1) - np.diff(target, axis=1))))
 
 
 def test_clip_metrics_rejects_bad_shapes():
@@ -237,3 +278,144 @@ def test_keypoint_errors_on_rendered_keypoints():
     away[..., 0, 0] = -50
     away[..., 1, :] = np.nan
     assert metrics.keypoint_errors(target, target, away, r)["kp_count"][0] == 4 * 2
+
+
+def _motion_oracle(points, offsets, found):
+    """Per-clip sums of the velocity and acceleration errors by loops over the definition:
+    the decoded joints are ``points + offsets``, counted where ``found`` in every frame."""
+    b, c, t, j = found.shape
+    out = {k: np.zeros(b) for k in ("kp_vel_sum", "kp_vel_pairs", "kp_acc_sum", "kp_acc_triples")}
+    decoded = points + offsets
+    for i in range(b):
+        for ch in range(c):
+            for jj in range(j):
+                p, g, ok = decoded[i, ch, :, jj], points[i, ch, :, jj], found[i, ch, :, jj]
+                for f in range(t - 1):
+                    if ok[f] and ok[f + 1]:
+                        out["kp_vel_sum"][i] += np.linalg.norm((p[f + 1] - p[f]) - (g[f + 1] - g[f]))
+                        out["kp_vel_pairs"][i] += 1
+                for f in range(1, t - 1):
+                    if ok[f - 1] and ok[f] and ok[f + 1]:
+                        second = lambda q: q[f + 1] - 2 * q[f] + q[f - 1]  # noqa: B023 (used at once)
+                        out["kp_acc_sum"][i] += np.linalg.norm(second(p) - second(g))
+                        out["kp_acc_triples"][i] += 1
+    return out
+
+
+def _moved(clips, offsets):
+    """Each (clip, frame, channel) plane of (B, T, H, W, C) moved by whole pixels
+    ``offsets`` (B, C, T, 2) as (x, y)."""
+    out = np.zeros_like(clips)
+    b, t, _, _, c = clips.shape
+    for i in range(b):
+        for f in range(t):
+            for ch in range(c):
+                dx, dy = offsets[i, ch, f]
+                out[i, f, :, :, ch] = np.roll(clips[i, f, :, :, ch], (dy, dx), axis=(0, 1))
+    return out
+
+
+SIZE = 40  # the motion tests' heatmaps
+
+
+def _moving_joints(b=2, c=2, t=5, velocity=(1, 0)):
+    """(B, C, T, 2 joints, 2) integer joints 12 px apart moving ``velocity`` px per frame:
+    with a further move of up to 4 px, each joint's blob (drawn 3 px before its centre
+    and 2 after) stays inside its own 7 px window, off the other's and off the border."""
+    start = np.array([[10.0, 10.0], [22.0, 24.0]])
+    points = start + np.arange(t)[:, None, None] * np.asarray(velocity, float)
+    return np.broadcast_to(points, (b, c, t, 2, 2)).astype(np.float32).copy()
+
+
+def _check_motion(target, pred, points, radius, offsets, found):
+    """The errors against the loop oracle on the known offsets, and the references: the
+    target's 0 (it decodes whole-pixel joints where they are, up to a constant bias of the
+    drawn blob) and still joints' (the oracle on a prediction that stays at 0)."""
+    got = jax.jit(metrics.keypoint_motion_errors, static_argnums=3)(target, pred, points, radius)
+    want = _motion_oracle(points, np.broadcast_to(offsets[:, :, :, None], points.shape), found)
+    still = _motion_oracle(points, -points, found)
+    for kind in ("vel", "acc"):
+        for k, v in ((f"kp_{kind}_sum", want), (f"kp_{kind}_still_sum", still)):
+            np.testing.assert_allclose(got[k], v[f"kp_{kind}_sum"], rtol=1e-5, atol=1e-4,
+                                       err_msg=k)
+        np.testing.assert_allclose(got[f"kp_{kind}_target_sum"], 0.0, atol=1e-4)
+    for k in ("kp_vel_pairs", "kp_acc_triples"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    return {f"{k}{ref}": float(np.sum(got[f"kp_{k}{ref}_sum"]) / np.sum(got[f"kp_{k}_{n}"]))
+            for k, n in (("vel", "pairs"), ("acc", "triples")) for ref in ("", "_still")}
+
+
+@pytest.mark.parametrize("shift,speed", [((1, 0), 1.0), ((1, 1), np.sqrt(2)), ((0, -1), 1.0)])
+def test_keypoint_motion_of_a_shifted_copy(shift, speed):
+    """Joints moving 1 px/frame; the prediction is the target moved by ``shift`` more each
+    frame: velocity error |shift| px/frame in every pair, acceleration error 0."""
+    points = _moving_joints()
+    b, c, t = points.shape[:3]
+    target = np.concatenate([_keypoint_clip(p, SIZE) for p in points])
+    offsets = np.arange(t)[None, None, :, None] * np.asarray(shift)  # (1, 1, T, 2)
+    offsets = np.broadcast_to(offsets, (b, c, t, 2))
+    found = np.ones(points.shape[:4], bool)
+    means = _check_motion(target, _moved(target, offsets), points, 7, offsets, found)
+    assert means["vel"] == pytest.approx(speed, abs=1e-5)
+    assert means["acc"] == pytest.approx(0.0, abs=1e-5)
+    assert means["vel_still"] == pytest.approx(1.0, abs=1e-5)  # the joints move 1 px/frame
+
+
+def test_keypoint_motion_of_a_jittered_copy_with_gaps():
+    """Random whole-pixel offsets per frame and channel: the errors are numpy's on the
+    offsets. A joint absent from one frame, and one missed by the prediction in another,
+    drop the pairs and triples through those frames."""
+    rng = np.random.default_rng(7)
+    points = _moving_joints(velocity=(1, 1))
+    b, c, t = points.shape[:3]
+    points[0, 1, 2, 0] = np.nan  # absent: not drawn, not counted
+    target = np.concatenate([_keypoint_clip(p, SIZE) for p in points])
+    offsets = rng.integers(-1, 2, (b, c, t, 2))
+    pred = _moved(target, offsets)
+    y, x = points[1, 0, 3, 1].astype(int) + offsets[1, 0, 3, ::-1]
+    pred[1, 3, y - 4:y + 4, x - 4:x + 4, 0] = 0  # joint 1 of clip 1, channel 0, frame 3 missed
+    found = np.isfinite(points[..., 0])
+    found[1, 0, 3, 1] = False
+    means = _check_motion(target, pred, points, 5, offsets, found)
+    assert means["vel"] > 0.5 and means["acc"] > 0.5  # the jitter moves the joints
+    missed = metrics.keypoint_errors(target, pred, points, 5)["kp_missed_sum"]
+    np.testing.assert_array_equal(missed, [0, 1])
+
+
+def test_keypoint_motion_of_static_clips_and_the_estimators_floor():
+    """Still joints predicted a pixel off: a position error, no velocity or acceleration
+    error. The target itself, with joints off the pixel grid, decodes them at the pixels
+    the renderer rounded them to: its errors (and the target reference) are numpy's on
+    those roundings, over the pairs a prediction is scored on."""
+    points = _moving_joints(velocity=(0, 0))
+    target = np.concatenate([_keypoint_clip(p, SIZE) for p in points])
+    offsets = np.broadcast_to(np.array([1, -1]), points.shape[:3] + (2,))
+    found = np.ones(points.shape[:4], bool)
+    means = _check_motion(target, _moved(target, offsets), points, 5, offsets, found)
+    assert means == {"vel": 0.0, "acc": 0.0, "vel_still": 0.0, "acc_still": 0.0}
+    position = metrics.keypoint_errors(target, _moved(target, offsets), points, 5)
+    np.testing.assert_allclose(position["kp_error_sum"] / position["kp_count"], np.sqrt(2),
+                               rtol=1e-5)
+
+    rng = np.random.default_rng(3)
+    points = (points + rng.uniform(-2, 2, points.shape)).astype(np.float32)
+    target = np.concatenate([_keypoint_clip(p, SIZE) for p in points])
+    rounding = np.rint(points) - points
+    got = metrics.keypoint_motion_errors(target, target, points, 3)
+    want = _motion_oracle(points, rounding, found)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-4, err_msg=k)
+    assert want["kp_vel_sum"].min() > 0  # rounding alone leaves a velocity error
+    # A prediction that misses a joint in one frame is scored, and its floor taken, on
+    # the pairs and triples left.
+    pred = target.copy()
+    x, y = np.rint(points[0, 0, 2, 0]).astype(int)
+    pred[0, 2, y - 4:y + 4, x - 4:x + 4, 0] = 0
+    found[0, 0, 2, 0] = False
+    got = metrics.keypoint_motion_errors(target, pred, points, 3)
+    want = _motion_oracle(points, rounding, found)
+    for kind, count in (("vel", "pairs"), ("acc", "triples")):
+        for k in (f"kp_{kind}_sum", f"kp_{kind}_target_sum"):
+            np.testing.assert_allclose(got[k], want[f"kp_{kind}_sum"], rtol=1e-5, atol=1e-4,
+                                       err_msg=k)
+        np.testing.assert_array_equal(got[f"kp_{kind}_{count}"], want[f"kp_{kind}_{count}"])
