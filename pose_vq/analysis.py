@@ -19,7 +19,9 @@ line per arm): the paper's "2D needs 128 codes, 3D needs 1024", and which quanti
 a large vocabulary alive. ``compare`` trains the config as each of
 ``pose_vq.config.VARIANTS`` (or reads already trained ``--runs``) and writes
 ``compare.csv`` and ``compare.md``: one row per run and the paper's two claims, SSIM over
-the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here. ``probes`` runs
+the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here; with
+``--seeds=N`` each variant runs at N seeds (``<variant>_s<seed>``) and the claims become
+relative changes paired by seed with their 95% intervals (``compare_summary.csv``). ``probes`` runs
 the downstream chain: it trains the tokenizer (or takes ``--tokenizer=RUN``), exports
 tokens of the trained model and of the model at initialisation, trains the DSTformer and
 per-frame MLP lifters (``pose_vq.downstream.lift.default_config`` with ``--lift_options``, default
@@ -317,6 +319,52 @@ def claims(rows: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+# The paper's claims as paired comparisons: (metric, the model, what it is compared with,
+# the paper's relative change in percent).
+CLAIMS = (("ssim", "vqgan", "dvae", 9.31), ("t_std", "vqgan", "vqvae", -37.1),
+          ("tdiff_l1", "vqgan", "vqvae", None), ("kp_vel_error", "vqgan", "vqvae", None))
+
+
+def seed_of(name: str) -> tuple[str, int]:
+    """(variant, seed) of a compare run's folder name: ``<variant>`` or ``<variant>_s<seed>``."""
+    variant, _, seed = name.rpartition("_s")
+    return (variant, int(seed)) if variant and seed.isdigit() else (name, 0)
+
+
+def seed_summary(rows: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Over the seeds of each variant: every compared metric's mean, std and 95% interval
+    (one row per variant), and each of CLAIMS as the relative change paired by seed, with
+    its 95% interval (one line per claim whose runs are present)."""
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, row in rows.items():
+        variant, seed = seed_of(name)
+        groups.setdefault(variant, {})[seed] = row
+    table = []
+    for variant, by_seed in groups.items():
+        row: dict[str, Any] = {"variant": variant, "seeds": len(by_seed)}
+        for key in ("ssim", "psnr", "l1", "t_std", "tdiff_l1", "kp_vel_error"):
+            values = [r[key] for r in by_seed.values() if r.get(key) is not None]
+            if values:
+                found = stats.summary(values)
+                row.update({f"{key}_{p}": found[p] for p in ("mean", "std", "ci_low", "ci_high")})
+        table.append(row)
+    lines = []
+    for key, new, old, paper in CLAIMS:
+        a, b = groups.get(new, {}), groups.get(old, {})
+        change = {seed: 100 * (a[seed][key] - b[seed][key]) / abs(b[seed][key])
+                  for seed in set(a) & set(b)
+                  if a[seed].get(key) is not None and b[seed].get(key) not in (None, 0)}
+        if not change:
+            continue
+        d = stats.summary(list(change.values()))
+        interval = ("" if d["n"] < 2 else
+                    f", 95% interval {d['ci_low']:+.1f}% to {d['ci_high']:+.1f}%")
+        lines.append(f"{key}, {new} against {old}: {d['mean']:+.1f}% over {d['n']} paired "
+                     f"seed(s){interval} (paper: "
+                     + (f"{paper:+.2f}%)" if paper is not None else "not reported)"))
+    return table, lines
+
+
 def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, row in rows.items():
@@ -345,9 +393,21 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
     found = claims(rows)
     if found:
         text += "\n\n" + "\n".join(f"- {line}" for line in found)
+    summary, paired = seed_summary(rows)
+    several = any(r["seeds"] > 1 for r in summary)
+    if several:
+        text += ("\n\nOver seeds (mean and 95% interval; claims paired by seed):\n\n"
+                 + markdown_table({r["variant"]: {k: f"{r[f'{k}_mean']:.4f} "
+                                                  f"[{r[f'{k}_ci_low']:.4f}, {r[f'{k}_ci_high']:.4f}]"
+                                                  for k in ("ssim", "psnr", "t_std", "tdiff_l1")
+                                                  if f"{k}_mean" in r} | {"seeds": r["seeds"]}
+                                   for r in summary}, ("ssim", "psnr", "t_std", "tdiff_l1", "seeds"))
+                 + "\n\n" + "\n".join(f"- {line}" for line in paired))
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         write_csv(workdir / "compare.csv", [{"run": n, **r} for n, r in rows.items()])
+        if several:
+            write_csv(workdir / "compare_summary.csv", summary)
         (workdir / "compare.md").write_text(text + "\n")
     return text
 
@@ -509,7 +569,12 @@ def main(argv: list[str]) -> None:
     if FLAGS.runs:
         results = _read_runs(FLAGS.runs)
     else:
-        runs = {v: config_lib.apply_variant(config, v) for v in FLAGS.variants}
+        runs = {}
+        for seed in range(FLAGS.seeds):  # seed by seed: a study cut short has whole seeds
+            for v in FLAGS.variants:
+                c = config_lib.apply_variant(config, v)
+                c.seed = config.seed + seed
+                runs[f"{v}_s{seed}" if seed else v] = c
         results = run_all(runs, workdir)
     print(compare(results, workdir, FLAGS.weights))
 
@@ -525,7 +590,8 @@ def define_flags() -> None:
                       "sweep: vocabulary sizes.")
     flags.DEFINE_list("kinds", ["config"], "sweep: quantizer arms (analysis.ARMS: config, ema, "
                       "ema_restart, learned, simvq, fsq, lfq, rvq2, rvq4).")
-    flags.DEFINE_integer("seeds", 1, "sweep: training seeds per point (config.seed + 0..N-1).")
+    flags.DEFINE_integer("seeds", 1, "sweep, compare: training seeds per point or variant "
+                         "(config.seed + 0..N-1; runs <name>_s<seed> beyond the first).")
     flags.DEFINE_string("output_dir", None, "sweep: where the CSVs and plot go (default "
                         "--workdir), e.g. docs/.")
     flags.DEFINE_list("variants", list(config_lib.VARIANTS), "compare: variants of --config to "

@@ -235,3 +235,23 @@ def test_sweep_summary_gives_seed_intervals_and_paired_margins():
     assert summary["fsq"]["margin_psnr_ci_high"] == pytest.approx(1.5 + half, rel=1e-4)
     assert summary["fsq"]["margin_ssim_mean"] == pytest.approx(0.0)
     assert "margin_psnr_mean" not in summary["ema_restart"]
+
+
+def test_compare_over_seeds_pairs_the_claims_by_seed():
+    runs = {"vqgan": 0.60, "vqgan_s1": 0.66, "vqgan_s2": 0.63,
+            "dvae": 0.50, "dvae_s1": 0.60, "dvae_s2": 0.45}
+    rows = {name: {"ssim": v, "psnr": 20.0, "l1": 0.05, "t_std": 0.3, "tdiff_l1": None}
+            for name, v in runs.items()}
+    assert analysis.seed_of("vqgan_s12") == ("vqgan", 12)
+    assert analysis.seed_of("ema_restart") == ("ema_restart", 0)
+    table, lines = analysis.seed_summary(rows)
+    by_variant = {r["variant"]: r for r in table}
+    assert by_variant["vqgan"]["seeds"] == 3
+    assert by_variant["vqgan"]["ssim_mean"] == pytest.approx(0.63)
+    assert "tdiff_l1_mean" not in by_variant["vqgan"]  # None: not measured
+    # Per seed: +20%, +10%, +40%: mean +23.3%, std 15.28, t(0.975, 2) = 4.3027.
+    half = 4.302653 * np.std([20.0, 10.0, 40.0], ddof=1) / np.sqrt(3)
+    [ssim_line] = lines
+    assert ssim_line.startswith("ssim, vqgan against dvae: +23.3% over 3 paired seed(s)")
+    assert f"{70 / 3 - half:+.1f}% to {70 / 3 + half:+.1f}%" in ssim_line
+    assert "paper: +9.31%" in ssim_line
