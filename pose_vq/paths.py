@@ -19,6 +19,7 @@ import fsspec
 import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from pose_vq import errors
 
@@ -79,21 +80,28 @@ def require_shared(workdir: PathLike, timeout_s: float = SHARED_CHECK_SECONDS) -
     of them, after ``jax.distributed.initialize``."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils  # noqa: PLC0415 (only multi-process runs use it)
-
     workdir = as_path(workdir)
     # Process 0's random token, the same in every process: names the marker of this start.
     token = multihost_utils.broadcast_one_to_all(
         np.frombuffer(secrets.token_bytes(8), dtype=np.uint32))
     marker = workdir / f".shared_check_{''.join(f'{int(t):08x}' for t in token)}"
+    unwritable = None  # process 0's error, raised after every process has had its say
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(workdir))
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(workdir))
+        except OSError as e:
+            unwritable = e
     multihost_utils.sync_global_devices("pose_vq: shared workdir marker written")
     deadline = time.monotonic() + timeout_s
     while not (seen := marker.exists()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    seen_by = np.asarray(multihost_utils.process_allgather(np.array([int(seen)], dtype=np.int32))).reshape(-1)
+    seen_by = np.asarray(multihost_utils.process_allgather(
+        np.array([int(seen)], dtype=np.int32))).reshape(-1)
+    if unwritable is not None:
+        raise unwritable
+    if not seen_by[0]:
+        raise WorkdirNotSharedError(f"workdir {workdir}: process 0 could not write there")
     if jax.process_index() == 0:
         marker.unlink()
     blind = [i for i, s in enumerate(seen_by) if not s]
