@@ -66,7 +66,7 @@ if [[ "${DRY_RUN:-0}" != 1 ]]; then
 fi
 
 if [[ "$INSTALL" == 1 ]]; then
-  stage venv python3 -m venv .venv
+  stage venv bash launch/python_env.sh .venv  # Python >= 3.11, also where python3 is older
   stage pip .venv/bin/pip install -q -U pip
   stage install .venv/bin/pip install -q -e ".[cuda12]"
 fi

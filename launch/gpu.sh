@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train pose_vq on one GPU box (CUDA 12 driver), from a clone of the repository.
+# Train pose_vq on one GPU box, from a clone of the repository (several nodes: slurm.sbatch).
 #
 #   bash launch/gpu.sh install | data | bench | train | all
 #
@@ -7,6 +7,7 @@
 #   PANOPTIC [<empty>]: a local Panoptic root; empty: a synthetic root, to try the set-up
 #   TFDS [~/tensorflow_datasets]  CONFIG [configs/3d_1024.py]  WORKDIR [runs/3d_f8]
 #   BATCH [8]: global batch; EXTRA [<empty>]: more --config.* overrides
+#   CUDA [12]: JAX's CUDA wheels, jax[cuda12] or jax[cuda13] (the driver must support it)
 #   DRY_RUN=1: print the commands instead of running them
 # bf16 activations (float32 params, codebook distances and losses) are on by default here.
 set -euo pipefail
@@ -18,14 +19,15 @@ CONFIG=${CONFIG:-configs/3d_1024.py}
 WORKDIR=${WORKDIR:-runs/3d_f8}
 BATCH=${BATCH:-8}
 EXTRA=${EXTRA:-}
+CUDA=${CUDA:-12}
 GPU_KNOBS="--config.model.dtype=bfloat16 --config.train.batch_size=$BATCH"
 
 run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 
 install() {
-  run python3 -m venv .venv
+  run bash launch/python_env.sh .venv  # Python >= 3.11, also where python3 is older
   run .venv/bin/pip install -q -U pip
-  run .venv/bin/pip install -q -e ".[cuda12]"
+  run .venv/bin/pip install -q -e ".[cuda$CUDA]"
   run .venv/bin/python -c "import jax; print(jax.devices())"
 }
 
@@ -55,5 +57,5 @@ train() {
 case "${1:-}" in
   install|data|bench|train) "$1" ;;
   all) install; data; train ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import pathlib
 import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -26,7 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
 from pose_vq import config as config_lib
-from pose_vq import errors
+from pose_vq import errors, paths
 from pose_vq.data import pipeline
 from pose_vq.state import GeneratorState, Models, TrainState, abstract_generator_state
 
@@ -40,11 +39,11 @@ def quiet_orbax_logs() -> None:
         lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
 
 
-def write_run_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
+def write_run_config(config: ml_collections.ConfigDict, workdir: paths.PathLike) -> None:
     """Keep the run's config in its workdir (process 0): what export and visualisation
     rebuild the model from."""
     if jax.process_index() == 0:
-        path = pathlib.Path(workdir) / CONFIG_FILE
+        path = paths.as_path(workdir) / CONFIG_FILE
         path.write_text(config.to_json_best_effort(indent=2) + "\n")
 
 
@@ -57,10 +56,10 @@ def config_digest(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+def load_run_config(workdir: paths.PathLike) -> ml_collections.ConfigDict:
     """The config a run was trained with (``<workdir>/config.json``), over today's
     defaults, so knobs added since the run keep their default values."""
-    path = pathlib.Path(workdir) / CONFIG_FILE
+    path = paths.as_path(workdir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a pose_vq training workdir?")
     return config_lib.from_json(path.read_text())
@@ -130,7 +129,7 @@ class CheckpointManager(ocp.CheckpointManager):
                 "space is freed")
 
 
-def checkpoint_manager(workdir: str | pathlib.Path, keep: int | None = None, every: int = 1,
+def checkpoint_manager(workdir: paths.PathLike, keep: int | None = None, every: int = 1,
                        read_only: bool = False) -> CheckpointManager:
     """The run's checkpoints, the last ``keep`` kept (None: all). ``should_save(step)``
     holds every ``every`` steps and at a preemption sync point (orbax's default would
@@ -138,11 +137,20 @@ def checkpoint_manager(workdir: str | pathlib.Path, keep: int | None = None, eve
     policy = ocp.checkpoint_managers.AnySavePolicy([
         ocp.checkpoint_managers.FixedIntervalPolicy(every),
         ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
-    return CheckpointManager(
-        pathlib.Path(workdir).absolute() / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
-                                             create=not read_only, read_only=read_only),
-        item_handlers={"state": _state_handler(), "data": grain.checkpoint.CheckpointHandler()})
+    directory = paths.absolute(workdir) / "checkpoints"
+    try:
+        return CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
+                                                 create=not read_only, read_only=read_only),
+            item_handlers={"state": _state_handler(),
+                           "data": grain.checkpoint.CheckpointHandler()})
+    except ImportError as e:  # orbax asks a gs:// bucket about itself with google-cloud-storage
+        if not paths.is_remote(directory):
+            raise
+        raise errors.ConfigError(f"{directory}: orbax needs {e.name or 'a GCS client'} for "
+                                 "checkpoints in a bucket (pip install -e '.[gcs]', included "
+                                 "in '.[tpu]')") from e
 
 
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
@@ -185,7 +193,7 @@ def restore_state(manager: ocp.CheckpointManager, abstract: TrainState,
     return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
-def restore_generator(workdir: str | pathlib.Path, models: Models, mesh: jax.sharding.Mesh,
+def restore_generator(workdir: paths.PathLike, models: Models, mesh: jax.sharding.Mesh,
                       step: int | None = None) -> GeneratorState:
     """The generator's part of the checkpoint at ``step`` (default: the latest) of a
     workdir, read alone (orbax partial restore) onto ``mesh`` in the shardings the

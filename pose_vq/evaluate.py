@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from pose_vq import checkpointing, metrics, sharding, summary, visualize
+from pose_vq import checkpointing, metrics, paths, sharding, summary, visualize
 from pose_vq import config as config_lib
 from pose_vq.data import modes, pipeline, prepare, skeleton
 from pose_vq.state import (
@@ -129,9 +128,9 @@ class Evaluator:
     """Evaluates train states on one split; each process reads only its share of it."""
 
     def __init__(self, models: Models, mesh: Mesh, data_dir: str, name: str,
-                 config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+                 config: ml_collections.ConfigDict, workdir: paths.PathLike):
         ec = config.eval
-        self.models, self.mesh, self.workdir = models, mesh, pathlib.Path(workdir)
+        self.models, self.mesh, self.workdir = models, mesh, paths.as_path(workdir)
         self.split, self.num_videos = ec.split, ec.num_videos
         builder = pipeline.open_dataset(data_dir, name)
         self.source = pipeline.data_source(builder, ec.split)
@@ -244,10 +243,10 @@ def _headline(results: dict[str, Any]) -> str:
                      for w in ("raw", "ema", "zeros"))
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+def evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike) -> dict[str, Any]:
     """Evaluate the latest checkpoint in ``workdir`` on ``config.eval.split`` (its
     generator alone is read)."""
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     data_dir, name = prepare.locate_dataset(config.data, workdir)  # before reading a checkpoint
     mesh = sharding.make_mesh(config.sharding.mesh)
     models = Models.create(config)

@@ -2,7 +2,11 @@
 
 Thin on purpose: flags, config validation, multi-process set-up, dispatch to
 ``train.train_and_evaluate`` (--mode=train), ``evaluate.evaluate`` (--mode=evaluate), a
-model summary (--mode=describe) or the dataset build alone (--mode=build_data).
+model summary (--mode=describe) or the dataset build alone (--mode=build_data: one process
+that starts no JAX backend, so it runs alone on one host of a TPU slice, whose backend
+would wait for every host, before all hosts train). ``--workdir`` may be a bucket
+(``gs://...``, pose_vq.paths); a multi-process run refuses one that is not the same folder
+for every process.
 ``--config.<knob>=value`` overrides any knob of the config file; a variant takes its
 compression after a colon (``configs/3d_1024.py:f16``).
 """
@@ -21,7 +25,7 @@ from absl import app, flags, logging
 from clu import parameter_overview
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, errors, evaluate, runtime, train
+from pose_vq import checkpointing, errors, evaluate, paths, runtime, train
 from pose_vq import config as config_lib
 from pose_vq.data import prepare
 from pose_vq.state import Models
@@ -99,9 +103,11 @@ def main(argv: list[str]) -> None:
     if FLAGS.distributed or FLAGS.coordinator_address:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id)
-    logging.info("JAX process %d of %d, %d local / %d global devices (%s)",
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count(), jax.devices()[0].platform)
+    logging.info("JAX process %d of %d, %d local / %d global devices (%s; GPUs this process "
+                 "may use: %s)", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count(), jax.devices()[0].platform,
+                 jax.config.read("jax_cuda_visible_devices"))
+    paths.require_shared(FLAGS.workdir)  # every process's checkpoints in one folder
     if FLAGS.mode == "train":
         train.train_and_evaluate(config, FLAGS.workdir)
     else:
@@ -113,7 +119,8 @@ def define_flags() -> None:
     functions never clashes with another command's flags)."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                     lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.")
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results: "
+                        "local, or gs://BUCKET/... (one every process of a run reaches).")
     flags.DEFINE_enum("mode", "train", ["train", "evaluate", "describe", "build_data"],
                       "What to do (build_data: build the config's dataset from data.manual_dir "
                       "or data.synthetic into data.data_dir, then stop).")

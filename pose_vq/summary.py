@@ -1,7 +1,8 @@
 """TensorBoard summaries and the training progress line, without TensorFlow.
 
 Event files are written with the tensorboard package's record framing and its scalar,
-image and hparams plugins' protos, to a plain local file: the events TensorBoard reads from
+image and hparams plugins' protos, to a plain file (local, or in a bucket: pose_vq.paths;
+with gcsfs a bucket's file appears when the writer closes): the events TensorBoard reads from
 ``tf.summary``, with no TensorFlow import (seconds at every process start) and no
 TensorFlow install to train.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import pathlib
 import socket
 import time
 from collections.abc import Mapping
@@ -28,6 +28,8 @@ from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer import record_writer
 from tensorboard.util import tensor_util
 
+from pose_vq import paths
+
 _FILE_NUMBER = itertools.count()  # two writers of one process in one second: two files
 
 
@@ -37,16 +39,16 @@ class SummaryWriter:
     running job's latest values. Only process 0 of a multi-host run writes the file
     (``enabled`` defaults to that); the others only log."""
 
-    def __init__(self, logdir: str | os.PathLike, *, enabled: bool | None = None):
+    def __init__(self, logdir: paths.PathLike, *, enabled: bool | None = None):
         self._records = None
         if enabled is None:
             enabled = jax.process_index() == 0
         if enabled:
-            logdir = pathlib.Path(logdir)
+            logdir = paths.as_path(logdir)
             logdir.mkdir(parents=True, exist_ok=True)
             name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
                     f"{os.getpid()}.{next(_FILE_NUMBER)}")
-            self._records = record_writer.RecordWriter(open(logdir / name, "wb"))  # noqa: SIM115 (the record writer owns the file; close() closes it)
+            self._records = record_writer.RecordWriter((logdir / name).open("wb"))
             self._write(event_pb2.Event(file_version="brain.Event:2"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:

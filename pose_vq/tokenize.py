@@ -43,7 +43,7 @@ from absl import app, flags
 from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from data_builders.panoptic_heatmaps import check_file_format
-from pose_vq import checkpointing, errors, metrics, runtime, sharding
+from pose_vq import checkpointing, errors, metrics, paths, runtime, sharding
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.state import Models, bound, generator_variables, init_state
@@ -232,7 +232,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
                 "stages": tokenizer.models.spec.stages,
                 "quantizer": tokenizer.models.spec.quantizer_kind,
                 "mode": tokenizer.config.data.mode,
-                "workdir": str(pathlib.Path(workdir).absolute())}
+                "workdir": str(paths.absolute(workdir))}
     split_examples = {s: _split_examples(tokenizer, pipeline.data_source(builder, s),
                                          transform, batch_size) for s in splits}
     out = _TokenBuilder(
@@ -245,7 +245,8 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
                               "another --output_dir")
     out.download_and_prepare()
     if jax.process_index() == 0:
-        np.save(pathlib.Path(out.data_dir) / CODEBOOK_FILE, tokenizer.codebook())
+        with (paths.as_path(out.data_dir) / CODEBOOK_FILE).open("wb") as f:  # gs:// too
+            np.save(f, tokenizer.codebook())
     return out
 
 
@@ -282,11 +283,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    workdir = pathlib.Path(FLAGS.workdir)
+    workdir = paths.as_path(FLAGS.workdir)
     config = checkpointing.load_run_config(workdir)
     runtime.configure_jax(config)  # before any JAX backend use
     tokenizer = Tokenizer.from_workdir(workdir, FLAGS.weights, FLAGS.step)
-    output_dir = pathlib.Path(FLAGS.output_dir or workdir / "tokens")
+    output_dir = paths.as_path(FLAGS.output_dir or workdir / "tokens")
     source = (FLAGS.data_dir, FLAGS.dataset) if FLAGS.dataset else None
     builder = export(tokenizer, FLAGS.split, output_dir, workdir, FLAGS.batch_size,
                      FLAGS.file_format, source)

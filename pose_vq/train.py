@@ -8,7 +8,6 @@ at the next step, so a pre-empted run resumes where it stopped.
 
 from __future__ import annotations
 
-import pathlib
 import signal
 import time
 from typing import Any
@@ -19,7 +18,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
 
-from pose_vq import checkpointing, evaluate, runtime, sharding, summary
+from pose_vq import checkpointing, evaluate, paths, runtime, sharding, summary
 from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import pipeline, prepare
@@ -74,7 +73,7 @@ def device_only() -> Any:
     return jax.transfer_guard_device_to_host("disallow")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike
                        ) -> TrainState:
     """Train ``config.train.num_steps`` steps in ``workdir``, resuming from its latest
     checkpoint; evaluate periodically and at the end. Returns the final state.
@@ -84,7 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     (``step.StepLog``), and nothing is read back until the next boundary.
     """
     config_lib.validate(config)
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)  # gs://bucket/run too
     tc = config.train
     compiles = runtime.CompileCounter().start()
     mesh = sharding.make_mesh(config.sharding.mesh)

@@ -83,7 +83,7 @@ LAYERS = (
     # readers, models and the pieces every layer uses
     ("pose_vq.data", "pose_vq.models", "pose_vq.losses", "pose_vq.metrics", "pose_vq.visualize",
      "pose_vq.sharding", "pose_vq.summary", "pose_vq.runtime", "pose_vq.defaults", "pose_vq.errors",
-     "pose_vq.stats"),
+     "pose_vq.stats", "pose_vq.paths"),
     ("data_builders.panoptic_heatmaps",),  # the TFDS builder renders with pose_vq.data
     ("pose_vq.data.prepare",),  # naming and building datasets, with the builder
     ("pose_vq.data.pipeline",),  # the loader: a damaged shard's message names prepare's build command

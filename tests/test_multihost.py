@@ -1,7 +1,9 @@
-"""Multi-host training: ``python -m pose_vq.main`` as 2 local CPU processes (one device
-each, ``jax.distributed`` with a localhost coordinator), the state sharded over both by
-FSDP, equals one process stepping the same global batches; each process reads only its
-shard of the data and writes its half of the state."""
+"""Multi-host training: ``python -m pose_vq.main --distributed`` as 2 local CPU processes
+(one device each) under a faked SLURM job, as srun starts one process per GPU, from a
+dataset built once by a separate process (``--mode=build_data``); the state sharded over
+both by FSDP equals one process stepping the same global batches; each process reads only
+its shard of the data and writes its half of the state. A workdir that is not one folder
+for every process is refused before training."""
 
 import json
 import os
@@ -20,11 +22,19 @@ from pose_vq.state import Models, abstract_state, create_state
 from tests import own_devices_env
 from tests.test_train import assert_states_close, sharded_run_config
 
+SLURM_PORTS = 61440  # jax's SlurmCluster: the coordinator's port is this + SLURM_JOB_ID % 4096
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+
+def _free_port(low: int = 0, high: int = 0) -> int:
+    """A free localhost port (in [low, high] when given)."""
+    for port in (np.random.default_rng().permutation(np.arange(low, high + 1)) if high else [0]):
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", int(port)))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in [{low}, {high}]")
 
 
 def write_config_file(config, directory) -> pathlib.Path:
@@ -37,30 +47,57 @@ def write_config_file(config, directory) -> pathlib.Path:
     return path
 
 
-def _launch(config, workdir, tmp_path):
-    """Both processes of the run, as a user starts them on two hosts. Each writes its
-    output to a file: a pipe read after the other process's would fill and stall that
-    process, and with it the collectives of both."""
-    path = write_config_file(config, tmp_path)
-    env = own_devices_env()  # one CPU device per process
-    address = f"localhost:{_free_port()}"
-    logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+def run_processes(commands, tmp_path) -> list[tuple[int, str]]:
+    """(returncode, output) of each (argv, env, cwd), all started at once as a user starts
+    them on several hosts. Each writes its output to a file: a pipe read after the other
+    process's would fill and stall that process, and with it the collectives of both."""
+    logs = [tmp_path / f"process_{i}.log" for i in range(len(commands))]
     procs = []
-    for i, log in enumerate(logs):
+    for (argv, env, cwd), log in zip(commands, logs):
         with log.open("w") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "pose_vq.main", f"--config={path}",
-                 f"--workdir={workdir}", f"--coordinator_address={address}",
-                 "--num_processes=2", f"--process_id={i}"],
-                env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=cwd,
+                                          stdout=out, stderr=subprocess.STDOUT))
     try:
         for proc in procs:
             proc.wait(timeout=600)
     finally:
         for proc in procs:
             proc.kill()
-    for i, (proc, log) in enumerate(zip(procs, logs)):
-        assert proc.returncode == 0, f"process {i} failed:\n{log.read_text()[-4000:]}"
+    return [(proc.returncode, log.read_text()) for proc, log in zip(procs, logs)]
+
+
+def slurm_env(process: int, processes: int, job_id: int) -> dict[str, str]:
+    """What srun sets for task ``process`` of a one-node step (jax's SlurmCluster reads
+    these), over the suite's environment less its device count."""
+    return {**own_devices_env(), "SLURM_JOB_ID": str(job_id), "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_STEP_NUM_NODES": "1", "SLURM_NTASKS": str(processes),
+            "SLURM_PROCID": str(process), "SLURM_LOCALID": str(process), "SLURM_NODEID": "0"}
+
+
+def build_once(config, tmp_path) -> str:
+    """Build the config's dataset in a process of its own, as ``launch/`` does on one host
+    before all train. It starts no JAX backend: under JAX_PLATFORMS=tpu, on a machine
+    without one, any backend use would fail it. Returns its output."""
+    path = write_config_file(config, tmp_path)
+    res = subprocess.run([sys.executable, "-m", "pose_vq.main", f"--config={path}",
+                          "--mode=build_data"], env={**own_devices_env(), "JAX_PLATFORMS": "tpu"},
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def _launch(config, workdir, tmp_path):
+    """Both processes of the run, as srun starts them: ``--distributed`` and the SLURM
+    variables, jax finding its coordinator, process index and device from them."""
+    path = write_config_file(config, tmp_path)
+    port = _free_port(SLURM_PORTS, SLURM_PORTS + 4095)
+    job_id = 7 * 4096 + port - SLURM_PORTS
+    results = run_processes([(["-m", "pose_vq.main", f"--config={path}", f"--workdir={workdir}",
+                               "--distributed"], slurm_env(i, 2, job_id), tmp_path)
+                             for i in range(2)], tmp_path)
+    for i, (returncode, output) in enumerate(results):
+        assert returncode == 0, f"process {i} failed:\n{output[-4000:]}"
+    return [output for _, output in results]
 
 
 def _single_process(config):
@@ -84,11 +121,16 @@ def _single_process(config):
 
 
 @pytest.mark.xdist_group("sharded_steps")  # with test_train's equality: one set of 1-device programs
-def test_two_processes_equal_one(data_dir, tmp_path):
-    config = sharded_run_config(data_dir)
+def test_two_slurm_processes_from_data_built_once_equal_one(synthetic_root, tmp_path):
+    config = sharded_run_config(tmp_path / "tfds")
+    config.data.manual_dir = str(synthetic_root)  # as launch/ leaves it: a build reused as is
+    assert "is ready in" in build_once(config, tmp_path)
     steps = config.train.num_steps
     workdir = tmp_path / "multi"
-    _launch(config, workdir, tmp_path)
+    outputs = _launch(config, workdir, tmp_path)
+    for i, output in enumerate(outputs):  # SLURM_PROCID's process, SLURM_LOCALID's GPU
+        assert (f"JAX process {i} of 2, 1 local / 2 global devices (cpu; GPUs this process "
+                f"may use: {i})") in output, output[-3000:]
 
     models, mesh, expected = _single_process(config)
     manager = checkpointing.checkpoint_manager(workdir, 1)
@@ -108,18 +150,23 @@ def test_two_processes_equal_one(data_dir, tmp_path):
     assert len(list(workdir.glob("events.out.tfevents.*"))) == 1  # process 0's alone
 
 
-def test_launch_scripts_print_the_documented_commands():
-    """launch/*.sh with DRY_RUN=1: valid bash that ends in the documented training command
-    (nothing is run against an account)."""
-    root = pathlib.Path(__file__).resolve().parent.parent
-    env = {**os.environ, "DRY_RUN": "1", "BUCKET": "gs://bucket"}
-    tpu = subprocess.run(["bash", str(root / "launch" / "tpu_vm.sh"), "all"], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    assert "tpu-vm create pose-vq" in tpu and "--worker=all" in tpu
-    assert "--mode=build_data" in tpu
-    assert "pose_vq.main\\ --config=configs/3d_1024.py" in tpu and "--distributed" in tpu
-    gpu = subprocess.run(["bash", str(root / "launch" / "gpu.sh"), "all"], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    assert ".\\[cuda12\\]" in gpu and "--mode=build_data" in gpu
-    assert "--config=configs/3d_1024.py --workdir=runs/3d_f8" in gpu
-    assert "--config.model.dtype=bfloat16" in gpu
+def test_a_workdir_not_every_process_sees_is_refused_before_training(tmp_path):
+    """Two hosts' local disks: each process in its own folder, given the same relative
+    --workdir (and the coordinator flags instead of SLURM's variables). Both stop in one
+    line before anything is read or trained."""
+    config = sharded_run_config(tmp_path / "no_dataset")  # refused before it is looked for
+    path = write_config_file(config, tmp_path)
+    address = f"localhost:{_free_port()}"
+    hosts = [tmp_path / f"host_{i}" for i in range(2)]
+    for host in hosts:
+        host.mkdir()
+    results = run_processes([(["-m", "pose_vq.main", f"--config={path}", "--workdir=run",
+                               f"--coordinator_address={address}", "--num_processes=2",
+                               f"--process_id={i}"], own_devices_env(), hosts[i])
+                             for i in range(2)], tmp_path)
+    for returncode, output in results:
+        assert returncode == 1, output[-3000:]
+        [line] = [x for x in output.splitlines() if x.startswith("error:")]
+        assert line.startswith("error: workdir run is not one folder for all 2 processes: "
+                               "process(es) 1 cannot see what process 0 writes there"), line
+    assert os.listdir(hosts[0] / "run") == [] and not (hosts[1] / "run").exists()  # no marker left

@@ -6,19 +6,21 @@ Commands that create data (training, lifting, the analyses, ``--mode=build_data`
 read (evaluation, token export, pictures, the precision benchmark) call ``locate_dataset``,
 which never builds and names the build command when the dataset is missing. The loader
 (``pose_vq.data.pipeline``) only reads, and names ``rebuild_command`` when a shard is
-damaged.
+damaged. A data_dir may be a bucket (``gs://...``, pose_vq.paths); the Panoptic root a
+build reads from is a local folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import shlex
-import shutil
 from typing import Any
 
 import jax
 import ml_collections
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data_builders.panoptic_heatmaps import (
     Builder,
@@ -26,7 +28,7 @@ from data_builders.panoptic_heatmaps import (
     check_file_format,
     make_config,
 )
-from pose_vq import errors
+from pose_vq import errors, paths
 from pose_vq.data import panoptic, synthetic
 
 SYNTHETIC_ROOT = "synthetic_panoptic"  # under the workdir, for data.synthetic
@@ -51,20 +53,20 @@ def dataset_name(data: ml_collections.ConfigDict) -> str:
     return f"{data.tfds_name}/{config.name}"
 
 
-def data_dir(data: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> pathlib.Path:
+def data_dir(data: ml_collections.ConfigDict, workdir: paths.PathLike) -> epath.Path:
     """``data.data_dir``, or ``<workdir>/tensorflow_datasets`` when it is empty."""
     if data.data_dir:
-        return pathlib.Path(data.data_dir).expanduser()
-    return pathlib.Path(workdir) / "tensorflow_datasets"
+        return paths.as_path(data.data_dir)
+    return paths.as_path(workdir) / "tensorflow_datasets"
 
 
-def is_built(data_dir: str | pathlib.Path, name: str) -> bool:
+def is_built(data_dir: paths.PathLike, name: str) -> bool:
     """Whether a complete build of ``name`` at the builder's version is in ``data_dir``
     (TFDS writes dataset_info.json into the version folder it renames when done)."""
-    return (pathlib.Path(data_dir) / name / str(Builder.VERSION) / "dataset_info.json").is_file()
+    return (paths.as_path(data_dir) / name / str(Builder.VERSION) / "dataset_info.json").is_file()
 
 
-def build_command(data: ml_collections.ConfigDict, data_dir: str | pathlib.Path) -> str:
+def build_command(data: ml_collections.ConfigDict, data_dir: paths.PathLike) -> str:
     """The shell command that builds a config's dataset into ``data_dir``."""
     args = {"manual_dir": "PANOPTIC_ROOT", "data_dir": str(data_dir), "config": data.mode,
             "frames": data.frames, "size": data.heatmap_size, **build_overrides(data)}
@@ -72,7 +74,7 @@ def build_command(data: ml_collections.ConfigDict, data_dir: str | pathlib.Path)
         f"--{k}={shlex.quote(str(v))}" for k, v in args.items())
 
 
-def rebuild_command(built: dict[str, Any], version_dir: str | pathlib.Path) -> str:
+def rebuild_command(built: dict[str, Any], version_dir: paths.PathLike) -> str:
     """``build_command`` of the dataset in ``version_dir`` (``<data_dir>/<name>/<version>``)
     from the builder config its metadata stores (``built``; a field it lacks, from an
     older build, has the builder's default): what a damaged dataset is rebuilt with."""
@@ -80,10 +82,10 @@ def rebuild_command(built: dict[str, Any], version_dir: str | pathlib.Path) -> s
     data = ml_collections.ConfigDict({k: built.get(k, getattr(defaults, k)) for k in (
         "mode", "frames", "heatmap_size", "stride", "score_source", "sigma", "kind",
         "joint_req")})
-    return build_command(data, pathlib.Path(version_dir).parents[2])
+    return build_command(data, paths.as_path(version_dir).parents[2])
 
 
-def locate_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
+def locate_dataset(data: ml_collections.ConfigDict, workdir: paths.PathLike
                    ) -> tuple[str, str]:
     """(data_dir, name) of the config's built dataset; DatasetNotBuiltError, in one line
     naming the build command, when it is not built. Never builds."""
@@ -96,9 +98,19 @@ def locate_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
     return str(root), name
 
 
-def _synthetic_root(data: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+def _local_folder(path: paths.PathLike, what: str) -> pathlib.Path:
+    """``path`` as a local folder: Panoptic roots are read and written with local files."""
+    if paths.is_remote(path):
+        raise errors.ConfigError(
+            f"{what} {path} is in a bucket, but a Panoptic root is read from a local folder: "
+            "copy it to local disk first (gcloud storage rsync -r ...), or give the build a "
+            "local workdir (--mode=build_data --workdir=DIR)")
+    return pathlib.Path(path).expanduser()
+
+
+def _synthetic_root(data: ml_collections.ConfigDict, workdir: epath.Path) -> pathlib.Path:
     """The workdir's synthetic Panoptic root, written once (its labels file comes last)."""
-    root = workdir / SYNTHETIC_ROOT
+    root = _local_folder(workdir, "the workdir of a data.synthetic build") / SYNTHETIC_ROOT
     if not (root / panoptic.LABELS_FILE).exists():
         n = data.synthetic_sequences
         names = [f"synth_{i:03d}" for i in range(n)]
@@ -115,7 +127,7 @@ def _single_process() -> bool:
     return not jax.distributed.is_initialized() or jax.process_count() == 1
 
 
-def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
+def prepare_dataset(data: ml_collections.ConfigDict, workdir: paths.PathLike
                     ) -> tuple[str, str]:
     """(data_dir, name) of the config's dataset, built first when it is missing and
     ``data.manual_dir`` or ``data.synthetic`` says from what.
@@ -125,7 +137,7 @@ def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
     ``<workdir>/synthetic_panoptic``. Building is one process's job: a multi-process run
     whose dataset is missing stops, naming the command that builds it once.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     root, name = data_dir(data, workdir), dataset_name(data)
     if is_built(root, name):
         return str(root), name
@@ -136,13 +148,14 @@ def prepare_dataset(data: ml_collections.ConfigDict, workdir: str | pathlib.Path
             f"dataset {name} is not built in {root}: build it once, in one process, before a "
             f"multi-process run (`python -m pose_vq.main --mode=build_data` with this config, "
             f"or `{build_command(data, root)}`)")
-    manual_dir = pathlib.Path(data.manual_dir) if data.manual_dir else _synthetic_root(data, workdir)
+    manual_dir = (_local_folder(data.manual_dir, "data.manual_dir") if data.manual_dir
+                  else _synthetic_root(data, workdir))
     build(manual_dir, root, data.mode, frames=data.frames, heatmap_size=data.heatmap_size,
           **build_overrides(data))
     return str(root), name
 
 
-def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: str, *,
+def build(manual_dir: str | pathlib.Path, data_dir: paths.PathLike, mode: str, *,
           frames: int | None = None, heatmap_size: int | None = None,
           file_format: str = "array_record", num_shards: int | None = None,
           **overrides: Any) -> tfds.core.DatasetBuilder:
@@ -163,7 +176,8 @@ def build(manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path, mode: st
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir),
                                                      num_shards=num_shards))
-    version_dir = pathlib.Path(builder.data_dir)
+    version_dir = paths.as_path(builder.data_dir)
     for stale in version_dir.parent.glob(f"incomplete.*_{version_dir.name}"):
-        shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            stale.rmtree()
     return builder

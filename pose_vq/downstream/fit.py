@@ -13,8 +13,6 @@ checkpoint trained on other inputs is never resumed or reused.
 from __future__ import annotations
 
 import json
-import pathlib
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +25,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from pose_vq import checkpointing, summary
+from pose_vq import checkpointing, paths, summary
 from pose_vq.data import pipeline
 
 # loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
@@ -69,11 +67,11 @@ def training_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return key
 
 
-def claim(workdir: str | pathlib.Path, source: dict[str, Any]) -> bool:
+def claim(workdir: paths.PathLike, source: dict[str, Any]) -> bool:
     """Keep what ``workdir`` holds only if it was trained from ``source`` (JSON: what the
     model learns from and how); else empty it, so nothing of another source is resumed,
     reused or mixed in. Records ``source``; returns whether anything was removed."""
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     path = workdir / SOURCE_FILE
     source = json.loads(json.dumps(source))
     stale = workdir.is_dir() and any(workdir.iterdir()) and (
@@ -81,7 +79,7 @@ def claim(workdir: str | pathlib.Path, source: dict[str, Any]) -> bool:
     if jax.process_index() == 0:
         if stale:
             logging.info("%s was trained from another source: training again", workdir)
-            shutil.rmtree(workdir)
+            workdir.rmtree()
         if not path.exists():
             workdir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(source, indent=1, sort_keys=True) + "\n")
@@ -115,10 +113,10 @@ def _initial_state(tx: optax.GradientTransformation, variables: dict[str, Any]) 
                     {k: v for k, v in variables.items() if k != "params"}, tx.init(params))
 
 
-def _manager(workdir: str | pathlib.Path) -> ocp.CheckpointManager:
+def _manager(workdir: paths.PathLike) -> ocp.CheckpointManager:
     """The last two checkpoints; a write that fails for lack of space is one line
     (checkpointing.CheckpointManager)."""
-    return checkpointing.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints",
+    return checkpointing.CheckpointManager(paths.absolute(workdir) / "checkpoints",
                                            options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
 
@@ -128,7 +126,7 @@ def _restore_latest(manager: ocp.CheckpointManager, state: FitState) -> FitState
     return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
 
 
-def load_variables(workdir: str | pathlib.Path, c: ml_collections.ConfigDict,
+def load_variables(workdir: paths.PathLike, c: ml_collections.ConfigDict,
                    variables: dict[str, Any]) -> dict[str, Any]:
     """The variables of ``workdir``'s last checkpoint (``variables`` gives their
     structure, e.g. a fresh init)."""
@@ -151,7 +149,7 @@ def apply_batched(fn: Callable[[dict[str, np.ndarray]], Any], arrays: dict[str, 
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
 
-def fit(workdir: str | pathlib.Path, c: ml_collections.ConfigDict, variables: dict[str, Any],
+def fit(workdir: paths.PathLike, c: ml_collections.ConfigDict, variables: dict[str, Any],
         loss_fn: LossFn, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Train ``variables`` ({"params": ..., other collections}) on ``arrays`` (equal
     first axes) for ``c.num_steps`` steps, resuming from ``workdir``'s last checkpoint;

@@ -20,7 +20,6 @@ from clean ground-truth 2D, into ``<workdir>/eval_metrics.json`` and TensorBoard
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any
 
 import flax.linen as nn
@@ -31,7 +30,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, defaults, errors, runtime, summary
+from pose_vq import checkpointing, defaults, errors, paths, runtime, summary
 from pose_vq.data import camera, pipeline, prepare, skeleton
 from pose_vq.downstream import fit, pose3d
 from pose_vq.downstream.dstformer import DSTformer, DSTformerSpec
@@ -243,13 +242,13 @@ def predict(model, variables: dict[str, Any], keypoints: np.ndarray, present: np
 # ------------------------------------------------------------------------- the command
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike
                        ) -> dict[str, Any]:
     """Train (or resume) the lifter in ``workdir`` and evaluate it on ``config.eval.split``;
     returns the evaluation, also written to ``<workdir>/eval_metrics.json``. A lifter
     depends on no tokenizer: its workdir is keyed by its config (``fit.training_key``; the
     data section names the dataset) and trained again when that changes."""
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     fit.claim(workdir, {"lifter": fit.training_key(config)})
     checkpointing.write_run_config(config, workdir)
     data_dir, name = prepare.prepare_dataset(config.data, workdir)
@@ -272,9 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return results
 
 
-def restore(workdir: str | pathlib.Path) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
+def restore(workdir: paths.PathLike) -> tuple[Any, dict[str, Any], ml_collections.ConfigDict]:
     """A trained lifter's (model, variables, config) from its workdir."""
-    path = pathlib.Path(workdir) / checkpointing.CONFIG_FILE
+    path = paths.as_path(workdir) / checkpointing.CONFIG_FILE
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     model = make_model(config)
     return model, fit.load_variables(workdir, config.train, init_variables(model, config)), config

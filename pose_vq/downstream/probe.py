@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import pathlib
 from collections.abc import Callable
 from typing import Any
 
@@ -49,8 +49,9 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
+from etils import epath
 
-from pose_vq import checkpointing, errors, runtime, tokenize
+from pose_vq import checkpointing, errors, paths, runtime, tokenize
 from pose_vq.data import camera, pipeline, skeleton
 from pose_vq.downstream import fit, lift, pose3d
 from pose_vq.downstream.probe_head import ProbeHead
@@ -90,19 +91,20 @@ class Inputs:
 class TokenExport:
     """A motion_tokens export: its token grids per split, codebook and source dataset."""
 
-    path: pathlib.Path
+    path: epath.Path
     builder: tfds.core.DatasetBuilder
     codebook: np.ndarray
     _splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | pathlib.Path) -> TokenExport:
-        path = pathlib.Path(path)
+    def load(cls, path: paths.PathLike) -> TokenExport:
+        path = paths.as_path(path)
         codebook = path / tokenize.CODEBOOK_FILE
         if not codebook.exists():
             raise FileNotFoundError(f"{codebook} not found: is {path} a "
                                     "motion_tokens export (its version folder)?")
-        return cls(path, tfds.builder_from_directory(str(path)), np.load(codebook))
+        with codebook.open("rb") as f:
+            return cls(path, tfds.builder_from_directory(str(path)), np.load(f))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                                   for k, v in skeletons.items()})
 
 
-def lifter_inputs(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray]) -> Inputs:
+def lifter_inputs(lifter_dir: paths.PathLike, skeletons: dict[str, np.ndarray]) -> Inputs:
     """DSTformer's (T, J, rep) features from each clip's first camera's ground-truth 2D,
     computed once (the lifter is frozen) and held in memory."""
     model, variables, config = lift.restore(lifter_dir)
@@ -210,7 +212,7 @@ def _pose_out(out: jax.Array) -> jax.Array:
     return out.reshape(out.shape[0], -1, skeleton.NUM_JOINTS, 3)
 
 
-def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdir: pathlib.Path,
+def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdir: epath.Path,
                c: ml_collections.ConfigDict, num_classes: int) -> tuple[ProbeHead, dict[str, Any]]:
     """Train (or resume, or reuse) the task's head on ``inputs`` in ``workdir``: reused
     only where it was trained from the same source (``Inputs.source``: for tokens, the same
@@ -312,7 +314,7 @@ def chance(task: str, targets: dict[str, np.ndarray], train_targets: dict[str, n
     return chance_recall(targets["label"], train_targets["label"])
 
 
-def lifter_pose(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray], mode: str
+def lifter_pose(lifter_dir: paths.PathLike, skeletons: dict[str, np.ndarray], mode: str
                 ) -> np.ndarray:
     """The lifter's 3D from each clip's first camera's ground-truth 2D, in the pose
     targets' frame (``in_target_frame``: the camera's own, or world axes: rotated back by
@@ -325,15 +327,15 @@ def lifter_pose(lifter_dir: str | pathlib.Path, skeletons: dict[str, np.ndarray]
     return np.einsum("nji,ntkj->ntki", skeletons["camera_R"][:, 0], pred)
 
 
-def run(task: str, tokens: str | pathlib.Path, workdir: str | pathlib.Path, *,
-        control_tokens: str | pathlib.Path | None = None, lifter: str | pathlib.Path | None = None,
+def run(task: str, tokens: paths.PathLike, workdir: paths.PathLike, *,
+        control_tokens: paths.PathLike | None = None, lifter: paths.PathLike | None = None,
         config: ml_collections.ConfigDict | None = None) -> list[dict[str, Any]]:
     """One task's table: a row per input (module docstring); also written to
     ``<workdir>/<task>.csv`` and ``<task>.md``."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: choose one of {TASKS}")
     c = config or default_config()
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     export = TokenExport.load(tokens)
     mode = export.metadata["mode"]
     skeletons = {s: export.skeletons(s) for s in (TRAIN, HELD_OUT)}
@@ -385,14 +387,16 @@ def markdown(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) ->
     return "\n".join(lines)
 
 
-def write_table(workdir: pathlib.Path, task: str, rows: list[dict[str, Any]]) -> None:
+def write_table(workdir: epath.Path, task: str, rows: list[dict[str, Any]]) -> None:
     if jax.process_index():
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / f"{task}.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")  # csv's line ends, written as they are (gs:// too)
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with (workdir / f"{task}.csv").open("w") as f:
+        f.write(table.getvalue())
     (workdir / f"{task}.md").write_text(markdown(rows) + "\n")
 
 

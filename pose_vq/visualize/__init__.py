@@ -9,7 +9,8 @@ produces, so panel borders cannot be mistaken for heat.
 A comparison frame stacks three rows, top to bottom: ground truth, reconstruction and
 absolute error; each row shows the channels left to right.
 
-Pure numpy and PIL: evaluation imports it for its summaries. The command that draws a
+Pure numpy and PIL (and etils.epath, so that a GIF may go to a bucket): evaluation imports
+it for its summaries. The command that draws a
 dataset's, a checkpoint's or a token dataset's clip is ``python -m pose_vq.visualize``
 (``__main__.py`` beside this file).
 """
@@ -17,10 +18,10 @@ dataset's, a checkpoint's or a token dataset's clip is ``python -m pose_vq.visua
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw
 
 from pose_vq.data import skeleton
@@ -125,8 +126,9 @@ def summary_image(target: np.ndarray, recon: np.ndarray, num_frames: int = 8,
     return _upscale(colorize(_join(list(grid), axis=1, gap=FRAME_GAP)), scale, axes=(0, 1))
 
 
-def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10) -> pathlib.Path:
-    """uint8 (T, H, W, 3) frames -> a looping animated GIF at `path` (parents created).
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10) -> epath.Path:
+    """uint8 (T, H, W, 3) frames -> a looping animated GIF at `path` (parents created; a
+    local path or a bucket's, pose_vq.paths).
 
     Each frame replaces the previous one (disposal 2, no transparency). GIF has no way to
     keep identical consecutive frames apart, and Pillow merges them into one frame shown
@@ -135,16 +137,17 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10) -> p
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3); got {frames.dtype} {frames.shape}")
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first, *rest = [Image.fromarray(frame) for frame in frames]
-    first.save(path, format="GIF", save_all=True, append_images=rest,
-               duration=round(1000 / fps), loop=0, disposal=2)
+    with path.open("wb") as f:
+        first.save(f, format="GIF", save_all=True, append_images=rest,
+                   duration=round(1000 / fps), loop=0, disposal=2)
     return path
 
 
 def clip_gif(path: str | os.PathLike, target: np.ndarray, recon: np.ndarray, fps: float = 10,
-             scale: int = 4) -> pathlib.Path:
+             scale: int = 4) -> epath.Path:
     """Write the comparison frames of a clip as a looping GIF; return its path."""
     return write_gif(path, comparison_frames(target, recon, scale=scale), fps=fps)
 

@@ -9,14 +9,13 @@ reconstruction of it, or of the clip decoded from an exported token dataset (REA
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from pose_vq import errors, runtime, tokenize
+from pose_vq import errors, paths, runtime, tokenize
 from pose_vq.data import modes, pipeline, prepare
 from pose_vq.visualize import clip_frames, comparison_frames, draw_skeleton, write_gif
 
@@ -78,7 +77,7 @@ def main(argv: list[str]) -> None:
                                     np.asarray(example["joints3d"]), size,
                                     example.get("present"))
         frames = draw_skeleton(frames, points, rows=rows, size=size, scale=f.scale)
-    out = pathlib.Path(f.output or (pathlib.Path(f.workdir or ".") / "videos" / name))
+    out = paths.as_path(f.output or paths.as_path(f.workdir or ".") / "videos" / name)
     write_gif(out, frames, fps=f.fps)
     print(f"wrote {out}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} "
           f"({'truth / reconstruction / |error| rows' if rows == 3 else 'the clip'}, "
