@@ -41,10 +41,10 @@ included) is the same; otherwise it removes it and makes it again.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import pathlib
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,9 +52,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, errors, runtime, stats, tokenize, train
+from pose_vq import checkpointing, errors, paths, runtime, stats, tokenize, train
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.downstream import lift, pose3d, probe
@@ -73,7 +74,7 @@ PLOTTED = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("codebook_usage", "codebook
            ("tdiff_l1", "temporal-difference error"))
 
 
-def _finished(run_dir: pathlib.Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+def _finished(run_dir: epath.Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
     """The run's final evaluation, or None when it has not reached the config's last step.
     A run of another config in ``run_dir`` is an error: it is neither reused nor resumed."""
     stored = run_dir / checkpointing.CONFIG_FILE
@@ -90,7 +91,7 @@ def _finished(run_dir: pathlib.Path, config: ml_collections.ConfigDict) -> dict[
     return results if results.get("step") == config.train.num_steps else None
 
 
-def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
+def shared_data(config: ml_collections.ConfigDict, workdir: epath.Path
                 ) -> ml_collections.ConfigDict:
     """A copy of ``config`` that reads its dataset from under ``workdir`` (built there
     once, synthetic root included, when the config builds its own)."""
@@ -100,7 +101,7 @@ def shared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path
     return c
 
 
-def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: pathlib.Path
+def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: epath.Path
             ) -> dict[str, dict[str, Any]]:
     """Train and evaluate each config in ``workdir/<name>`` unless already done there (with
     the same config: a run of another config there stops the command)."""
@@ -130,11 +131,12 @@ def _row(results: dict[str, Any], weights: str) -> dict[str, Any]:
     return row
 
 
-def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
+def write_csv(path: epath.Path, rows: Sequence[dict[str, Any]]) -> epath.Path:
+    text = io.StringIO(newline="")  # built in memory: a bucket's files take no newline=
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(text.getvalue())
     return path
 
 
@@ -192,9 +194,9 @@ def run_name(mode: str, arm: str, vocabulary: int, seed: int) -> str:
     return f"{mode}{arm_part}_k{vocabulary}{seed_part}"
 
 
-def sweep(config: ml_collections.ConfigDict, workdir: pathlib.Path, modes: Sequence[str],
+def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequence[str],
           sizes: Sequence[int], weights: str = "ema", arms: Sequence[str] = ("config",),
-          seeds: int = 1, output_dir: pathlib.Path | None = None) -> list[dict[str, Any]]:
+          seeds: int = 1, output_dir: epath.Path | None = None) -> list[dict[str, Any]]:
     """Train ``config`` at each (mode, arm, vocabulary size, seed) in ``workdir``; write
     sweep.csv (a row per run), sweep_summary.csv (per mode, arm and size: mean, spread and
     95% interval over seeds, and the paired margin over ``ema_restart`` where it ran) and
@@ -219,7 +221,7 @@ def sweep(config: ml_collections.ConfigDict, workdir: pathlib.Path, modes: Seque
                      "num_codes": q.num_codes, "stages": q.stages,
                      "bits": round(q.stages * math.log2(q.num_codes), 2), **_row(r, weights)})
     if jax.process_index() == 0:
-        out = pathlib.Path(output_dir or workdir)
+        out = paths.as_path(output_dir or workdir)
         out.mkdir(parents=True, exist_ok=True)
         write_csv(out / "sweep.csv", rows)
         write_csv(out / "sweep_summary.csv", sweep_summary(rows))
@@ -257,7 +259,7 @@ def sweep_summary(rows: Sequence[dict[str, Any]], baseline: str = "ema_restart"
     return out
 
 
-def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Path:
+def plot_sweep(path: epath.Path, rows: Sequence[dict[str, Any]]) -> epath.Path:
     """A row of panels per mode (PSNR, SSIM, codebook usage, token perplexity, L1 and the
     temporal-difference error against the vocabulary, log scale), a line per arm with the spread over seeds as
     error bars; the all-zeros prediction dashed."""
@@ -290,7 +292,8 @@ def plot_sweep(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> pathlib.Pa
             ax.set_title(f"{mode}: {label}")
             ax.grid(alpha=0.3)
         row_axes[0].legend(fontsize=7)
-    fig.savefig(path, dpi=90)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=90)
     plt.close(fig)
     return path
 
@@ -374,7 +377,7 @@ def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
+def compare(results: dict[str, dict[str, Any]], workdir: epath.Path,
             weights: str = "ema") -> str:
     """Write compare.csv and compare.md for evaluated runs; return the markdown."""
     rows = {name: _row(r, weights) for name, r in results.items()}
@@ -412,25 +415,25 @@ def compare(results: dict[str, dict[str, Any]], workdir: pathlib.Path,
     return text
 
 
-def _export_once(tokenizer: Any, out_dir: pathlib.Path, workdir: pathlib.Path,
-                 source: tuple[str, str], splits: Sequence[str]) -> pathlib.Path:
+def _export_once(tokenizer: Any, out_dir: epath.Path, workdir: epath.Path,
+                 source: tuple[str, str], splits: Sequence[str]) -> epath.Path:
     """The version folder of ``source``'s export under ``out_dir``, exported unless done
     by this tokenizer (``tokenize.export_key``: checkpoint step, weights, config digest)
     from this dataset; an export by another is removed and made again."""
 
-    exports = out_dir / tokenize.TOKENS_NAME / source[1].split("/", 1)[1]
+    exports = paths.as_path(out_dir) / tokenize.TOKENS_NAME / source[1].split("/", 1)[1]
     done = sorted(exports.glob(f"*/{tokenize.CODEBOOK_FILE}"))
     if done:
         if probe.TokenExport.load(done[0].parent).key == tokenize.export_key(tokenizer, *source):
             return done[0].parent
         logging.info("%s holds tokens of another tokenizer or dataset: exporting again", exports)
         if jax.process_index() == 0:
-            shutil.rmtree(exports)
+            exports.rmtree()
     builder = tokenize.export(tokenizer, splits, out_dir, workdir, source=source)
-    return pathlib.Path(builder.data_dir)
+    return paths.as_path(builder.data_dir)
 
 
-def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
+def probes(config: ml_collections.ConfigDict, workdir: epath.Path, *,
            tokenizer_dir: str | None = None, lift_options: str = "demo",
            real_root: str | pathlib.Path | None = None,
            probe_steps: int | None = None, lift_steps: int | None = None) -> list[dict[str, Any]]:
@@ -472,9 +475,9 @@ def probes(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
     return rows
 
 
-def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                 real_root: pathlib.Path, trained: Any, tokens: pathlib.Path,
-                 lifters: dict[str, pathlib.Path], probe_config: ml_collections.ConfigDict
+def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: epath.Path,
+                 real_root: pathlib.Path, trained: Any, tokens: epath.Path,
+                 lifters: dict[str, epath.Path], probe_config: ml_collections.ConfigDict
                  ) -> list[dict[str, Any]]:
     """The synthetic-trained pose head and lifters on real Panoptic windows: every split
     of ``real_root``, rendered as the tokenizer's data but with joint_req 0.7 (real frames
@@ -519,10 +522,10 @@ def probes_markdown(rows: Sequence[dict[str, Any]]) -> str:
 def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
     results = {}
     for d in dirs:
-        path = pathlib.Path(d) / "eval_metrics.json"
+        path = paths.as_path(d) / "eval_metrics.json"
         if not path.exists():
             raise app.UsageError(f"{path} not found: train and evaluate that run first")
-        results[pathlib.Path(d).name] = json.loads(path.read_text())
+        results[paths.as_path(d).name] = json.loads(path.read_text())
     return results
 
 
@@ -534,7 +537,7 @@ def main(argv: list[str]) -> None:
                              "--workdir=DIR ...")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    workdir = pathlib.Path(FLAGS.workdir)
+    workdir = paths.as_path(FLAGS.workdir)
     config = FLAGS.config
     if config is None and not (argv[1] == "compare" and FLAGS.runs):
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
@@ -551,7 +554,7 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(f"--kinds: unknown {', '.join(unknown)}; choose from "
                                  f"{', '.join(ARMS)}")
         rows = sweep(config, workdir, FLAGS.modes, sizes, FLAGS.weights, FLAGS.kinds,
-                     FLAGS.seeds, pathlib.Path(FLAGS.output_dir) if FLAGS.output_dir else None)
+                     FLAGS.seeds, paths.as_path(FLAGS.output_dir) if FLAGS.output_dir else None)
         print(markdown_table({f"{r['mode']} {r['arm']} K={r['vocabulary']} seed {r['seed']}": r
                               for r in rows},
                              ("ssim", "psnr", "l1", "t_std", "codebook_usage",
