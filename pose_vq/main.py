@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import app, flags, logging
 from clu import parameter_overview
+from flax import traverse_util
 from ml_collections import config_flags
 
 from pose_vq import checkpointing, errors, evaluate, paths, runtime, train
@@ -55,28 +56,35 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
     spec = v["spec"]
     print("Generator parameters:")
     print(parameter_overview.get_parameter_overview(v["generator"]["params"], include_stats=False))
-    codebook = v["generator"].get("vq_stats", {}).get("quantizer", {}).get("embedding")
-    if codebook is not None:
+    # EMA codebooks (one per residual stage) live in vq_stats, trained without gradients.
+    codebooks = [leaf for path, leaf in traverse_util.flatten_dict(
+        v["generator"].get("vq_stats", {})).items() if path[-1] == "embedding"]
+    for codebook in codebooks:
         print(f"EMA codebook (vq_stats, trained without gradients): {tuple(codebook.shape)}")
     print("Discriminator parameters:")
     print(parameter_overview.get_parameter_overview(v["discriminator"]["params"],
                                                     include_stats=False))
-    generator_params = _count(v["generator"]["params"]) + (_count(codebook) if codebook is not None else 0)
-    grid = tuple(int(n) for n in v["tokens"].shape[1:])
-    assert grid == spec.token_grid(), (grid, spec.token_grid())
+    generator_params = _count(v["generator"]["params"]) + sum(map(_count, codebooks))
+    shape = tuple(int(n) for n in v["tokens"].shape[1:])
+    assert shape == spec.token_shape(), (shape, spec.token_shape())
+    grid = spec.token_grid()
     summary = {
         "mode": config.data.mode,
         "input_shape": [spec.frames, spec.image_size, spec.image_size, spec.in_channels],
         "target_shape": [spec.frames, spec.image_size, spec.image_size, spec.out_channels],
         "token_grid": list(grid),
-        "tokens_per_clip": math.prod(grid),
+        "stages": spec.stages,
+        "tokens_per_clip": math.prod(shape),
         "num_codes": spec.num_codes,
+        "quantizer": spec.quantizer_kind,
         "generator_params": generator_params,
         "discriminator_params": _count(v["discriminator"]["params"]),
         "dataset": prepare.dataset_name(config.data),
     }
-    print(f"input clip {summary['input_shape']} -> token grid {grid} "
-          f"({summary['tokens_per_clip']} tokens of {spec.num_codes}) -> {summary['target_shape']}")
+    stages = f" x {spec.stages} stages" if spec.stages > 1 else ""
+    print(f"input clip {summary['input_shape']} -> token grid {grid}{stages} "
+          f"({summary['tokens_per_clip']} {spec.quantizer_kind} tokens of {spec.num_codes}) "
+          f"-> {summary['target_shape']}")
     print(json.dumps(summary))
     return summary
 

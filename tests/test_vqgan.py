@@ -329,3 +329,14 @@ def test_cpu_devices_must_divide_the_batches():
                        match=r"train.batch_size=4 is not divisible by the 3 devices of the data "
                              r"axis \(cpu_devices=3\)"):
         config_lib.validate(config)
+
+
+def test_describe_counts_a_residual_quantizers_tokens_and_codebooks(capsys):
+    config = demo_native()
+    config.quantizer.update(num_codes=64, stages=3)  # EMA with restart, three codebooks
+    summary = main_lib.describe(config)
+    assert (summary["token_grid"], summary["stages"], summary["tokens_per_clip"]) == (
+        [8, 8, 8], 3, 8 * 8 * 8 * 3)
+    assert capsys.readouterr().out.count("EMA codebook (vq_stats") == 3
+    single = main_lib.describe(demo_native())
+    assert single["generator_params"] - summary["generator_params"] == 256 * 32 - 3 * 64 * 32
