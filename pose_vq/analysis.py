@@ -45,7 +45,7 @@ import io
 import json
 import math
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -101,16 +101,23 @@ def shared_data(config: ml_collections.ConfigDict, workdir: epath.Path
     return c
 
 
-def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: epath.Path
+def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: epath.Path,
+            report: Callable[[dict[str, dict[str, Any]]], Any] | None = None
             ) -> dict[str, dict[str, Any]]:
     """Train and evaluate each config in ``workdir/<name>`` unless already done there (with
-    the same config: a run of another config there stops the command)."""
-    results = {}
+    the same config: a run of another config there stops the command). ``report`` is
+    called with the results so far before each run it trains and at the end, so a long
+    study's tables always hold every finished run."""
+    results: dict[str, dict[str, Any]] = {}
+    reported = 0
     for name, config in runs.items():
         run_dir = workdir / name
         config = shared_data(config, workdir)
         done = _finished(run_dir, config)
         if done is None:
+            if report is not None and len(results) > reported:
+                report(results)
+                reported = len(results)
             logging.info("run %s: training in %s", name, run_dir)
             train.train_and_evaluate(config, run_dir)
             done = _finished(run_dir, config)
@@ -120,6 +127,8 @@ def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: epath.Path
         else:
             logging.info("run %s: done (step %d), not trained again", name, done["step"])
         results[name] = done
+    if report is not None and results:
+        report(results)
     return results
 
 
@@ -212,22 +221,27 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
                         continue
                     name = run_name(mode, arm, int(k), seed)
                     runs[name], points[name] = c, (mode, arm, int(k), seed)
-    results = run_all(runs, workdir)
-    rows = []
-    for name, r in results.items():
-        mode, arm, k, seed = points[name]
-        q = runs[name].quantizer
-        rows.append({"mode": mode, "arm": arm, "vocabulary": k, "seed": seed, "kind": q.kind,
-                     "num_codes": q.num_codes, "stages": q.stages,
-                     "bits": round(q.stages * math.log2(q.num_codes), 2), **_row(r, weights)})
-    if jax.process_index() == 0:
-        out = paths.as_path(output_dir or workdir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "sweep.csv", rows)
-        write_csv(out / "sweep_summary.csv", sweep_summary(rows))
-        plot_sweep(out / "sweep.png", rows)
-        logging.info("wrote %s, %s and %s", out / "sweep.csv", out / "sweep_summary.csv",
-                     out / "sweep.png")
+    rows: list[dict[str, Any]] = []
+
+    def tables(results: dict[str, dict[str, Any]]) -> None:
+        rows.clear()
+        for name, r in results.items():
+            mode, arm, k, seed = points[name]
+            q = runs[name].quantizer
+            rows.append({"mode": mode, "arm": arm, "vocabulary": k, "seed": seed,
+                         "kind": q.kind, "num_codes": q.num_codes, "stages": q.stages,
+                         "bits": round(q.stages * math.log2(q.num_codes), 2),
+                         **_row(r, weights)})
+        if jax.process_index() == 0:
+            out = paths.as_path(output_dir or workdir)
+            out.mkdir(parents=True, exist_ok=True)
+            write_csv(out / "sweep.csv", rows)
+            write_csv(out / "sweep_summary.csv", sweep_summary(rows))
+            plot_sweep(out / "sweep.png", rows)
+            logging.info("wrote %s, %s and %s (%d of %d runs)", out / "sweep.csv",
+                         out / "sweep_summary.csv", out / "sweep.png", len(rows), len(runs))
+
+    run_all(runs, workdir, report=tables)
     return rows
 
 
@@ -578,7 +592,7 @@ def main(argv: list[str]) -> None:
                 c = config_lib.apply_variant(config, v)
                 c.seed = config.seed + seed
                 runs[f"{v}_s{seed}" if seed else v] = c
-        results = run_all(runs, workdir)
+        results = run_all(runs, workdir, report=lambda r: compare(r, workdir, FLAGS.weights))
     print(compare(results, workdir, FLAGS.weights))
 
 

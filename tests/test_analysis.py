@@ -255,3 +255,22 @@ def test_compare_over_seeds_pairs_the_claims_by_seed():
     assert ssim_line.startswith("ssim, vqgan against dvae: +23.3% over 3 paired seed(s)")
     assert f"{70 / 3 - half:+.1f}% to {70 / 3 + half:+.1f}%" in ssim_line
     assert "paper: +9.31%" in ssim_line
+
+
+def test_a_study_reports_every_finished_run_before_it_trains_the_next(tmp_path, monkeypatch):
+    """run_all's tables are written before each run it trains (so a study cut short has
+    them for every finished run), not after every run it only reads back."""
+    base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
+    runs = dict.fromkeys(("a", "b", "c", "d"), base)
+
+    def fake_training(config, run_dir):
+        (run_dir).mkdir(parents=True)
+        (run_dir / "eval_metrics.json").write_text(json.dumps({"step": config.train.num_steps}))
+
+    for done in ("a", "b"):
+        fake_training(base, tmp_path / done)
+    monkeypatch.setattr(analysis, "shared_data", lambda config, workdir: config)
+    monkeypatch.setattr(analysis.train, "train_and_evaluate", fake_training)
+    reports = []
+    analysis.run_all(runs, tmp_path, report=lambda r: reports.append(list(r)))
+    assert reports == [["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]]
