@@ -1,0 +1,70 @@
+"""The judge of generated motion: a small 3D CNN trained once on ground-truth heatmap
+clips to tell their ``label``, whose pooled features give a Frechet distance and a
+diversity between sets of clips (as ACTOR and T2M-GPT score motion with a recognition
+model's features).
+
+The CNN: per level a 3x3x3 convolution, GroupNorm and GELU, then 2x2x2 average pooling
+(none after the last); the last level's features averaged over time and space are the
+clip's embedding, a linear map of it the logits. Its convolutions are the tokenizer's
+``Conv3D`` (CPU paths included, ``pose_vq.runtime.conv_impl_for``).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from pose_vq.models.layers import conv3d
+
+
+class MotionClassifier(nn.Module):
+    num_classes: int
+    widths: tuple[int, ...] = (16, 32, 64)
+    conv_impl: str = "native"
+
+    @nn.compact
+    def __call__(self, clips: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Clips (B, T, H, W, C) in [0, 1] -> (logits (B, classes), features (B, width))."""
+        x = clips
+        for i, width in enumerate(self.widths):
+            x = conv3d(width, impl=self.conv_impl, name=f"conv_{i}")(x)
+            x = nn.gelu(nn.GroupNorm(num_groups=min(8, width), name=f"norm_{i}")(x))
+            if i < len(self.widths) - 1:
+                x = nn.avg_pool(x, (2, 2, 2), strides=(2, 2, 2))
+        features = x.mean(axis=(1, 2, 3))
+        return nn.Dense(self.num_classes, name="logits")(features), features
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a (N, D) and b (M, D):
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64. The trace of the
+    square root is the sum of the square roots of the eigenvalues of S_a^(1/2) S_b
+    S_a^(1/2) (symmetric, with the same eigenvalues as S_a S_b), so no general matrix
+    square root is taken."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two feature sets (N >= 2, D) of one width; got {a.shape}, {b.shape}")
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    vals, vecs = np.linalg.eigh(cov_a)
+    root_a = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+    middle = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_root = np.sqrt(np.clip(middle, 0.0, None)).sum()
+    mean = np.sum((a.mean(0) - b.mean(0)) ** 2)
+    return float(mean + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_root)
+
+
+def diversity(features: np.ndarray, labels: np.ndarray) -> float:
+    """Mean Euclidean distance between two clips of one label, over every pair within
+    each label with at least two clips, averaged over those labels."""
+    features = np.asarray(features, np.float64)
+    means = []
+    for label in np.unique(labels):
+        f = features[labels == label]
+        if len(f) < 2:
+            continue
+        d = np.sqrt(np.maximum(((f[:, None] - f[None]) ** 2).sum(-1), 0.0))
+        means.append(d[np.triu_indices(len(f), 1)].mean())
+    if not means:
+        raise ValueError("diversity needs a label with at least two clips")
+    return float(np.mean(means))
