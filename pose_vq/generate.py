@@ -71,7 +71,7 @@ def generate(workdir: paths.PathLike, label: str, num: int, *, seed: int = 0,
                               "body_id": -1, "start_frame": 0, "index": i, "mode": meta["mode"],
                               "label": label_id}) for i, g in enumerate(grids)]
     generated = {"prior_workdir": str(paths.absolute(workdir)), "label": label, "num": num,
-                 "seed": seed, **settings, "tokens": str(export.path)}
+                 "seed": seed, **settings, "export": str(export.path)}
     builder = tokenize.TokenBuilder(
         name=tokenize.TOKENS_NAME, version=tokenize.TOKENS_VERSION,
         config=export.builder.builder_config.name, features=sample_features,

@@ -122,7 +122,7 @@ def test_a_uniform_model_has_log2_k_bits_per_token():
     assert prior.unigram_bits(train, train, 4) == pytest.approx(-math.log2(19 / 22))
 
 
-def test_frechet_distance_matches_scipy():
+def test_frechet_distance_and_the_classifier_loss_against_numpy():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
     b = 0.5 + rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
@@ -131,6 +131,16 @@ def test_frechet_distance_matches_scipy():
               - 2.0 * np.trace(scipy.linalg.sqrtm(ca @ cb)).real)
     assert motion_classifier.frechet_distance(a, b) == pytest.approx(oracle, rel=1e-6)
     assert motion_classifier.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Class-balanced cross-entropy against a numpy weighted mean.
+    logits = rng.normal(size=(5, 3))
+    labels = np.array([0, 0, 0, 1, 2])
+    weights = np.array([1 / 3, 1.0, 1.0])
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    ce = -logp[np.arange(5), labels]
+    expected = (ce * weights[labels]).sum() / weights[labels].sum()
+    found = motion_classifier.balanced_cross_entropy(jnp.asarray(logits), jnp.asarray(labels),
+                                                     jnp.asarray(weights))
+    assert float(found) == pytest.approx(expected, rel=1e-5)
     # Diversity by hand: label 0's one pair is 5 apart; label 1 has one clip and no pair.
     features = np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 10.0]])
     assert motion_classifier.diversity(features, np.array([0, 0, 1])) == pytest.approx(5.0)
@@ -155,7 +165,7 @@ def tiny_prior_config(tokens, num_steps=1):
     c.tokens = str(tokens)
     c.model.update(width=16, depth=1, num_heads=2, mlp_ratio=2.0)
     c.train.update(batch_size=8, num_steps=num_steps, log_every=1, checkpoint_every=1)
-    c.sample.update(steps=2, batch_size=4)
+    c.sample.update(steps=2, batch_size=8)  # evaluation splits it over the 8 devices
     return c
 
 

@@ -3,17 +3,25 @@ clips to tell their ``label``, whose pooled features give a Frechet distance and
 diversity between sets of clips (as ACTOR and T2M-GPT score motion with a recognition
 model's features).
 
-The CNN: per level a 3x3x3 convolution, GroupNorm and GELU, then 2x2x2 average pooling
-(none after the last); the last level's features averaged over time and space are the
-clip's embedding, a linear map of it the logits. Its convolutions are the tokenizer's
-``Conv3D`` (CPU paths included, ``pose_vq.runtime.conv_impl_for``).
+The CNN: the clip averaged over ``input_pool`` x ``input_pool`` pixels, then per level a
+3x3x3 convolution, GroupNorm and GELU, with 2x2x2 average pooling between levels; the
+last level's map flattened (where things are matters: a raised arm and a squat differ in
+place more than in texture) and mapped to ``features`` values through a GELU, the
+clip's embedding, and a linear map of it to the logits. Its convolutions are the
+tokenizer's ``Conv3D`` (CPU paths included, ``pose_vq.runtime.conv_impl_for``).
+Measured on the demo's held-out clips (README, "Generation"): global average pooling
+in place of the flattened map left ground-truth top-1 at 0.49 and decoded clips' at 0.15;
+the full 32 px input (no ``input_pool``) reached 0.68 / 0.38 at twice the step time,
+against 0.63 / 0.45 (600 steps, class-balanced).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from pose_vq.models.layers import conv3d
 
@@ -21,19 +29,32 @@ from pose_vq.models.layers import conv3d
 class MotionClassifier(nn.Module):
     num_classes: int
     widths: tuple[int, ...] = (16, 32, 64)
+    features: int = 64
+    input_pool: int = 2
     conv_impl: str = "native"
 
     @nn.compact
     def __call__(self, clips: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Clips (B, T, H, W, C) in [0, 1] -> (logits (B, classes), features (B, width))."""
-        x = clips
+        """Clips (B, T, H, W, C) in [0, 1] -> (logits (B, classes), features (B, features))."""
+        p = self.input_pool
+        x = nn.avg_pool(clips, (1, p, p), strides=(1, p, p)) if p > 1 else clips
         for i, width in enumerate(self.widths):
+            if i:
+                x = nn.avg_pool(x, (2, 2, 2), strides=(2, 2, 2))
             x = conv3d(width, impl=self.conv_impl, name=f"conv_{i}")(x)
             x = nn.gelu(nn.GroupNorm(num_groups=min(8, width), name=f"norm_{i}")(x))
-            if i < len(self.widths) - 1:
-                x = nn.avg_pool(x, (2, 2, 2), strides=(2, 2, 2))
-        features = x.mean(axis=(1, 2, 3))
+        features = nn.gelu(nn.Dense(self.features, name="embed")(x.reshape(x.shape[0], -1)))
         return nn.Dense(self.num_classes, name="logits")(features), features
+
+
+def balanced_cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: jax.Array
+                           ) -> jax.Array:
+    """Cross-entropy with each example weighted by its class's weight (e.g. 1 / its
+    count in training), normalised by the batch's total weight: the demo's training
+    split holds 219 squats and 15 waves."""
+    weights = class_weights[labels]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return (ce * weights).sum() / jnp.maximum(weights.sum(), 1e-12)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

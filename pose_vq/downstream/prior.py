@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -69,8 +68,9 @@ def default_config() -> ml_collections.ConfigDict:
                    log_every=50, checkpoint_every=500)
     c.sample = ml_collections.ConfigDict({"steps": 8, "guidance": 2.0, "temperature": 1.0,
                                           "mask_temperature": 4.5, "batch_size": 32})
-    c.classifier = ml_collections.ConfigDict({"widths": (16, 32, 64)})
-    c.classifier.train = fit.default_config()
+    c.classifier = ml_collections.ConfigDict({"widths": (16, 32, 64), "features": 64,
+                                              "input_pool": 2})
+    c.classifier.train = fit.default_config()  # class-balanced cross-entropy
     c.classifier.train.update(batch_size=16, num_steps=600, learning_rate=1e-3, lr_decay=1.0,
                               log_every=50, checkpoint_every=300)
     c.eval = ml_collections.ConfigDict({"seed": 0, "nll_draws": 4, "batch_size": 32,
@@ -201,15 +201,21 @@ def _sampler(model: prior_model.MaskedPrior, steps: int):
 
 def sample_grids(model: prior_model.MaskedPrior, variables: dict[str, Any], labels: np.ndarray,
                  seed: int, *, steps: int, guidance: float, temperature: float,
-                 mask_temperature: float, batch_size: int) -> np.ndarray:
+                 mask_temperature: float, batch_size: int,
+                 mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
     """Token grids (len(labels), t, h, w[, S]) sampled for ``labels``, a fixed-size
-    batch at a time (batch i draws with key fold_in(seed, i))."""
+    batch at a time (batch i draws with key fold_in(seed, i)); with ``mesh``, each batch
+    split over its data axis (``batch_size`` a multiple of its size)."""
     run = _sampler(model, steps)
     key = jax.random.key(seed)
+    place = jnp.asarray
+    if mesh is not None:
+        variables = jax.device_put(variables, sharding.replicated(mesh, variables))
+        place = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
     out = []
     rows = ({"label": np.int32(label)} for label in labels)
     for i, (batch, n) in enumerate(pipeline.fixed_size_batches(rows, batch_size)):
-        grids, _ = run(variables, jax.random.fold_in(key, i), jnp.asarray(batch["label"]),
+        grids, _ = run(variables, jax.random.fold_in(key, i), place(batch["label"]),
                        guidance=guidance, temperature=temperature,
                        mask_temperature=mask_temperature)
         out.append(np.asarray(grids)[:n])
@@ -245,19 +251,23 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: paths.PathLike,
     workdir = paths.as_path(workdir) / CLASSIFIER_DIR
     fit.claim(workdir, {"clips": {k: meta[k] for k in ("source_data_dir", "source_dataset")},
                         "split": TRAIN, "classifier": fit.training_key(config.classifier)})
+    cc = config.classifier
+    num_classes = len(label_names(export))
     model = motion_classifier.MotionClassifier(
-        len(label_names(export)), tuple(config.classifier.widths),
+        num_classes, tuple(cc.widths), cc.features, cc.input_pool,
         runtime.conv_impl_for("auto", runtime.expected_platform()))
-    clips = source_clips(export, TRAIN)
-    c = config.classifier.train
+    clips, clip_labels = source_clips(export, TRAIN), labels(export, TRAIN)
+    c = cc.train
     variables = nn.unbox(jax.jit(model.init)(jax.random.key(c.seed), jnp.asarray(clips[:1])))
+    counts = np.bincount(clip_labels, minlength=num_classes)
+    class_weights = jnp.asarray(1.0 / np.maximum(counts, 1), jnp.float32)
 
     def loss_fn(params, model_state, batch, key):
         logits, _ = model.apply({"params": params}, batch["clips"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        loss = motion_classifier.balanced_cross_entropy(logits, batch["label"], class_weights)
         return loss, ({"accuracy": jnp.mean(logits.argmax(-1) == batch["label"])}, model_state)
 
-    arrays = {"clips": clips, "label": labels(export, TRAIN)}
+    arrays = {"clips": clips, "label": clip_labels}
     return model, fit.fit(workdir, c, variables, loss_fn, arrays, mesh)
 
 
@@ -332,7 +342,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike,
     def samples(steps: int, guidance: float) -> np.ndarray:
         return sample_grids(model, variables, clip_labels, config.eval.seed, steps=steps,
                             guidance=guidance, temperature=s.temperature,
-                            mask_temperature=s.mask_temperature, batch_size=s.batch_size)
+                            mask_temperature=s.mask_temperature, batch_size=s.batch_size,
+                            mesh=mesh)
 
     rng = np.random.default_rng(config.eval.seed)
     sets = {"ground truth (held-out)": lambda: source_clips(export, HELD_OUT),
