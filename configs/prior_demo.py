@@ -20,5 +20,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = prior.default_config()
     c.cpu_devices = 2  # both cores of a small machine, data-parallel
     c.model.update(width=64, depth=3, num_heads=4, mlp_ratio=4.0)
-    c.train.update(batch_size=16, num_steps=700, log_every=25, checkpoint_every=350)
+    c.train.update(batch_size=16, num_steps=1000, log_every=25, checkpoint_every=500)
     return c

@@ -353,8 +353,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike,
             "uniformly random token grids":
                 lambda: decode(tokenizer, rng.integers(0, model.num_codes, held_out.shape,
                                                        dtype=np.int32), bs)}
-    for steps, guidance in sweep:
-        sets[samples_name(steps, guidance)] = (
+    for steps, guidance in sweep:  # (a repeat of the main row's settings adds nothing)
+        sets.setdefault(samples_name(steps, guidance),
             lambda steps=steps, guidance=guidance: decode(tokenizer, samples(steps, guidance), bs))
     rows, real_features, seconds = [], None, {}
     for name, make in sets.items():
@@ -383,7 +383,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike,
 
 def markdown(results: dict[str, Any]) -> str:
     """The table: a row per set of clips, then the prior's held-out NLL."""
-    lines = ["| clips | classifier top-1 | Frechet distance | diversity | clips |",
+    lines = ["| clips | classifier top-1 | Frechet distance | diversity | count |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['clips']} | {r['top1']:.3f} | {r['fd']:.3f} | {r['diversity']:.3f} | "
               f"{r['count']} |" for r in results["rows"]]
