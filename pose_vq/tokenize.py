@@ -175,8 +175,9 @@ def _split_examples(tokenizer: Tokenizer, source: Sequence[dict[str, Any]],
                                "mode": mode}
 
 
-class _TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
-    """An ad-hoc TFDS builder that also stores dataset-level metadata."""
+class TokenBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
+    """An ad-hoc TFDS builder that also stores dataset-level metadata (token exports, and
+    the generated samples of pose_vq.generate)."""
 
     def __init__(self, *, metadata: dict[str, Any],
                  split_datasets: dict[str, Iterable[tuple[str, dict[str, Any]]]], **kwargs: Any):
@@ -235,7 +236,7 @@ def export(tokenizer: Tokenizer, splits: Sequence[str], output_dir: str | pathli
                 "workdir": str(paths.absolute(workdir))}
     split_examples = {s: _split_examples(tokenizer, pipeline.data_source(builder, s),
                                          transform, batch_size) for s in splits}
-    out = _TokenBuilder(
+    out = TokenBuilder(
         name=TOKENS_NAME, version=TOKENS_VERSION, config=name.split("/", 1)[1],
         features=features, split_datasets=split_examples, metadata=metadata,
         data_dir=str(output_dir), file_format=file_format, disable_shuffling=True,

@@ -93,7 +93,7 @@ LAYERS = (
     ("pose_vq.evaluate", "pose_vq.tokenize"),
     ("pose_vq.train", "pose_vq.downstream"),
     # command-line entry points and the user's experiment files: nothing imports them
-    ("pose_vq.main", "pose_vq.analysis", "pose_vq.benchmark", "pose_vq.benchmarks",
+    ("pose_vq.main", "pose_vq.analysis", "pose_vq.benchmark", "pose_vq.benchmarks", "pose_vq.generate",
      "pose_vq.visualize.__main__", "data_builders.panoptic_heatmaps.__main__", "configs",
      "data_builders.panoptic_heatmaps.panoptic_heatmaps_dataset_builder_test"),
 )

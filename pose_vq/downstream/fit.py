@@ -1,5 +1,6 @@
-"""The training loop of the downstream models (lifters, probe heads): small models on
-in-memory arrays, on one device.
+"""The training loop of the downstream models (lifters, probe heads, the token prior):
+small models on in-memory arrays, in one process, on one device or (``mesh``) with the
+state replicated and each batch split over the mesh's data axis.
 
 AdamW with MotionBERT's schedule (the learning rate times ``lr_decay`` after every
 epoch), scalars every ``log_every`` steps (TensorBoard in the workdir), orbax
@@ -25,7 +26,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from pose_vq import checkpointing, paths, summary
+from pose_vq import checkpointing, paths, sharding, summary
 from pose_vq.data import pipeline
 
 # loss_fn(params, model_state, batch, key) -> (loss, (terms, new model_state))
@@ -150,14 +151,24 @@ def apply_batched(fn: Callable[[dict[str, np.ndarray]], Any], arrays: dict[str, 
 
 
 def fit(workdir: paths.PathLike, c: ml_collections.ConfigDict, variables: dict[str, Any],
-        loss_fn: LossFn, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        loss_fn: LossFn, arrays: dict[str, np.ndarray],
+        mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
     """Train ``variables`` ({"params": ..., other collections}) on ``arrays`` (equal
     first axes) for ``c.num_steps`` steps, resuming from ``workdir``'s last checkpoint;
-    returns the trained variables."""
+    returns the trained variables. With ``mesh`` (one process), the state is replicated
+    on its devices and each batch split over its data axis (XLA reduces the gradients)."""
     n = len(next(iter(arrays.values())))
     tx = optimizer(c, n)
     manager = _manager(workdir)
-    state = _restore_latest(manager, _initial_state(tx, variables))
+    state = _initial_state(tx, variables)
+    place = lambda batch: {k: jnp.asarray(v) for k, v in batch.items()}
+    if mesh is not None:
+        if c.batch_size % sharding.data_size(mesh):
+            raise ValueError(f"batch_size {c.batch_size} is not divisible by the mesh's "
+                             f"{sharding.data_size(mesh)} data devices")
+        state = jax.device_put(state, sharding.replicated(mesh, state))
+        place = lambda batch: jax.device_put(batch, sharding.batch_sharding(mesh))
+    state = _restore_latest(manager, state)
     if int(state.step):
         logging.info("resumed %s at step %d", workdir, int(state.step))
 
@@ -175,7 +186,7 @@ def fit(workdir: paths.PathLike, c: ml_collections.ConfigDict, variables: dict[s
     pending: list[dict[str, jax.Array]] = []
     for step in range(int(state.step), c.num_steps):
         idx = batch_indices(step, n, c.batch_size, c.seed)
-        batch = {k: jnp.asarray(v[idx]) for k, v in arrays.items()}
+        batch = place({k: v[idx] for k, v in arrays.items()})
         state, terms = train_step(state, batch, jax.random.fold_in(root_key, step))
         pending.append(terms)
         done = step + 1
