@@ -38,19 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pose_vq.downstream.probe_head import dense, layer_norm
 from pose_vq.sharding import logical
 
 LN2 = math.log(2.0)
-
-
-def _dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=logical(nn.initializers.lecun_normal(), *axes),
-                    bias_init=logical(nn.initializers.zeros, axes[1]), name=name)
-
-
-def _layer_norm(name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(name=name, scale_init=logical(nn.initializers.ones, "embed"),
-                        bias_init=logical(nn.initializers.zeros, "embed"))
 
 
 class MaskedPrior(nn.Module):
@@ -70,7 +61,7 @@ class MaskedPrior(nn.Module):
     def _attention(self, name: str, x: jax.Array, train: bool) -> jax.Array:
         """Pre-LN self-attention over axis 1 of (B', L, width), dropped out."""
         lecun = nn.initializers.lecun_normal()
-        y = _layer_norm(f"{name}_norm")(x)
+        y = layer_norm(f"{name}_norm")(x)
         y = nn.MultiHeadDotProductAttention(
             self.num_heads, dropout_rate=self.dropout, deterministic=not train,
             kernel_init=logical(lecun, "embed", "heads", "head_dim"),
@@ -114,12 +105,12 @@ class MaskedPrior(nn.Module):
                     b, n, self.width)
             else:
                 raise ValueError(f"attention={self.attention!r}: choose 'full' or 'axial'")
-            y = _dense(int(self.mlp_ratio * self.width), ("embed", "mlp"), f"fc1_{i}")(
-                _layer_norm(f"norm2_{i}")(x))
-            y = _dense(self.width, ("mlp", "embed"), f"fc2_{i}")(nn.gelu(y))
+            y = dense(int(self.mlp_ratio * self.width), ("embed", "mlp"), f"fc1_{i}")(
+                layer_norm(f"norm2_{i}")(x))
+            y = dense(self.width, ("mlp", "embed"), f"fc2_{i}")(nn.gelu(y))
             x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
-        x = _layer_norm("norm")(x)
-        return jnp.stack([_dense(self.num_codes, ("embed", "codes"), f"head_{i}")(x)
+        x = layer_norm("norm")(x)
+        return jnp.stack([dense(self.num_codes, ("embed", "codes"), f"head_{i}")(x)
                           for i in range(s)], axis=2).astype(jnp.float32)
 
     # ---------------------------------------------------------------- grid <-> sequence

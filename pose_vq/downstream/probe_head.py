@@ -19,12 +19,14 @@ import jax
 from pose_vq.sharding import logical
 
 
-def _dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+def dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+    """A Dense layer whose kernel and bias carry logical axes (pose_vq.sharding)."""
     return nn.Dense(features, kernel_init=logical(nn.initializers.lecun_normal(), *axes),
                     bias_init=logical(nn.initializers.zeros, axes[1]), name=name)
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
+def layer_norm(name: str) -> nn.LayerNorm:
+    """A LayerNorm over an "embed" axis, its scale and bias named for sharding."""
     return nn.LayerNorm(name=name, scale_init=logical(nn.initializers.ones, "embed"),
                         bias_init=logical(nn.initializers.zeros, "embed"))
 
@@ -43,13 +45,13 @@ class ProbeHead(nn.Module):
                  ) -> tuple[jax.Array, jax.Array]:
         chex.assert_rank(features, 4)  # (B, steps, places, width)
         b, steps, places, _ = features.shape
-        x = _dense(self.place_width, ("channels_in", "channels_out"), "narrow")(features)
-        x = _dense(self.width, ("channels_in", "embed"), "step_embed")(x.reshape(b, steps, -1))
+        x = dense(self.place_width, ("channels_in", "channels_out"), "narrow")(features)
+        x = dense(self.width, ("channels_in", "embed"), "step_embed")(x.reshape(b, steps, -1))
         x = x + self.param("pos_embed", logical(nn.initializers.normal(0.02), "frames", "embed"),
                            (steps, self.width))
         lecun = nn.initializers.lecun_normal()
         for i in range(self.depth):
-            h = _layer_norm(f"norm1_{i}")(x)
+            h = layer_norm(f"norm1_{i}")(x)
             h = nn.MultiHeadDotProductAttention(
                 self.num_heads, dropout_rate=self.dropout, deterministic=not train,
                 kernel_init=logical(lecun, "embed", "heads", "head_dim"),
@@ -57,10 +59,10 @@ class ProbeHead(nn.Module):
                 out_kernel_init=logical(lecun, "heads", "head_dim", "embed"),
                 out_bias_init=logical(nn.initializers.zeros, "embed"), name=f"attn_{i}")(h, h)
             x = x + h
-            h = _dense(2 * self.width, ("embed", "mlp"), f"fc1_{i}")(_layer_norm(f"norm2_{i}")(x))
+            h = dense(2 * self.width, ("embed", "mlp"), f"fc1_{i}")(layer_norm(f"norm2_{i}")(x))
             h = nn.Dropout(self.dropout, deterministic=not train)(nn.gelu(h))
-            x = x + _dense(self.width, ("mlp", "embed"), f"fc2_{i}")(h)
-        x = _layer_norm("norm")(x)
+            x = x + dense(self.width, ("mlp", "embed"), f"fc2_{i}")(h)
+        x = layer_norm("norm")(x)
         pooled = x.mean(axis=1)
-        out = _dense(self.outputs, ("embed", "outputs"), "out")(x if self.per_step else pooled)
+        out = dense(self.outputs, ("embed", "outputs"), "out")(x if self.per_step else pooled)
         return out, pooled
