@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pose_vq.downstream.probe_head import dense, layer_norm
+from pose_vq.downstream.probe_head import dense, layer_norm, self_attention
 from pose_vq.sharding import logical
 
 LN2 = math.log(2.0)
@@ -60,14 +60,8 @@ class MaskedPrior(nn.Module):
 
     def _attention(self, name: str, x: jax.Array, train: bool) -> jax.Array:
         """Pre-LN self-attention over axis 1 of (B', L, width), dropped out."""
-        lecun = nn.initializers.lecun_normal()
         y = layer_norm(f"{name}_norm")(x)
-        y = nn.MultiHeadDotProductAttention(
-            self.num_heads, dropout_rate=self.dropout, deterministic=not train,
-            kernel_init=logical(lecun, "embed", "heads", "head_dim"),
-            bias_init=logical(nn.initializers.zeros, "heads", "head_dim"),
-            out_kernel_init=logical(lecun, "heads", "head_dim", "embed"),
-            out_bias_init=logical(nn.initializers.zeros, "embed"), name=name)(y, y)
+        y = self_attention(self.num_heads, self.dropout, train, name)(y, y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
     @property

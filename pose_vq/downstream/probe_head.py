@@ -31,6 +31,18 @@ def layer_norm(name: str) -> nn.LayerNorm:
                         bias_init=logical(nn.initializers.zeros, "embed"))
 
 
+def self_attention(num_heads: int, dropout: float, train: bool,
+                   name: str) -> nn.MultiHeadDotProductAttention:
+    """Multi-head attention over "embed" features, its weights named for sharding."""
+    lecun = nn.initializers.lecun_normal()
+    return nn.MultiHeadDotProductAttention(
+        num_heads, dropout_rate=dropout, deterministic=not train,
+        kernel_init=logical(lecun, "embed", "heads", "head_dim"),
+        bias_init=logical(nn.initializers.zeros, "heads", "head_dim"),
+        out_kernel_init=logical(lecun, "heads", "head_dim", "embed"),
+        out_bias_init=logical(nn.initializers.zeros, "embed"), name=name)
+
+
 class ProbeHead(nn.Module):
     outputs: int
     per_step: bool
@@ -49,16 +61,9 @@ class ProbeHead(nn.Module):
         x = dense(self.width, ("channels_in", "embed"), "step_embed")(x.reshape(b, steps, -1))
         x = x + self.param("pos_embed", logical(nn.initializers.normal(0.02), "frames", "embed"),
                            (steps, self.width))
-        lecun = nn.initializers.lecun_normal()
         for i in range(self.depth):
             h = layer_norm(f"norm1_{i}")(x)
-            h = nn.MultiHeadDotProductAttention(
-                self.num_heads, dropout_rate=self.dropout, deterministic=not train,
-                kernel_init=logical(lecun, "embed", "heads", "head_dim"),
-                bias_init=logical(nn.initializers.zeros, "heads", "head_dim"),
-                out_kernel_init=logical(lecun, "heads", "head_dim", "embed"),
-                out_bias_init=logical(nn.initializers.zeros, "embed"), name=f"attn_{i}")(h, h)
-            x = x + h
+            x = x + self_attention(self.num_heads, self.dropout, train, f"attn_{i}")(h, h)
             h = dense(2 * self.width, ("embed", "mlp"), f"fc1_{i}")(layer_norm(f"norm2_{i}")(x))
             h = nn.Dropout(self.dropout, deterministic=not train)(nn.gelu(h))
             x = x + dense(self.width, ("mlp", "embed"), f"fc2_{i}")(h)
