@@ -58,6 +58,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(not (m.conv_impl == "winograd" and m.dtype == "bfloat16"),
            "model.conv_impl='winograd' needs model.dtype='float32': its F(4,3) transforms "
            "amplify bfloat16's rounding; use 'auto' (folded on CPU in bfloat16) or 'folded'")
+    o = config.optimizer
+    _check(o.schedule in ("constant", "cosine"),
+           f"optimizer.schedule={o.schedule!r}: choose 'constant' or 'cosine'")
+    _check(0 <= o.warmup_steps < max(config.train.num_steps, 1) or o.schedule == "constant",
+           f"optimizer.warmup_steps={o.warmup_steps} must be in 0..train.num_steps-1")
     _check(q.kind in QUANTIZER_KINDS, f"quantizer.kind={q.kind!r}: choose one of {QUANTIZER_KINDS}")
     _check(q.num_codes >= 2, f"quantizer.num_codes={q.num_codes} must be >= 2")
     for knob, on in [("dead_code_threshold", q.dead_code_threshold > 0), ("kmeans_init", q.kmeans_init)]:

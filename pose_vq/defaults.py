@@ -106,6 +106,11 @@ def get_config() -> ml_collections.ConfigDict:
     o.learning_rate = 2.25e-5  # Adam, generator and discriminator
     o.b1 = 0.5
     o.b2 = 0.9
+    o.schedule = "constant"  # generator rate: constant | cosine (linear warm-up, then cosine
+    #                          decay to final_factor x the rate at num_steps; the
+    #                          discriminator, which starts late, keeps the constant rate)
+    o.warmup_steps = 0  # cosine: steps of linear warm-up from 0
+    o.final_factor = 0.0  # cosine: the rate at the last step, as a share of learning_rate
 
     c.train = t = ml_collections.ConfigDict()
     t.batch_size = 8  # global batch, split over all devices (the reference trained at 1)

@@ -87,6 +87,19 @@ def bound(function: Callable[..., Any], *args: Any, **kwargs: Any) -> functools.
     return functools.partial(function, *args, **kwargs)
 
 
+def generator_rate(config: ml_collections.ConfigDict) -> float | optax.Schedule:
+    """The generator's learning rate (``optimizer.schedule``): a constant keeps the
+    optimiser state of runs written before schedules existed."""
+    o = config.optimizer
+    if o.schedule == "constant":
+        return o.learning_rate
+    if o.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, o.learning_rate, o.warmup_steps, max(config.train.num_steps, o.warmup_steps + 1),
+            end_value=o.final_factor * o.learning_rate)
+    raise ValueError(f"optimizer.schedule={o.schedule!r}: choose 'constant' or 'cosine'")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Models:
     """The modules and optimisers one config defines (nothing trainable, no weights).
@@ -108,11 +121,11 @@ class Models:
         config = config.copy_and_resolve_references()
         spec = config_lib.generator_spec(config)
         d, o = config.discriminator, config.optimizer
-        tx = lambda: optax.adam(o.learning_rate, b1=o.b1, b2=o.b2)
         return cls(config=config, spec=spec, generator=VQGAN(spec),
                    discriminator=PatchDiscriminator(d.filters, d.num_layers, d.norm_groups,
                                                     config.model.dtype, spec.conv_impl),
-                   generator_tx=tx(), discriminator_tx=tx(),
+                   generator_tx=optax.adam(generator_rate(config), b1=o.b1, b2=o.b2),
+                   discriminator_tx=optax.adam(o.learning_rate, b1=o.b1, b2=o.b2),
                    key=(config.to_json_best_effort(sort_keys=True), spec))
 
     def __eq__(self, other: object) -> bool:

@@ -25,7 +25,7 @@ from pose_vq import config as config_lib
 from pose_vq import step as step_lib
 from pose_vq.data import modes, pipeline, prepare
 from pose_vq.models.lpips import perceptual_loss
-from pose_vq.state import Models, abstract_state, create_state, state_shardings
+from pose_vq.state import Models, abstract_state, create_state, generator_rate, state_shardings
 from tests import config_file, read_events
 
 ATTENTION = {"model.attention_resolutions": (8,)}  # at the 8 px level of the tiny model
@@ -443,6 +443,32 @@ def test_baselines_neither_run_nor_update_the_discriminator(tiny_runs):
         state = saved(variant)
         assert int(state.step) == 1 and not changed(state), variant
         assert int(state.discriminator_opt[0].count) == 0, variant
+
+
+def test_cosine_schedule_warms_the_generator_up_from_zero(data_dir):
+    """optimizer.schedule=cosine: at step 0 the generator's rate is 0, so its weights stay
+    where they started while the discriminator (constant rate) moves; the schedule's count
+    is in the optimiser state (exact resume) and decays to final_factor x the rate. The
+    constant schedule keeps the optimiser state of runs written before schedules."""
+    config = tiny_config(data_dir, **{"optimizer.schedule": "cosine", "optimizer.warmup_steps": 2,
+                                      "optimizer.final_factor": 0.1, "loss.perceptual_weight": 0.0})
+    rate = generator_rate(config)
+    lr, n = config.optimizer.learning_rate, config.train.num_steps
+    expected = [lr * i / 2 for i in (0, 1)] + [
+        lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (i - 2) / (n - 2)))) for i in range(2, n + 1)]
+    np.testing.assert_allclose([float(rate(i)) for i in range(n + 1)], expected, rtol=1e-6)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    models = Models.create(config)
+    initial = create_state(models, mesh, config.seed)
+    state = run_steps(config, mesh, first_batch(config), steps=1)
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    assert same(initial.generator, state.generator)
+    assert not same(initial.discriminator, state.discriminator)
+    assert int(state.generator_opt[-1].count) == 1
+    constant = create_state(Models.create(tiny_config(data_dir)), mesh, config.seed)
+    assert not jax.tree_util.tree_leaves(constant.generator_opt[-1])  # optax's EmptyState
+    with pytest.raises(config_lib.ConfigError, match="optimizer.schedule='step'"):
+        config_lib.validate(tiny_config(data_dir, **{"optimizer.schedule": "step"}))
 
 
 def test_a_second_process_loads_every_program_from_the_compilation_cache(data_dir, tmp_path):
