@@ -15,6 +15,21 @@ def test_l1():
     assert float(losses.l1(x, y)) == pytest.approx((1 + 0 + 2 + 2) / 4)
 
 
+def test_gradient_l1_hand_values():
+    """A lone bright pixel in a 5 x 5 plane: 2 of the 20 differences along each axis are
+    off by 1 (0.1 each way), where plain L1 is 1/25; time and channels are not
+    differenced; a constant offset costs nothing."""
+    x = np.zeros((1, 2, 5, 5, 3), np.float32)
+    x[0, 0, 2, 2, 0] = 1.0
+    y = np.zeros_like(x)
+    per_plane = 0.1 / 6  # one of the 2 frames x 3 channels holds the pixel
+    assert float(losses.gradient_l1(x, y)) == pytest.approx(per_plane)
+    assert float(losses.l1(x, y)) == pytest.approx(1 / 25 / 6)
+    assert float(losses.gradient_l1(y + 0.5, y)) == 0.0
+    shifted_in_time = np.roll(x, 1, axis=1)
+    assert float(losses.gradient_l1(shifted_in_time, x)) == pytest.approx(2 * per_plane)
+
+
 def test_hinge_and_generator_hand_values():
     real = jnp.array([2.0, 0.5, -1.0])
     fake = jnp.array([-2.0, 0.0, 1.5])
