@@ -7,7 +7,8 @@ what the tokens are worth downstream.
     python -m pose_vq.analysis compare --config=configs/demo.py --workdir=runs/baselines \\
         --variants=vqgan,vqvae,dvae
     python -m pose_vq.analysis compare --runs=runs/a,runs/b --workdir=runs/ab
-    python -m pose_vq.analysis probes --config=configs/demo.py --workdir=runs/probes
+    python -m pose_vq.analysis probes --config=configs/demo.py --workdir=runs/probes \\
+        --data_seeds=3
 
 ``sweep`` trains and evaluates the config once per (mode, quantizer arm, vocabulary size,
 seed) in ``<workdir>/<mode>_<arm>_k<K>[_s<seed>]`` (``ARMS``: the config's own quantizer,
@@ -27,7 +28,14 @@ tokens of the trained model and of the model at initialisation, trains the DSTfo
 per-frame MLP lifters (``pose_vq.downstream.lift.default_config`` with ``--lift_options``, default
 ``demo``), runs the pose, action and retrieval probes (pose_vq.downstream.probe) and scores
 the pose head and both lifters on the real sample (``--real``, a Panoptic root) as a
-sim-to-real check; it writes ``probes.csv`` and ``probes.md``.
+sim-to-real check; it writes ``probes.csv``, ``probes.md`` and ``probes_confusion.json``
+(the action heads' held-out confusion matrices; probes.md reads them out per class). Its
+synthetic data deal the motion kinds per split (``--balanced_kinds``,
+``data.synthetic_balanced_kinds``) and it stops when the held-out split lacks a kind the
+training split has. With ``--data_seeds=N`` the chain runs once per data seed (roots
+written with ``data.synthetic_seed`` + 0..N-1) in ``<workdir>/data_seed<i>``, and
+``probes_summary.csv``/``.md`` hold each row's mean, spread and 95% interval over the
+seeds, the confusion matrices summed (``probes_summary_confusion.json``).
 
 Runs share one dataset (built once under the workdir when the config builds its own).
 A run whose ``eval_metrics.json`` is at its last step is not trained again, and an
@@ -485,7 +493,12 @@ def probes(config: ml_collections.ConfigDict, workdir: epath.Path, *,
                              lifters, probe_config)
     if jax.process_index() == 0:
         write_csv(workdir / "probes.csv", rows)
-        (workdir / "probes.md").write_text(probes_markdown(rows) + "\n")
+        text = probes_markdown(rows)
+        confusion = workdir / "probes" / probe.CONFUSION_FILE
+        if "action" in probe.TASKS and confusion.exists():
+            (workdir / CONFUSION_FILE).write_text(confusion.read_text())
+            text += "\n\n" + probe.confusion_markdown(json.loads(confusion.read_text()))
+        (workdir / "probes.md").write_text(text + "\n")
     return rows
 
 
@@ -498,6 +511,7 @@ def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: epath.Path,
     miss a joint or two, so 0.9 leaves no window)."""
     real = ml_collections.ConfigDict(data_config.to_dict())
     real.data.manual_dir, real.data.synthetic, real.data.data_dir = str(real_root), False, ""
+    real.data.synthetic_seed, real.data.synthetic_balanced_kinds = 0, False  # not synthetic
     real.data.joint_req = 0.7
     source = prepare.prepare_dataset(real.data, workdir / "real")
     split = next(iter(pipeline.open_dataset(*source).info.splits))
@@ -524,13 +538,164 @@ def _sim_to_real(data_config: ml_collections.ConfigDict, workdir: epath.Path,
     return rows
 
 
+# The columns of each table of probes.md, and the files of the chain and its summary.
+PROBE_COLUMNS = {**probe.METRICS, "lifting": ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error"),
+                 "sim-to-real": ("mpjpe", "p_mpjpe")}
+CONFUSION_FILE = "probes_confusion.json"  # the action heads' held-out confusion matrices
+PROBES_KEY_FILE = "probes_key.json"  # what a finished chain ran with: a seed done is skipped
+SUMMARY_FILES = ("probes_summary.csv", "probes_summary.md", "probes_summary_confusion.json")
+
+
 def probes_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """One table per task, columns as each task reports."""
-    columns = {**probe.METRICS, "lifting": ("mpjpe", "p_mpjpe", "n_mpjpe", "velocity_error"),
-               "sim-to-real": ("mpjpe", "p_mpjpe")}
     tasks = dict.fromkeys(r["task"] for r in rows)
-    return "\n\n".join(probe.markdown([r for r in rows if r["task"] == t], columns[t])
+    return "\n\n".join(probe.markdown([r for r in rows if r["task"] == t], PROBE_COLUMNS[t])
                        for t in tasks)
+
+
+def missing_kinds(source: tuple[str, str]) -> list[str]:
+    """The label names of clips in the training split of dataset ``source`` (data_dir,
+    name) that no held-out clip has."""
+    names = pipeline.open_dataset(*source).info.features["label"].names
+    found = {split: set(pipeline.read_skeletons(*source, split)["label"].tolist())
+             for split in (probe.TRAIN, probe.HELD_OUT)}
+    return [names[k] for k in sorted(found[probe.TRAIN] - found[probe.HELD_OUT])]
+
+
+def check_kinds(source: tuple[str, str]) -> None:
+    """Stop, in one line, where the held-out split lacks a kind the training split has: no
+    head could be scored on it, and the action rows would rest on the kinds left."""
+    missing = missing_kinds(source)
+    if missing:
+        raise errors.ConfigError(
+            f"{source[0]}/{source[1]}: the held-out split ({probe.HELD_OUT}) has no clip of "
+            f"{', '.join(missing)}, which the {probe.TRAIN} split has: deal the synthetic "
+            "motion kinds per split (--balanced_kinds, data.synthetic_balanced_kinds=True) or "
+            "hold out more bodies (--synthetic_sequences, --synthetic_people)")
+
+
+def probe_seeds(config: ml_collections.ConfigDict, workdir: epath.Path, data_seeds: int = 1, *,
+                tokenizer_dir: str | None = None, lift_options: str = "demo",
+                real_root: str | pathlib.Path | None = None, probe_steps: int | None = None,
+                lift_steps: int | None = None) -> str:
+    """``probes`` once per data seed, each on the root of ``data.synthetic_seed`` + i in
+    ``<workdir>/data_seed<i>`` (one seed: in ``workdir`` itself), after ``check_kinds``;
+    with several, ``write_probes_summary``. A seed whose chain finished with the same
+    config and options (``PROBES_KEY_FILE``; not with ``tokenizer_dir``, which may have
+    trained on since) is skipped. Returns the markdown written last: probes.md, or the
+    summary's."""
+    if data_seeds < 1:
+        raise errors.ConfigError(f"--data_seeds={data_seeds} must be >= 1")
+    if data_seeds > 1 and (config.data.manual_dir or not config.data.synthetic):
+        raise errors.ConfigError(
+            f"--data_seeds={data_seeds} draws {data_seeds} synthetic roots, but the config "
+            "reads its data (data.manual_dir or data.synthetic=False): set "
+            "--config.data.synthetic=True and no manual_dir")
+    seed_dirs = []
+    for i in range(data_seeds):
+        c = ml_collections.ConfigDict(config.to_dict())
+        c.data.synthetic_seed = config.data.synthetic_seed + i
+        seed_dir = workdir / f"data_seed{i}" if data_seeds > 1 else workdir
+        seed_dirs.append(seed_dir)
+        key = {"config": checkpointing.config_digest(c), "lift_options": lift_options,
+               "probe_steps": probe_steps, "lift_steps": lift_steps,
+               "real": str(real_root) if real_root else None}
+        done = seed_dir / PROBES_KEY_FILE
+        if (tokenizer_dir is None and done.exists() and json.loads(done.read_text()) == key
+                and (seed_dir / "probes.csv").exists() and (seed_dir / "probes.md").exists()):
+            logging.info("probes: %s done with this config, not run again", seed_dir)
+            continue
+        check_kinds(prepare.prepare_dataset(c.data, seed_dir))
+        probes(c, seed_dir, tokenizer_dir=tokenizer_dir, lift_options=lift_options,
+               real_root=real_root, probe_steps=probe_steps, lift_steps=lift_steps)
+        if jax.process_index() == 0:
+            done.write_text(json.dumps(key) + "\n")
+    if data_seeds == 1:
+        return (workdir / "probes.md").read_text().strip()
+    return write_probes_summary(workdir, seed_dirs)
+
+
+def probes_summary(seed_dirs: Sequence[epath.Path]) -> list[dict[str, Any]]:
+    """Per (task, input) row of the seeds' probes.csv (in the order first met): the seeds
+    that have it, each metric's mean, std and 95% t-interval over them (``stats.summary``;
+    a metric a row leaves empty is left out) and its held-out clips summed over them."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for seed_dir in seed_dirs:
+        path = paths.as_path(seed_dir) / "probes.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run that seed's chain first")
+        for r in csv.DictReader(io.StringIO(path.read_text())):
+            groups.setdefault((r["task"], r["input"]), []).append(r)
+    out = []
+    for (task, name), found in groups.items():
+        row: dict[str, Any] = {"task": task, "input": name, "seeds": len(found),
+                               "clips": sum(int(float(r["clips"])) for r in found)}
+        for key in dict.fromkeys(k for r in found for k in r if k not in row):
+            values = [float(r[key]) for r in found if r.get(key) not in (None, "")]
+            if not values:
+                continue
+            s = stats.summary(values)
+            row.update({f"{key}_{part}": s[part] for part in ("mean", "std", "ci_low", "ci_high")})
+        out.append(row)
+    return out
+
+
+def summed_confusion(found: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The confusion matrices of several chains (``CONFUSION_FILE`` contents) summed per
+    input: the held-out clips of every seed in one matrix."""
+    classes = found[0]["classes"]
+    if any(f["classes"] != classes for f in found):
+        raise ValueError("the seeds' confusion matrices are over different classes")
+    inputs: dict[str, np.ndarray] = {}
+    for f in found:
+        for name, counts in f["inputs"].items():
+            inputs[name] = inputs.get(name, 0) + np.asarray(counts, np.int64)
+    return {"classes": classes, "inputs": {k: v.tolist() for k, v in inputs.items()}}
+
+
+def _mean_and_interval(row: dict[str, Any], key: str, fmt: str) -> str:
+    """``mean [low, high]`` of a summary row's metric (the mean alone from one seed)."""
+    if f"{key}_mean" not in row:
+        return "-"
+    mean, low, high = (row[f"{key}_{part}"] for part in ("mean", "ci_low", "ci_high"))
+    return fmt.format(mean) + ("" if math.isnan(low) else
+                               f" [{fmt.format(low)}, {fmt.format(high)}]")
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One table per task: each metric's mean over the seeds and its 95% interval."""
+    tables = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        keys = PROBE_COLUMNS[task]
+        fmt = "{:.3f}" if task in ("action", "retrieval") else "{:.1f}"
+        lines = [f"| {task} | " + " | ".join(keys) + " | seeds | clips (all seeds) |",
+                 "|---" * (len(keys) + 3) + "|"]
+        lines += [f"| {r['input']} | " + " | ".join(_mean_and_interval(r, k, fmt) for k in keys)
+                  + f" | {r['seeds']} | {r['clips']} |" for r in rows if r["task"] == task]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
+def write_probes_summary(workdir: epath.Path, seed_dirs: Sequence[epath.Path]) -> str:
+    """``SUMMARY_FILES`` in ``workdir``: ``probes_summary`` as CSV and markdown (mean and
+    95% interval per metric), and the seeds' confusion matrices summed (read out per class
+    in the markdown). Returns the markdown."""
+    rows = probes_summary(seed_dirs)
+    text = (f"Over {len(seed_dirs)} data seeds (mean [95% interval]):\n\n"
+            + summary_markdown(rows))
+    found = [json.loads((paths.as_path(d) / CONFUSION_FILE).read_text()) for d in seed_dirs
+             if (paths.as_path(d) / CONFUSION_FILE).exists()]
+    confusion = summed_confusion(found) if found else None
+    if confusion:
+        text += (f"\n\nAction, held-out clips of {len(found)} seeds summed:\n\n"
+                 + probe.confusion_markdown(confusion))
+    if jax.process_index() == 0:
+        csv_file, md_file, json_file = SUMMARY_FILES
+        write_csv(workdir / csv_file, rows)
+        (workdir / md_file).write_text(text + "\n")
+        if confusion:
+            (workdir / json_file).write_text(json.dumps(confusion) + "\n")
+    return text
 
 
 def _read_runs(dirs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -578,10 +743,13 @@ def main(argv: list[str]) -> None:
         c = ml_collections.ConfigDict(config.to_dict())
         c.data.synthetic_sequences = FLAGS.synthetic_sequences or c.data.synthetic_sequences
         c.data.synthetic_people = FLAGS.synthetic_people or c.data.synthetic_people
-        rows = probes(config_lib.validate(c), workdir, tokenizer_dir=FLAGS.tokenizer,
-                      lift_options=FLAGS.lift_options, real_root=FLAGS.real or None,
-                      probe_steps=FLAGS.probe_steps, lift_steps=FLAGS.lift_steps)
-        print(probes_markdown(rows))
+        # Only a root written here has its kinds dealt: a real one's data are its own.
+        c.data.synthetic_balanced_kinds = (FLAGS.balanced_kinds and c.data.synthetic
+                                           and not c.data.manual_dir)
+        print(probe_seeds(config_lib.validate(c), workdir, FLAGS.data_seeds,
+                          tokenizer_dir=FLAGS.tokenizer, lift_options=FLAGS.lift_options,
+                          real_root=FLAGS.real or None, probe_steps=FLAGS.probe_steps,
+                          lift_steps=FLAGS.lift_steps))
         return
     if FLAGS.runs:
         results = _read_runs(FLAGS.runs)
@@ -620,6 +788,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("synthetic_sequences", 16, "probes: synthetic sequences (a quarter "
                          "held out); the demo's 8 hold out 4 bodies, too few for 7 classes.")
     flags.DEFINE_integer("synthetic_people", 3, "probes: people per synthetic sequence.")
+    flags.DEFINE_bool("balanced_kinds", True, "probes: deal the synthetic bodies' motion kinds "
+                      "per split so every split of >= 7 bodies has every kind "
+                      "(data.synthetic_balanced_kinds; --nobalanced_kinds: each body draws its "
+                      "own, as the README's first table's data did).")
+    flags.DEFINE_integer("data_seeds", 1, "probes: run the chain on N synthetic roots "
+                         "(data.synthetic_seed + 0..N-1) in <workdir>/data_seed<i> and write "
+                         "probes_summary.csv/.md (mean, spread, 95% interval over them); "
+                         "1: the chain in --workdir itself.")
     flags.DEFINE_string("lift_options", "demo", "probes: lifting's options (lift.default_config) for "
                         "both lifters (the MLP baseline adds 'mlp').")
     flags.DEFINE_string("real", None, "probes: a real Panoptic root (e.g. a download of "

@@ -121,6 +121,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                    f"of the data axis (cpu_devices={config.cpu_devices})")
     _check(d.prefetch >= 0, f"data.prefetch={d.prefetch} must be >= 0")
     _check(d.read_ahead >= 1, f"data.read_ahead={d.read_ahead} must be >= 1")
+    _check(d.synthetic_seed >= 0, f"data.synthetic_seed={d.synthetic_seed} must be >= 0")
     _check(config.loss.perceptual_planes >= 0,
            f"loss.perceptual_planes={config.loss.perceptual_planes} must be >= 0 (0: all planes)")
     _check(config.loss.perceptual_chunk >= 0,

@@ -37,6 +37,11 @@ def get_config() -> ml_collections.ConfigDict:
     d.synthetic_sequences = 8  # ... sequences (the last quarter for validation)
     d.synthetic_frames = 300  # ... frames per sequence
     d.synthetic_people = 2  # ... people per sequence
+    d.synthetic_seed = 0  # ... the seed it is drawn from (non-zero: in the root's folder and
+    #                       the dataset's name, _seed<k>, so roots of two seeds never mix)
+    d.synthetic_balanced_kinds = False  # ... motion kinds dealt per split in shuffled rounds,
+    #                       so a split of >= 7 bodies has every kind (off: each body draws
+    #                       its own; on: _balanced in the folder and the name)
     d.worker_count = 0  # grain worker processes for the training loader
     d.prefetch = 2  # training batches copied to the devices ahead of the step
     d.read_ahead = 4  # batches of stored clips grain's threads read ahead (BENCHMARKS.md)

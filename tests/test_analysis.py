@@ -274,3 +274,104 @@ def test_a_study_reports_every_finished_run_before_it_trains_the_next(tmp_path, 
     reports = []
     analysis.run_all(runs, tmp_path, report=lambda r: reports.append(list(r)))
     assert reports == [["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+
+
+def test_probes_stop_where_the_held_out_split_lacks_a_kind(tiny_runs, synthetic_root, tmp_path):
+    """The suite's root holds out one sequence of 2 bodies: the kinds only its training
+    bodies have (from labels.json) are named, with the knob that fixes it, before anything
+    trains; several data seeds need a config that writes its synthetic root."""
+    config, _, _ = tiny_runs
+    labels = json.loads((synthetic_root / "labels.json").read_text())
+    splits = json.loads((synthetic_root / "splits.json").read_text())
+    kinds = {split: {k for s in seqs for k in labels[s].values()} for split, seqs in splits.items()}
+    missing = kinds["train"] - kinds["validation"]
+    assert missing
+    with pytest.raises(config_lib.ConfigError) as e:
+        analysis.probe_seeds(config, tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and "data.synthetic_balanced_kinds=True" in message
+    named = message.split("has no clip of ")[1].split(", which")[0].split(", ")
+    assert set(named) == missing
+    assert not (tmp_path / "tokenizer").exists()
+    with pytest.raises(config_lib.ConfigError, match="--data_seeds=2 draws 2 synthetic roots"):
+        analysis.probe_seeds(config, tmp_path, 2)
+
+
+def _seed_rows(top1, mpjpe, clips):
+    return [{"task": "lifting", "input": "dstformer from GT 2D", "mpjpe": mpjpe, "p_mpjpe": 50.0,
+             "n_mpjpe": 60.0, "velocity_error": 4.0, "clips": 3 * clips},
+            {"task": "action", "input": "tokens", "top1": top1, "macro_f1": top1 / 2,
+             "clips": clips}]
+
+
+def _t_half(x):
+    """The 95% interval's half-width of the mean of ``x``, scipy's t quantile."""
+    from scipy import stats as scipy_stats
+
+    return scipy_stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x))
+
+
+def test_probes_summary_over_two_seed_folders(tmp_path):
+    """Each row's metrics over the seeds' probes.csv against numpy's mean and spread and
+    scipy's t interval; the confusion matrices summed; empty cells left out."""
+    values = {"top1": [0.5, 0.8], "mpjpe": [120.0, 100.0]}
+    dirs = [tmp_path / "data_seed0", tmp_path / "data_seed1"]
+    for i, d in enumerate(dirs):
+        d.mkdir()
+        analysis.write_csv(d / "probes.csv", _seed_rows(values["top1"][i], values["mpjpe"][i],
+                                                        10 + i))
+        counts = np.array([[3, 1], [2, 4 + i]])
+        (d / analysis.CONFUSION_FILE).write_text(json.dumps(
+            {"classes": ["walk", "wave"], "inputs": {"tokens": counts.tolist()}}))
+    text = analysis.write_probes_summary(tmp_path, dirs)
+    rows = {(r["task"], r["input"]): r for r in analysis.probes_summary(dirs)}
+    tokens, lifting = rows["action", "tokens"], rows["lifting", "dstformer from GT 2D"]
+    for row, key in ((tokens, "top1"), (lifting, "mpjpe")):
+        x = np.array(values[key])
+        half = _t_half(x)
+        assert row[f"{key}_mean"] == pytest.approx(x.mean())
+        assert row[f"{key}_std"] == pytest.approx(x.std(ddof=1))
+        assert (row[f"{key}_ci_low"], row[f"{key}_ci_high"]) == pytest.approx(
+            (x.mean() - half, x.mean() + half))
+    assert (tokens["seeds"], tokens["clips"], lifting["clips"]) == (2, 21, 63)
+    assert "mpjpe_mean" not in tokens and "top1_mean" not in lifting
+    assert tokens["macro_f1_std"] == pytest.approx(np.std([0.25, 0.4], ddof=1))
+    with open(tmp_path / "probes_summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert float(table[1]["top1_ci_high"]) == pytest.approx(tokens["top1_ci_high"])
+    summed = json.loads((tmp_path / "probes_summary_confusion.json").read_text())
+    assert summed["inputs"]["tokens"] == [[6, 2], [4, 9]]
+    assert (tmp_path / "probes_summary.md").read_text().strip() == text
+    low, high = 0.65 - _t_half(values["top1"]), 0.65 + _t_half(values["top1"])
+    assert f"| tokens | 0.650 [{low:.3f}, {high:.3f}] | 0.325 [" in text
+    assert "wave -> walk: 4 of 13" in text
+
+
+def test_probe_seeds_run_each_seed_in_its_folder_once(tmp_path, monkeypatch):
+    """Seed i's chain runs on data.synthetic_seed + i in data_seed<i>; a rerun skips the
+    seeds done with the same config and runs them again when it changes."""
+    base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
+    base.data.synthetic_seed = 5
+    ran, checked = [], []
+
+    def fake_chain(config, workdir, **kw):
+        ran.append((workdir.name, config.data.synthetic_seed))
+        i = config.data.synthetic_seed
+        workdir.mkdir(parents=True, exist_ok=True)
+        analysis.write_csv(workdir / "probes.csv", _seed_rows(0.1 * i, 10.0 * i, 4))
+        (workdir / "probes.md").write_text("table\n")
+        return []
+
+    monkeypatch.setattr(analysis.prepare, "prepare_dataset",
+                        lambda data, workdir: (str(workdir), f"seed{data.synthetic_seed}"))
+    monkeypatch.setattr(analysis, "check_kinds", checked.append)
+    monkeypatch.setattr(analysis, "probes", fake_chain)
+    text = analysis.probe_seeds(base, tmp_path, 2, probe_steps=3)
+    assert ran == [("data_seed0", 5), ("data_seed1", 6)]
+    assert checked == [(str(tmp_path / "data_seed0"), "seed5"), (str(tmp_path / "data_seed1"), "seed6")]
+    assert text.startswith("Over 2 data seeds") and (tmp_path / "probes_summary.md").exists()
+    assert analysis.probe_seeds(base, tmp_path, 3, probe_steps=3) and ran[2:] == [("data_seed2", 7)]
+    analysis.probe_seeds(base, tmp_path, 2, probe_steps=4)
+    assert ran[3:] == [("data_seed0", 5), ("data_seed1", 6)]
+    assert analysis.probe_seeds(base, tmp_path / "one") == "table"  # one seed: in the workdir
+    assert ran[-1] == ("one", 5)

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from pose_vq import defaults
-from pose_vq.data import prepare
+from pose_vq.data import prepare, synthetic
 
 
 def _tiny_data(builder):
@@ -60,3 +60,49 @@ def test_an_incomplete_build_is_not_a_build(build_small, tmp_path):
     assert prepare.is_built(data.data_dir, name)
     (tmp_path / name / "incomplete.abc_3.0.0").mkdir(parents=True)
     assert not prepare.is_built(tmp_path, name)
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_synthetic_seed_or_dealt_kinds_make_their_own_root_and_dataset(tmp_path):
+    """Seed 0 with drawn kinds keeps today's folder, name and data (the generator's default
+    call); a seed writes other poses into its own folder and names its own dataset, and so
+    do dealt kinds; a built dataset is found under that name by a config that only reads
+    it (synthetic off, as analysis.shared_data leaves it)."""
+    data = defaults.get_config().data
+    data.update(mode="3d", frames=8, heatmap_size=16, stride=6, data_dir="", synthetic=True,
+                synthetic_sequences=4, synthetic_frames=20, synthetic_people=2)
+    names = [f"synth_{i:03d}" for i in range(4)]
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_t8_s16_stride6"
+    today = prepare._synthetic_root(data, tmp_path)
+    assert today == tmp_path / prepare.SYNTHETIC_ROOT
+    reference = synthetic.write_synthetic_root(
+        tmp_path / "reference", names, num_frames=20, num_people=2,
+        splits={"train": names[:3], "validation": names[3:]})
+    assert _files(today) == _files(reference)
+
+    data.synthetic_seed = 3
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_t8_s16_stride6_seed3"
+    seeded = prepare._synthetic_root(data, tmp_path)
+    assert seeded == tmp_path / f"{prepare.SYNTHETIC_ROOT}_seed3"
+    frame = f"synth_000/{synthetic.POSE_DIR}/body3DScene_00000010.json"
+    assert (seeded / frame).read_bytes() != (today / frame).read_bytes()
+    data.synthetic_balanced_kinds = True
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_t8_s16_stride6_seed3_balanced"
+    data.synthetic_seed = 0
+    assert prepare.synthetic_tag(data) == "balanced"
+    data.update(frames=64, heatmap_size=128, stride=0)  # the builder's own sizes
+    assert prepare.dataset_name(data) == "panoptic_heatmaps/3d_balanced"
+
+    data.update(frames=8, heatmap_size=16, stride=6, synthetic_seed=1)
+    built = prepare.prepare_dataset(data, tmp_path)
+    assert built == (str(tmp_path / "tensorflow_datasets"),
+                     "panoptic_heatmaps/3d_t8_s16_stride6_seed1_balanced")
+    assert (tmp_path / f"{prepare.SYNTHETIC_ROOT}_seed1_balanced" / "labels.json").is_file()
+    data.update(synthetic=False, data_dir=built[0])
+    assert prepare.locate_dataset(data, tmp_path / "elsewhere") == built
+    data.synthetic_seed = 2
+    with pytest.raises(prepare.DatasetNotBuiltError, match="seed2_balanced is not built"):
+        prepare.locate_dataset(data, tmp_path)

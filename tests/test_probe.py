@@ -1,5 +1,6 @@
 """Token probes: metrics against brute force and simulation, and a tiny end-to-end table."""
 
+import json
 import pathlib
 
 import numpy as np
@@ -42,6 +43,31 @@ def test_macro_f1_by_hand():
     # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 0 -> 0.8; class 2: 0
     assert probe.macro_f1(labels, predicted) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert probe.action_metrics(labels, predicted)["top1"] == pytest.approx(0.6)
+
+
+def test_confusion_matrix_counts_by_hand_and_reads_out_per_class():
+    """Counts against a double loop over the clips (rows true, columns predicted; a row
+    sums to its class's clips), then the markdown's recall and most confused pairs, worked
+    out by hand."""
+    labels = np.array([1, 1, 1, 1, 0, 0, 3, 3, 3, 1])
+    predicted = np.array([1, 2, 2, 1, 0, 1, 3, 2, 3, 2])
+    found = probe.confusion_matrix(labels, predicted, 4)
+    loops = np.zeros((4, 4), int)
+    for t in range(4):
+        for p in range(4):
+            loops[t, p] = sum(1 for a, b in zip(labels, predicted) if a == t and b == p)
+    np.testing.assert_array_equal(found, loops)
+    np.testing.assert_array_equal(found.sum(axis=1), np.bincount(labels, minlength=4))
+    assert found[1, 2] == 3 and found[2].sum() == 0  # wave clips called squat; no squat clip
+    names = ["walk", "wave", "squat", "reach"]
+    text = probe.confusion_markdown({"classes": names, "inputs": {
+        "tokens": found.tolist(), "perfect": np.diag([2, 5, 0, 3]).tolist()}}, top=2)
+    lines = text.splitlines()
+    assert lines[0] == "| recall | walk (2) | wave (5) | reach (3) |"  # squat: no clip
+    assert lines[2] == "| tokens | 0.50 | 0.40 | 0.67 |"
+    assert lines[3] == "| perfect | 1.00 | 1.00 | 1.00 |"
+    assert "- tokens, most confused: wave -> squat: 3 of 5; walk -> wave: 1 of 2" in lines
+    assert "- perfect, most confused: none" in lines
 
 
 def test_pose_targets_frame_by_hand():
@@ -143,6 +169,18 @@ def test_probe_tables_and_what_labels_teach(tokens, tiny_lifter, tmp_path):
         assert (tmp_path / f"{task}.csv").exists()
         assert (tmp_path / f"{task}.md").read_text().startswith(f"| {task} | ")
         tables[task] = {r["input"]: r for r in rows}
+    # Each action input's held-out confusion: its rows count the held-out clips of each
+    # class, its diagonal the row's top-1.
+    confusion = json.loads((tmp_path / probe.CONFUSION_FILE).read_text())
+    held_out_labels = probe.action_targets(export.skeletons(probe.HELD_OUT))["label"]
+    assert confusion["classes"][:len(synthetic.MOTION_KINDS)] == list(synthetic.MOTION_KINDS)
+    assert list(confusion["inputs"]) == [r for r in tables["action"] if r != "chance"]
+    for name, counts in confusion["inputs"].items():
+        counts = np.array(counts)
+        assert counts.shape == (len(confusion["classes"]),) * 2
+        np.testing.assert_array_equal(
+            counts.sum(axis=1), np.bincount(held_out_labels, minlength=len(counts)))
+        assert np.trace(counts) / held_out == pytest.approx(tables["action"][name]["top1"])
 
     skeletons = {s: export.skeletons(s) for s in (probe.TRAIN, probe.HELD_OUT)}
     labels = {s: probe.action_targets(skeletons[s]) for s in skeletons}

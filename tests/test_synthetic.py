@@ -1,5 +1,6 @@
 """The synthetic Panoptic writer: real-sample format, camera geometry, body plausibility."""
 
+import collections
 import json
 import pathlib
 import re
@@ -300,3 +301,32 @@ def test_missing_joints_read_back_absent(root):
     for t in tracks:
         written = seq["poses"][t.frames - OFFSET, t.body_id]
         np.testing.assert_array_equal(t.present, written[..., 3] >= 0)
+
+
+def test_balanced_kinds_give_every_split_every_kind(tmp_path):
+    """Dealt per split in shuffled rounds, splits of 8 and 12 bodies (2 and 3 sequences of
+    4 people) have every kind, no kind more than once above another; labels.json holds the
+    kinds the motion was made from. Drawn (the default), this root's held-out split misses
+    some. Off is the default call's root, byte for byte."""
+    names = [f"s{i}" for i in range(5)]
+    splits = {"train": names[:3], "validation": names[3:]}
+    kw = {"num_frames": 3, "num_people": 4, "seed": 2, "splits": splits}
+    root = synthetic.write_synthetic_root(tmp_path / "balanced", names, balanced=True, **kw)
+    labels = json.loads((root / synthetic.LABELS_FILE).read_text())
+    for split, seqs in splits.items():
+        counts = collections.Counter(k for s in seqs for k in labels[s].values())
+        assert set(counts) == set(synthetic.MOTION_KINDS), split
+        assert max(counts.values()) - min(counts.values()) <= 1, split
+    seq = synthetic.generate_sequence(3, 4, seed=[2, zlib.crc32(b"s4"), 1],
+                                      kinds=list(labels["s4"].values()))
+    frame = json.loads((root / "s4" / synthetic.POSE_DIR / "body3DScene_00000001.json").read_text())
+    for body in frame["bodies"]:
+        np.testing.assert_allclose(np.reshape(body["joints19"], (19, 4)),
+                                   seq["poses"][1, body["id"]], rtol=1e-5, atol=1e-3)
+    drawn = synthetic.write_synthetic_root(tmp_path / "drawn", names, **kw)
+    drawn_labels = json.loads((drawn / synthetic.LABELS_FILE).read_text())
+    assert len({k for s in splits["validation"] for k in drawn_labels[s].values()}) < 7
+    off = synthetic.write_synthetic_root(tmp_path / "off", names, balanced=False, **kw)
+    assert _files(off) == _files(drawn)
+    with pytest.raises(ValueError, match="expected 4 of walk"):
+        synthetic.generate_sequence(3, 4, kinds=["walk"] * 3)

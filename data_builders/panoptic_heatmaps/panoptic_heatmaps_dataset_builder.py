@@ -92,10 +92,12 @@ def check_file_format(file_format: str) -> None:
 
 
 def make_config(mode: str, frames: int | None = None, heatmap_size: int | None = None,
-                **overrides) -> PanopticHeatmapsConfig:
+                tag: str = "", **overrides) -> PanopticHeatmapsConfig:
     """A named config for a mode; non-default sizes get their own name, e.g. 3d_t16_s32.
 
     ``on_error`` is left out of the name: it changes whether a build stops, not what it holds.
+    ``tag`` ends the name: what the source root was written with where that is no knob of
+    the build (a synthetic root's seed, ``pose_vq.data.prepare.synthetic_tag``).
     """
     frames = frames or (48 if mode == "c2d" else 64)
     heatmap_size = heatmap_size or 128
@@ -103,6 +105,7 @@ def make_config(mode: str, frames: int | None = None, heatmap_size: int | None =
     default = frames == (48 if mode == "c2d" else 64) and heatmap_size == 128 and not named
     name = mode if default else f"{mode}_t{frames}_s{heatmap_size}" + "".join(
         f"_{k}{v}" for k, v in sorted(named.items()))
+    name += f"_{tag}" if tag else ""
     return PanopticHeatmapsConfig(
         name=name, mode=mode, frames=frames, heatmap_size=heatmap_size,
         description=f"{mode} heatmaps, {frames} frames, {heatmap_size}px", **overrides)

@@ -47,9 +47,21 @@ def build_overrides(data: ml_collections.ConfigDict) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if v != getattr(defaults, k)}
 
 
+def synthetic_tag(data: ml_collections.ConfigDict) -> str:
+    """What a synthetic root was written with beyond its size: ``seed<k>`` for a non-zero
+    ``synthetic_seed``, ``balanced`` for ``synthetic_balanced_kinds``, joined by ``_``; ""
+    for the seed-0 root of drawn kinds (so existing names stay). It ends the root's folder
+    and the dataset's name, so roots of two seeds never share a folder or a build. It
+    follows the knobs alone, not ``data.synthetic``: a config that reads the built dataset
+    (``analysis.shared_data``) must name it as the one that built it."""
+    parts = [f"seed{data.synthetic_seed}"] if data.synthetic_seed else []
+    return "_".join(parts + ["balanced"] * bool(data.synthetic_balanced_kinds))
+
+
 def dataset_name(data: ml_collections.ConfigDict) -> str:
     """The TFDS name (``panoptic_heatmaps/<config>``) a config's ``data`` section reads."""
-    config = make_config(data.mode, data.frames, data.heatmap_size, **build_overrides(data))
+    config = make_config(data.mode, data.frames, data.heatmap_size, synthetic_tag(data),
+                         **build_overrides(data))
     return f"{data.tfds_name}/{config.name}"
 
 
@@ -109,15 +121,19 @@ def _local_folder(path: paths.PathLike, what: str) -> pathlib.Path:
 
 
 def _synthetic_root(data: ml_collections.ConfigDict, workdir: epath.Path) -> pathlib.Path:
-    """The workdir's synthetic Panoptic root, written once (its labels file comes last)."""
-    root = _local_folder(workdir, "the workdir of a data.synthetic build") / SYNTHETIC_ROOT
+    """The workdir's synthetic Panoptic root, written once (its labels file comes last);
+    ``synthetic_panoptic[_<synthetic_tag>]``."""
+    tag = synthetic_tag(data)
+    root = (_local_folder(workdir, "the workdir of a data.synthetic build")
+            / (f"{SYNTHETIC_ROOT}_{tag}" if tag else SYNTHETIC_ROOT))
     if not (root / panoptic.LABELS_FILE).exists():
         n = data.synthetic_sequences
         names = [f"synth_{i:03d}" for i in range(n)]
         num_val = max(1, n // 4)
         synthetic.write_synthetic_root(
             root, names, num_frames=data.synthetic_frames, num_people=data.synthetic_people,
-            seed=0, splits={"train": names[:-num_val], "validation": names[-num_val:]})
+            seed=data.synthetic_seed, balanced=data.synthetic_balanced_kinds,
+            splits={"train": names[:-num_val], "validation": names[-num_val:]})
     return root
 
 
@@ -151,15 +167,16 @@ def prepare_dataset(data: ml_collections.ConfigDict, workdir: paths.PathLike
     manual_dir = (_local_folder(data.manual_dir, "data.manual_dir") if data.manual_dir
                   else _synthetic_root(data, workdir))
     build(manual_dir, root, data.mode, frames=data.frames, heatmap_size=data.heatmap_size,
-          **build_overrides(data))
+          tag=synthetic_tag(data), **build_overrides(data))
     return str(root), name
 
 
 def build(manual_dir: str | pathlib.Path, data_dir: paths.PathLike, mode: str, *,
           frames: int | None = None, heatmap_size: int | None = None,
-          file_format: str = "array_record", num_shards: int | None = None,
+          file_format: str = "array_record", num_shards: int | None = None, tag: str = "",
           **overrides: Any) -> tfds.core.DatasetBuilder:
     """Build (or reuse, when already complete) one config of the TFDS builder; returns it.
+    ``tag`` ends the config's name (``make_config``; ``synthetic_tag``).
 
     ``num_shards`` fixes the shard count per split (default: TFDS sizes shards itself).
     Afterwards no ``incomplete.*`` folder of this config's version is left (a killed
@@ -169,7 +186,7 @@ def build(manual_dir: str | pathlib.Path, data_dir: paths.PathLike, mode: str, *
     root = pathlib.Path(manual_dir)
     if not root.is_dir() or not any(root.iterdir()):  # TFDS would assert, over many lines
         raise panoptic.PanopticDataError(f"{root}: Panoptic root folder not found or empty")
-    config = make_config(mode, frames, heatmap_size, **overrides)
+    config = make_config(mode, frames, heatmap_size, tag, **overrides)
     # A default-sized config is one of the class's own, which TFDS wants as that object.
     config = next((c for c in Builder.BUILDER_CONFIGS if vars(c) == vars(config)), config)
     builder = Builder(config=config, data_dir=str(data_dir), file_format=file_format)

@@ -300,6 +300,7 @@ def generate_sequence(
     stage_radius: float | None = None,
     min_separation: float = 70.0,
     motions: Sequence[str] = MOTION_KINDS,
+    kinds: Sequence[str] | None = None,
 ) -> dict:
     """One sequence's motion as arrays, so tests can check it without parsing files.
 
@@ -308,11 +309,15 @@ def generate_sequence(
     contiguous run per person, ``ids``, ``kinds`` (motion per person) and ``heights`` (cm).
     Pelvis paths stay ``min_separation`` apart and within ``stage_radius`` of the centre
     (default 85 cm, growing for more than 4 people) so most HD cameras see everyone whole.
+    ``kinds`` gives each person's motion kind in order (``balanced_kinds``); without it
+    each person draws one from ``motions``.
     """
+    if kinds is not None and (len(kinds) != num_people or set(kinds) - set(MOTION_KINDS)):
+        raise ValueError(f"kinds {list(kinds)}: expected {num_people} of {', '.join(MOTION_KINDS)}")
     rng = np.random.default_rng(seed)
     t = np.arange(num_frames) / FPS
     present = np.zeros((num_frames, num_people), dtype=bool)
-    kinds, angles = [], []
+    drawn, angles = [], []
     for p in range(num_people):
         start, end, can_shorten = 0, num_frames, num_frames > 2  # the middle frame always stays
         if rng.random() < late_entry_prob and can_shorten:
@@ -320,8 +325,8 @@ def generate_sequence(
         if rng.random() < early_exit_prob and can_shorten:
             end = int(rng.integers(num_frames // 2 + 1, num_frames))
         present[start:end, p] = True
-        kinds.append(str(rng.choice(list(motions))))
-        angles.append(_angles(kinds[-1], t, rng))
+        drawn.append(str(rng.choice(list(motions))) if kinds is None else kinds[p])
+        angles.append(_angles(drawn[-1], t, rng))
     radius = stage_radius or 85.0 + 15.0 * max(0, num_people - 4)
     local = [np.stack([a["dx"], a["dz"]], axis=-1) for a in angles]
     layout = _place_on_stage(local, present, rng, radius, min_separation)
@@ -337,7 +342,7 @@ def generate_sequence(
         poses[present[:, p], p] = full[present[:, p]]
     missing = (rng.random(present.shape + (NUM_JOINTS,)) < missing_joint_prob) & present[..., None]
     poses[missing] = (0.0, 0.0, 0.0, -1.0)  # how Panoptic writes a joint it did not reconstruct
-    return {"poses": poses, "present": present, "ids": np.arange(num_people), "kinds": kinds,
+    return {"poses": poses, "present": present, "ids": np.arange(num_people), "kinds": drawn,
             "heights": heights}
 
 
@@ -369,6 +374,25 @@ def _frame_text(univ_time: float, bodies: list[tuple[int, np.ndarray]]) -> str:
             '"bodies" :\r\n[\r\n' + ",\r\n".join(parts) + ("\r\n" if parts else "") + "] }")
 
 
+def balanced_kinds(splits: Mapping[str, Sequence[str]], num_people: int, seed: int = 0
+                   ) -> dict[str, list[str]]:
+    """Each sequence's motion kinds, person by person, so that every split of at least
+    ``len(MOTION_KINDS)`` bodies has every kind: a split's bodies (its sequences in order,
+    their people in order) take the kinds in rounds, each round every kind once in a fresh
+    order drawn from ``default_rng([seed, crc32(split), 3])``. A held-out split whose
+    bodies miss a kind could not score it, and drawing each body's kind leaves that to
+    chance (the README's first probes run held out 5 of the 7)."""
+    out = {}
+    for split, names in splits.items():
+        rng = np.random.default_rng([seed, zlib.crc32(split.encode()), 3])
+        bodies = len(names) * num_people
+        rounds = -(-bodies // len(MOTION_KINDS))
+        order = [MOTION_KINDS[i] for _ in range(rounds) for i in rng.permutation(len(MOTION_KINDS))]
+        for j, name in enumerate(names):
+            out[name] = order[j * num_people:(j + 1) * num_people]
+    return out
+
+
 def write_synthetic_root(
     root: str | pathlib.Path,
     sequences: Sequence[str] = ("synth_000", "synth_001", "synth_002"),
@@ -382,6 +406,7 @@ def write_synthetic_root(
     early_exit_prob: float = 0.3,
     num_vga: int = 8,
     splits: Mapping[str, Sequence[str]] | None = None,
+    balanced: bool = False,
 ) -> pathlib.Path:
     """Write every sequence in Panoptic's layout under ``root``, plus ``splits.json`` and
     ``labels.json`` (each body's motion kind, the action label Panoptic lacks).
@@ -390,10 +415,16 @@ def write_synthetic_root(
     depends only on its name and the seed, and reruns are byte-identical. ``splits``
     defaults to the last sequence for validation and the rest for training, since no
     synthetic name is in the reference's split lists. ``labels.json`` keeps the entries of
-    sequences written earlier into the same root. Returns ``root``.
+    sequences written earlier into the same root. ``balanced`` assigns the motion kinds by
+    ``balanced_kinds`` over ``splits`` (a sequence in none draws its own), so every split
+    of at least 7 bodies has every kind; off, each body draws its kind. Returns ``root``.
     """
     root = pathlib.Path(root)
     labels = panoptic.read_labels(root)
+    if splits is None:
+        splits = ({"train": sequences[:-1], "validation": sequences[-1:]} if len(sequences) > 1
+                  else {"train": sequences})
+    assigned = balanced_kinds(splits, num_people, seed) if balanced else {}
     for name in sequences:
         seq_seed = [seed, zlib.crc32(name.encode())]  # + stream: 0 cameras, 1 motion, 2 clock
         pose_dir = root / name / POSE_DIR
@@ -404,7 +435,8 @@ def write_synthetic_root(
         (root / name / f"calibration_{name}.json").write_bytes(_calibration_text(calib).encode())
         seq = generate_sequence(num_frames, num_people, seed=[*seq_seed, 1],
                                 missing_joint_prob=missing_joint_prob,
-                                late_entry_prob=late_entry_prob, early_exit_prob=early_exit_prob)
+                                late_entry_prob=late_entry_prob, early_exit_prob=early_exit_prob,
+                                kinds=assigned.get(name))
         labels[name] = dict(zip(map(int, seq["ids"]), seq["kinds"]))
         t0 = np.random.default_rng([*seq_seed, 2]).uniform(1e4, 9e4)  # ms, like univTime
         for i in range(num_frames):
@@ -413,9 +445,6 @@ def write_synthetic_root(
                       for p in np.flatnonzero(seq["present"][i])]
             text = _frame_text(t0 + frame * 1000.0 / FPS, bodies)
             (pose_dir / f"body3DScene_{frame:08d}.json").write_bytes(text.encode())
-    if splits is None:
-        splits = ({"train": sequences[:-1], "validation": sequences[-1:]} if len(sequences) > 1
-                  else {"train": sequences})
     splits_text = json.dumps({k: list(v) for k, v in splits.items()}, indent=2)
     (root / SPLITS_FILE).write_text(splits_text + "\n")
     labels_text = json.dumps({s: {str(b): k for b, k in sorted(labels[s].items())}

@@ -23,7 +23,9 @@ Tasks: ``pose`` predicts every frame's joints relative to the mid-hip in metres 
 tokens of 2D inputs in the first chosen camera's frame, for 3d tokens in world axes:
 ``in_target_frame``) and reports MPJPE and P-MPJPE in mm (on 3d tokens no lifting
 comparison: their clips are drawn from the very joints the head predicts); ``action``
-predicts the dataset's ``label``, top-1 and macro-F1; ``retrieval`` ranks the training
+predicts the dataset's ``label``, top-1 and macro-F1, and writes each input's held-out
+confusion matrix to ``<workdir>/action_confusion.json`` (``confusion_markdown`` reads it
+out: per-class recall, the kinds that merge); ``retrieval`` ranks the training
 clips by cosine similarity of the action head's pooled embedding to each held-out clip's
 and reports recall@1 and @5 of a same-label clip.
 Heads train in ``<workdir>/<input>/<head>`` and resume from there, as long as their input
@@ -60,6 +62,7 @@ TASKS = ("pose", "action", "retrieval")
 TRAIN, HELD_OUT = "train", "validation"
 METRICS = {"pose": ("mpjpe", "p_mpjpe"), "action": ("top1", "macro_f1"),
            "retrieval": ("recall@1", "recall@5")}
+CONFUSION_FILE = "action_confusion.json"  # {"classes": [name], "inputs": {input: counts}}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -260,6 +263,37 @@ def action_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float
     return {"top1": float(np.mean(labels == predicted)), "macro_f1": macro_f1(labels, predicted)}
 
 
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts of clips: rows the true class, columns the
+    predicted one (a row sums to the class's clips; off the diagonal, what it merges into)."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predicted)), 1)
+    return counts
+
+
+def confusion_markdown(confusion: dict[str, Any], top: int = 5) -> str:
+    """Per-class recall per input (the classes with held-out clips, their clip counts in
+    the header) and each input's ``top`` most frequent confusions, "wave -> reach: 12 of
+    40" (12 of the 40 wave clips predicted reach), from a ``CONFUSION_FILE``'s contents."""
+    classes = confusion["classes"]
+    counts = {name: np.asarray(m) for name, m in confusion["inputs"].items()}
+    totals = next(iter(counts.values())).sum(axis=1)
+    shown = np.flatnonzero(totals)
+    lines = ["| recall | " + " | ".join(f"{classes[k]} ({totals[k]})" for k in shown) + " |",
+             "|---" * (len(shown) + 1) + "|"]
+    for name, m in counts.items():
+        recall = np.diag(m) / np.maximum(m.sum(axis=1), 1)
+        lines.append(f"| {name} | " + " | ".join(f"{recall[k]:.2f}" for k in shown) + " |")
+    lines.append("")
+    for name, m in counts.items():
+        off = m * (1 - np.eye(len(m), dtype=m.dtype))
+        pairs = [divmod(int(i), len(m)) for i in np.argsort(-off, axis=None, kind="stable")[:top]]
+        merged = [f"{classes[t]} -> {classes[p]}: {m[t, p]} of {m[t].sum()}"
+                  for t, p in pairs if off[t, p] > 0]
+        lines.append(f"- {name}, most confused: " + ("; ".join(merged) or "none"))
+    return "\n".join(lines)
+
+
 def recall_at(query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray,
               gallery_labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Share of queries with a same-label item among their k most cosine-similar."""
@@ -286,16 +320,21 @@ def chance_recall(query_labels: np.ndarray, gallery_labels: np.ndarray,
 # -------------------------------------------------------------------------- tables
 
 
+def classify(head: ProbeHead, variables: dict[str, Any], inputs: Inputs) -> np.ndarray:
+    """The action head's predicted class of every clip of ``inputs``."""
+    return apply_head(head, variables, inputs)[0].argmax(-1)
+
+
 def evaluate(task: str, head: ProbeHead, variables: dict[str, Any], held_out: Inputs,
              targets: dict[str, np.ndarray], train: Inputs | None = None,
              train_targets: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    if task == "action":
+        return action_metrics(targets["label"], classify(head, variables, held_out))
     out, pooled = apply_head(head, variables, held_out)
     if task == "pose":
         errors = pose3d.errors_mm(_pose_out(out), targets["target"], targets["weight"],
                                   lift.UNIT_MM)
         return {k: errors[k] for k in METRICS["pose"]}
-    if task == "action":
-        return action_metrics(targets["label"], out.argmax(-1))
     _, gallery = apply_head(head, variables, train)
     return recall_at(pooled, targets["label"], gallery, train_targets["label"])
 
@@ -331,7 +370,8 @@ def run(task: str, tokens: paths.PathLike, workdir: paths.PathLike, *,
         control_tokens: paths.PathLike | None = None, lifter: paths.PathLike | None = None,
         config: ml_collections.ConfigDict | None = None) -> list[dict[str, Any]]:
     """One task's table: a row per input (module docstring); also written to
-    ``<workdir>/<task>.csv`` and ``<task>.md``."""
+    ``<workdir>/<task>.csv`` and ``<task>.md`` (and, for ``action``, each input's held-out
+    confusion matrix to ``<workdir>/CONFUSION_FILE``)."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: choose one of {TASKS}")
     c = config or default_config()
@@ -341,19 +381,26 @@ def run(task: str, tokens: paths.PathLike, workdir: paths.PathLike, *,
     skeletons = {s: export.skeletons(s) for s in (TRAIN, HELD_OUT)}
     make_targets = (lambda s: pose_targets(s, mode)) if task == "pose" else action_targets
     targets = {s: make_targets(skeletons[s]) for s in skeletons}
-    num_classes = export_num_classes(export)
+    classes = export_class_names(export)
+    num_classes = len(classes)
     sources = [lambda s: export.inputs(s), lambda s: export.inputs(s, "tokens, time-shuffled", True)]
     if control_tokens:
         control = TokenExport.load(control_tokens)
         sources.append(lambda s: control.inputs(s, "random tokenizer"))
     if lifter and task != "pose":
         sources.append(lambda s: lifter_inputs(lifter, skeletons[s]))
-    rows = []
+    rows, confusion = [], {}
     for source in sources:
         train, held_out = source(TRAIN), source(HELD_OUT)
         slug = train.name.replace(", ", "_").replace(" ", "_")
         head, variables = train_head(task, train, targets[TRAIN], workdir / slug, c, num_classes)
-        found = evaluate(task, head, variables, held_out, targets[HELD_OUT], train, targets[TRAIN])
+        if task == "action":  # one pass over the held-out clips for both
+            labels, predicted = targets[HELD_OUT]["label"], classify(head, variables, held_out)
+            found = action_metrics(labels, predicted)
+            confusion[train.name] = confusion_matrix(labels, predicted, num_classes).tolist()
+        else:
+            found = evaluate(task, head, variables, held_out, targets[HELD_OUT], train,
+                             targets[TRAIN])
         rows.append({"task": task, "input": train.name, **found})
     if lifter and task == "pose":
         pred = lifter_pose(lifter, skeletons[HELD_OUT], mode)
@@ -366,14 +413,22 @@ def run(task: str, tokens: paths.PathLike, workdir: paths.PathLike, *,
     for row in rows:
         row["clips"] = len(targets[HELD_OUT]["weight" if task == "pose" else "label"])
     write_table(workdir, task, rows)
+    if confusion and not jax.process_index():
+        (workdir / CONFUSION_FILE).write_text(
+            json.dumps({"classes": classes, "inputs": confusion}) + "\n")
     return rows
+
+
+def export_class_names(export: TokenExport) -> list[str]:
+    """The class names of the export's source dataset's ``label``, in index order."""
+    meta = export.metadata
+    source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
+    return list(source.info.features["label"].names)
 
 
 def export_num_classes(export: TokenExport) -> int:
     """The number of classes of the export's source dataset's ``label``."""
-    meta = export.metadata
-    source = pipeline.open_dataset(meta["source_data_dir"], meta["source_dataset"])
-    return source.info.features["label"].num_classes
+    return len(export_class_names(export))
 
 
 def markdown(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> str:
