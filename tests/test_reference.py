@@ -27,6 +27,7 @@ def tiny(mode="3d"):
                    temporal_downsamples=1, attention_resolutions=(), conv_impl="native")
     c.quantizer.num_codes = 32
     c.discriminator.num_layers = 2
+    c.loss.gradient_weight = 0.0  # the reference has no such term (the command refuses it)
     return c
 
 
@@ -112,6 +113,14 @@ def test_a_missing_checkout_or_torch_is_one_line(tmp_path, monkeypatch):
         assert res.stderr.strip().splitlines() == [
             f"error: {tmp_path}: not a checkout of the reference (no vqgan/ and trainer/ "
             "packages): git clone TeCSAR-UNCC/Pose-Quantization"]
+    gradient = tiny()
+    gradient.loss.gradient_weight = 1.0  # a term the reference's step lacks: not comparable
+    res = subprocess.run([sys.executable, "-m", "pose_vq.benchmarks.reference", f"--reference={FAKE}",
+                          f"--config={write_config_file(gradient, tmp_path)}", "--what=step"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        "error: the reference's step has no gradient loss, so its time is not comparable: "
+        "add --config.loss.gradient_weight=0"]
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     with pytest.raises(reference.ReferenceError, match="needs PyTorch, which is not installed"):
         reference.import_torch()

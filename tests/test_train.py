@@ -192,11 +192,11 @@ def test_fsdp_and_tensor_parallel_steps_equal_1_device(data_dir):
 
 
 def _generator_objective_oracle(models, perceptual, state, x, target, key):
-    """jax.grad of the generator objective written out plainly, term by term: L1 + LPIPS,
-    the codebook terms, and the adaptive weight x the hinge generator loss, the weight a
-    constant (stop-gradient): the ratio of the two losses' gradient norms at the
-    decoder's last kernel. Returns (gradient, weight, gradient of the discriminator's
-    hinge loss: what the reference's bug added)."""
+    """jax.grad of the generator objective written out plainly, term by term: L1 + LPIPS +
+    the L1 of the height and width differences, the codebook terms, and the adaptive
+    weight x the hinge generator loss, the weight a constant (stop-gradient): the ratio
+    of the two losses' gradient norms at the decoder's last kernel. Returns (gradient,
+    weight, gradient of the discriminator's hinge loss: what the reference's bug added)."""
     lc = models.config.loss
     k_vq, k_dropout, k_planes = jax.random.split(key, 3)
 
@@ -210,8 +210,12 @@ def _generator_objective_oracle(models, perceptual, state, x, target, key):
         recon = forward(params)[0]
         per_clip = -(-lc.perceptual_planes // recon.shape[0])  # rounded up
         a, b = step_lib.sample_planes(recon, target, per_clip, k_planes)
+        d = recon - target  # height and width differences, written as slices
+        edges = (jnp.mean(jnp.abs(d[:, :, 1:] - d[:, :, :-1]))
+                 + jnp.mean(jnp.abs(d[:, :, :, 1:] - d[:, :, :, :-1]))) / 2
         return (lc.l1_weight * jnp.mean(jnp.abs(recon - target))
-                + lc.perceptual_weight * perceptual_loss(perceptual, a, b))
+                + lc.perceptual_weight * perceptual_loss(perceptual, a, b)
+                + lc.gradient_weight * edges)
 
     disc = lambda clip: models.discriminator.apply(state.discriminator, clip)
     g_rec = jax.grad(rec_loss)(state.generator)
@@ -239,6 +243,7 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
     and the tolerance is tight: the reference's leak (D's hinge loss differentiated into
     G) would move the gradient far outside it."""
     config = tiny_config(data_dir, **ATTENTION)
+    assert config.loss.gradient_weight > 0  # the demo's, so every term is in the objective
     models = Models.create(config)
     state = create_state(models, sharding.make_mesh(devices=jax.devices()[:1]), 0)
     x, target = modes.model_clips(models.mode, first_batch(config, size=1))
@@ -417,7 +422,7 @@ def test_steps_never_read_back_and_a_nan_step_is_reported_at_the_next_boundary(
 
 def test_hparams_are_flat_scalars():
     flat = train.hparams(config_file("demo.py"))
-    assert flat["model.channels"] == "(8, 32, 64)" and flat["quantizer.num_codes"] == 256
+    assert flat["model.channels"] == "(16, 32, 64)" and flat["quantizer.num_codes"] == 256
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
 
 

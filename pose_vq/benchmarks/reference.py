@@ -302,6 +302,9 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.config is None or not FLAGS.reference:
         raise app.UsageError("--config and --reference are required")
+    if "step" in FLAGS.what and FLAGS.config.loss.gradient_weight:
+        raise ReferenceError("the reference's step has no gradient loss, so its time is not "
+                             "comparable: add --config.loss.gradient_weight=0")
     import_torch()  # fail in one line before any timing
     checkout(FLAGS.reference)
     rows = compare(FLAGS.config, FLAGS.reference, FLAGS.what,
