@@ -63,7 +63,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.cpu_devices = 0  # CPU hosts: split into N devices the batch is split over (0: one)
     c.model = ml_collections.ConfigDict({"width": 128, "depth": 4, "num_heads": 4,
                                          "mlp_ratio": 4.0, "dropout": 0.1, "attention": "axial"})
-    c.model.order = "masked"  # or causal (a GPT in raster order; ignores attention, steps)
+    # "masked" or "causal" (a GPT in raster order; ignores attention and sample.steps). On
+    # the demo the causal samples' top-1 was 0.250 against 0.557, their Frechet distance
+    # 161.6 against 211.6 (README "Generation")
+    c.model.order = "masked"
     c.label_dropout = 0.1  # classifier-free guidance: labels replaced by the null class
     c.train = fit.default_config()
     c.train.update(batch_size=32, num_steps=3000, learning_rate=1e-3, lr_decay=1.0,
