@@ -17,7 +17,8 @@ metadata) and writes, under ``--output_dir`` (default
   (so ``Tokenizer.from_workdir(metadata["workdir"])`` decodes them) with the draw's
   settings under ``generated``; ``codebook.npy`` beside it. Read it with
   ``tfds.data_source("motion_tokens/<config>", data_dir=<output_dir>/tokens)``.
-Unset sampling flags take the prior config's ``sample`` section.
+Unset sampling flags take the prior config's ``sample`` section; a causal prior
+(``model.order=causal``) decodes one cell a step and ignores ``--steps``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def generate(workdir: paths.PathLike, label: str, num: int, *, seed: int = 0,
                               "body_id": -1, "start_frame": 0, "index": i, "mode": meta["mode"],
                               "label": label_id}) for i, g in enumerate(grids)]
     generated = {"prior_workdir": str(paths.absolute(workdir)), "label": label, "num": num,
-                 "seed": seed, **settings, "export": str(export.path)}
+                 "seed": seed, "order": config.model.order, **settings,
+                 "export": str(export.path)}
     builder = tokenize.TokenBuilder(
         name=tokenize.TOKENS_NAME, version=tokenize.TOKENS_VERSION,
         config=export.builder.builder_config.name, features=sample_features,
@@ -114,7 +116,8 @@ def define_flags() -> None:
     flags.DEFINE_float("guidance", None, "Classifier-free guidance g (cond + g (cond - uncond); "
                        "default: the prior config's).")
     flags.DEFINE_float("temperature", None, "Sampling temperature (default: the config's).")
-    flags.DEFINE_integer("steps", None, "Decoding steps (default: the config's).")
+    flags.DEFINE_integer("steps", None, "Decoding steps of a masked prior (default: the "
+                         "config's; a causal prior takes one per cell).")
     flags.DEFINE_string("output_dir", None, "Where to write (default <workdir>/samples/"
                         "<label>_seed<seed>).")
     flags.DEFINE_integer("scale", 4, "GIF pixels per heatmap pixel.")

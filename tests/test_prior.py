@@ -1,7 +1,9 @@
 """The token prior and generation: the masking schedules against their formulas, guidance
 against separate conditional and unconditional calls, the sampler on every quantizer
-kind's vocabulary, the any-order NLL of a uniform model, the Frechet distance against
-scipy, exact resume of training, and generate's outputs read back."""
+kind's vocabulary, the any-order NLL of a uniform model, the causal order's masking, cached
+decoding and exact NLL against teacher-forced calls, numpy and a sum over every grid, the
+Frechet distance against scipy, exact resume of training, and generate's outputs read
+back."""
 
 import math
 import pathlib
@@ -24,9 +26,10 @@ from tests.test_train import tiny_config
 pytestmark = pytest.mark.xdist_group("downstream")
 
 
-def tiny_prior(num_codes=16, stages=1, grid=(2, 3, 3), num_classes=3, attention="axial"):
-    return prior_model.MaskedPrior(num_codes, stages, grid, num_classes, width=16, depth=1,
-                                   num_heads=2, mlp_ratio=2.0, attention=attention)
+def tiny_prior(num_codes=16, stages=1, grid=(2, 3, 3), num_classes=3, attention="axial",
+               order="masked", depth=1):
+    return prior_model.TokenPrior(num_codes, stages, grid, num_classes, width=16, depth=depth,
+                                  num_heads=2, mlp_ratio=2.0, attention=attention, order=order)
 
 
 def test_training_masks_follow_the_cosine_schedule():
@@ -51,9 +54,10 @@ def test_decoding_counts_by_hand():
     assert prior_model.decoding_counts(5, 1).tolist() == [0]
 
 
-@pytest.mark.parametrize("attention", ["axial", "full"])
-def test_guidance_scales_the_difference_from_the_unconditional_logits(attention):
-    model = tiny_prior(attention=attention)
+@pytest.mark.parametrize(("order", "attention"),
+                         [("masked", "axial"), ("masked", "full"), ("causal", "full")])
+def test_guidance_scales_the_difference_from_the_unconditional_logits(order, attention):
+    model = tiny_prior(attention=attention, order=order)
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 16, (4, 18, 1)), jnp.int32)
     masked = jnp.asarray(rng.random((4, 18)) < 0.5)
@@ -66,9 +70,9 @@ def test_guidance_scales_the_difference_from_the_unconditional_logits(attention)
     assert float(jnp.abs(cond - uncond).max()) > 1e-3  # the label matters at all
     np.testing.assert_allclose(guided(0.0), cond, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(guided(1.5) - uncond, 2.5 * (cond - uncond), rtol=1e-4, atol=1e-5)
-    # A masked cell's own id is hidden: changing it changes nothing.
-    other = jnp.where(masked[..., None], (ids + 1) % 16, ids)
-    np.testing.assert_allclose(apply(variables, other, masked, labels), cond, atol=1e-6)
+    if order == "masked":  # A masked cell's own id is hidden: changing it changes nothing.
+        other = jnp.where(masked[..., None], (ids + 1) % 16, ids)
+        np.testing.assert_allclose(apply(variables, other, masked, labels), cond, atol=1e-6)
 
 
 def _vocabularies():
@@ -85,19 +89,25 @@ def _vocabularies():
     return found
 
 
-def test_the_sampler_returns_valid_ids_for_every_quantizer_kind():
+@pytest.mark.parametrize("order", ["masked", "causal"])
+def test_the_sampler_returns_valid_ids_for_every_quantizer_kind(order):
     """Grids in the export's shape with ids < K, each cell fixed once, as many at each
-    step as ``decoding_counts`` says (kinds with one vocabulary and grid share a run)."""
+    step as ``decoding_counts`` says (causal: cell i at step i) (kinds with one
+    vocabulary and grid share a run)."""
     vocabularies, steps = _vocabularies(), 4
     assert len(vocabularies) == 3  # 64 codes, fsq's 240, and 64 in 2 stages
     for (num_codes, shape), kinds in vocabularies.items():
         stages = shape[3] if len(shape) == 4 else 1
-        model = tiny_prior(num_codes, stages, shape[:3], num_classes=3)
+        model = tiny_prior(num_codes, stages, shape[:3], num_classes=3, order=order)
         grids, decided = jax.jit(lambda v, k, lab, model=model: prior_model.sample(
             model, v, k, lab, steps=steps))(prior.init_variables(model, 0), jax.random.key(1),
                                             jnp.array([0, 2, 1]))
         assert grids.shape == (3, *shape) and grids.dtype == jnp.int32, kinds
         assert int(grids.min()) >= 0 and int(grids.max()) < num_codes, kinds
+        if order == "causal":
+            raster = np.arange(model.positions).reshape(shape[:3])
+            assert all(np.array_equal(row, raster) for row in np.asarray(decided))
+            continue
         left = np.concatenate([[model.positions],
                                prior_model.decoding_counts(model.positions, steps)])
         for row in np.asarray(decided):
@@ -120,6 +130,74 @@ def test_a_uniform_model_has_log2_k_bits_per_token():
     # 19/22 after add-one smoothing.
     train = np.zeros((1, 2, 3, 3), np.int32)
     assert prior.unigram_bits(train, train, 4) == pytest.approx(-math.log2(19 / 22))
+
+
+def test_causal_logits_see_only_the_label_and_the_cells_before():
+    """Changing the ids at and after position i leaves the logits of positions <= i as
+    they were and changes the later ones; position 0's depend on the label alone."""
+    model = tiny_prior(stages=2, order="causal", depth=2)
+    n = model.positions
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(0, 16, (2, n, 2)), jnp.int32)
+    labels = jnp.asarray([0, 2], jnp.int32)
+    variables = prior.init_variables(model, 0)
+    apply = jax.jit(lambda ids, labels: model.apply(variables, ids, None, labels))
+    logits = apply(ids, labels)
+    for i in (0, 7, n - 2):
+        other = ids.at[:, i:].set(jnp.asarray(rng.integers(0, 16, (2, n - i, 2)), jnp.int32))
+        changed = apply(other, labels)
+        np.testing.assert_allclose(changed[:, :i + 1], logits[:, :i + 1], atol=1e-6)
+        later = jnp.abs(changed[:, i + 1:] - logits[:, i + 1:]).max(axis=(0, 2, 3))
+        assert float(later.min()) > 1e-6  # every later position saw the change
+    relabelled = apply(ids, jnp.asarray([1, 3], jnp.int32))
+    assert float(jnp.abs(relabelled[:, 0] - logits[:, 0]).max()) > 1e-4
+
+
+def test_causal_sampling_decodes_as_teacher_forcing_does():
+    """Cached decoding, a position a call, gives the teacher-forced logits; at temperature
+    0 the sampler picks the argmax of the guided teacher-forced logits of its own grid."""
+    model = tiny_prior(stages=2, order="causal", depth=2)
+    n, labels = model.positions, jnp.asarray([0, 1, 3], jnp.int32)
+    variables = prior.init_variables(model, 0)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 16, (3, n, 2)), jnp.int32)
+    forced = jax.jit(lambda ids: model.apply(variables, ids, None, labels))(ids)
+    stepper = model.clone(decode=True)
+    cache = stepper.init(jax.random.key(0), ids, None, labels)["cache"]
+    step = jax.jit(lambda cache, previous: stepper.apply({**variables, "cache": cache}, previous,
+                                                         None, labels, mutable=["cache"]))
+    previous, stepped = jnp.full((3, 1, 2), 16, jnp.int32), []
+    for i in range(n):
+        logits, updated = step(cache, previous)
+        cache = updated["cache"]
+        stepped.append(logits[:, 0])
+        previous = ids[:, i:i + 1]
+    np.testing.assert_allclose(jnp.stack(stepped, 1), forced, rtol=1e-4, atol=1e-5)
+    grids, _ = jax.jit(lambda k: prior_model.sample(model, variables, k, labels, guidance=1.5,
+                                                    temperature=0.0))(jax.random.key(2))
+    seq = model.to_sequence(grids)
+    guided = prior_model.guided_logits(model, variables, seq, None, labels, 1.5)
+    np.testing.assert_array_equal(seq, np.asarray(guided).argmax(-1))
+
+
+def test_causal_nll_is_exact():
+    """``nll_bits`` of a causal prior: a numpy sum of log-softmax over one teacher-forced
+    call; and 2^-(bits N S) summed over every grid of a tiny vocabulary is 1 (a
+    normalised distribution, so the value is exact, not a bound)."""
+    model = tiny_prior(num_codes=3, stages=2, grid=(1, 1, 3), order="causal", depth=2)
+    variables = prior.init_variables(model, 0)
+    n, s, k = model.positions, model.stages, model.num_codes
+    every = np.array(np.meshgrid(*[np.arange(k)] * (n * s), indexing="ij")).reshape(n * s, -1).T
+    grids = jnp.asarray(every.reshape(-1, 1, 1, n, s), jnp.int32)  # all 729 grids
+    labels = jnp.full((len(every),), 1, jnp.int32)
+    bits = np.asarray(jax.jit(lambda g: prior_model.nll_bits(
+        model, variables, jax.random.key(0), g, labels))(grids), np.float64)
+    assert np.exp2(-bits * n * s).sum() == pytest.approx(1.0, rel=1e-4)
+    logits = np.asarray(model.apply(variables, model.to_sequence(grids[:5]), None, labels[:5]),
+                        np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ids = every[:5].reshape(5, n, s)
+    expected = -np.take_along_axis(logp, ids[..., None], -1).sum((1, 2, 3)) / (n * s * math.log(2))
+    np.testing.assert_allclose(bits[:5], expected, rtol=1e-5)
 
 
 def test_frechet_distance_and_the_classifier_loss_against_numpy():
@@ -160,21 +238,21 @@ def export_dir(build_small, tmp_path_factory):
     return pathlib.Path(tokenize.export(tokenizer, [TRAIN, HELD_OUT], run / "tokens", run).data_dir)
 
 
-def tiny_prior_config(tokens, num_steps=1):
+def tiny_prior_config(tokens, num_steps=1, order="masked"):
     c = prior.default_config()
     c.tokens = str(tokens)
-    c.model.update(width=16, depth=1, num_heads=2, mlp_ratio=2.0)
+    c.model.update(width=16, depth=1, num_heads=2, mlp_ratio=2.0, order=order)
     c.train.update(batch_size=8, num_steps=num_steps, log_every=1, checkpoint_every=1)
     c.sample.update(steps=2, batch_size=8)  # evaluation splits it over the 8 devices
     return c
 
 
-@pytest.fixture(scope="module")
-def one_step(export_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=prior_model.ORDERS)
+def one_step(export_dir, tmp_path_factory, request):
     """A tiny prior's workdir after one training step, the batch split over the suite's
-    8 devices."""
-    workdir = tmp_path_factory.mktemp("prior")
-    config = tiny_prior_config(export_dir)
+    8 devices, of each order."""
+    workdir = tmp_path_factory.mktemp(f"prior_{request.param}")
+    config = tiny_prior_config(export_dir, order=request.param)
     checkpointing.write_run_config(config, workdir)
     mesh = sharding.make_mesh()
     assert sharding.data_size(mesh) == 8
@@ -186,9 +264,10 @@ def test_one_step_trains_and_resumes_exactly(export_dir, one_step, tmp_path):
     """Two steps in one go equal one step, then a resumed second, bit for bit."""
     mesh = sharding.make_mesh()
     shutil.copytree(one_step, tmp_path / "resumed")
-    once = prior.restore(one_step)[1]
-    _, resumed, _ = prior.train(tiny_prior_config(export_dir, 2), tmp_path / "resumed", mesh)
-    _, straight, _ = prior.train(tiny_prior_config(export_dir, 2), tmp_path / "straight", mesh)
+    once, config = prior.restore(one_step)[1:3]
+    two = tiny_prior_config(export_dir, 2, config.model.order)
+    _, resumed, _ = prior.train(two, tmp_path / "resumed", mesh)
+    _, straight, _ = prior.train(two, tmp_path / "straight", mesh)
     changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
                                      once["params"], resumed["params"])
     assert any(jax.tree_util.tree_leaves(changed))  # the second step did something
@@ -231,21 +310,27 @@ def test_generate_writes_gifs_and_a_token_dataset_that_decodes(export_dir, one_s
 def test_evaluation_table_end_to_end(export_dir, one_step, tmp_path):
     """Every row of the table is there and finite, the ground truth's Frechet distance to
     itself is 0, and the NLL rows are in order of knowledge (uniform is log2 K)."""
-    config = tiny_prior_config(export_dir)
+    order = prior.load_config(one_step).model.order
+    config = tiny_prior_config(export_dir, order=order)
     config.classifier.widths = (4, 8)
     config.classifier.train.update(batch_size=8, num_steps=1, log_every=1, checkpoint_every=1)
     config.eval.update(nll_draws=1, batch_size=8, sweep=("2:0.0",))  # one compiled sampler
     shutil.copytree(one_step, tmp_path, dirs_exist_ok=True)
     results = prior.train_and_evaluate(config, tmp_path)
     rows = {r["clips"]: r for r in results["rows"]}
+    grid = prior.TokenExport.load(export_dir).metadata["token_grid"]
+    steps = 2 if order == "masked" else math.prod(grid)  # causal: a cell a step
     assert list(rows) == ["ground truth (held-out)", "decoded real tokens",
-                          "samples (2 steps, guidance 2)", "uniformly random token grids",
-                          "samples (2 steps, guidance 0)"]
+                          f"samples ({order}, {steps} steps, guidance 2)",
+                          "uniformly random token grids",
+                          f"samples ({order}, {steps} steps, guidance 0)"]
     assert rows["ground truth (held-out)"]["fd"] == pytest.approx(0.0, abs=1e-6)
     for row in rows.values():
         assert all(np.isfinite(row[k]) for k in ("top1", "fd", "diversity"))
     nll = results["nll_bits_per_token"]
     assert nll["uniform"] == pytest.approx(math.log2(64)) and np.isfinite(nll["prior"])
-    assert (tmp_path / "generation.md").read_text().startswith("| clips |")
+    table = (tmp_path / "generation.md").read_text()
+    assert table.startswith("| clips |")
+    assert ("prior (exact)" if order == "causal" else "prior (any-order bound)") in table
     assert (tmp_path / prior.CLASSIFIER_DIR / "checkpoints").is_dir()
 

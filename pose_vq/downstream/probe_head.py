@@ -31,12 +31,14 @@ def layer_norm(name: str) -> nn.LayerNorm:
                         bias_init=logical(nn.initializers.zeros, "embed"))
 
 
-def self_attention(num_heads: int, dropout: float, train: bool,
-                   name: str) -> nn.MultiHeadDotProductAttention:
-    """Multi-head attention over "embed" features, its weights named for sharding."""
+def self_attention(num_heads: int, dropout: float, train: bool, name: str, *,
+                   decode: bool = False) -> nn.MultiHeadDotProductAttention:
+    """Multi-head attention over "embed" features, its weights named for sharding (a
+    mask is its call's ``mask=``). ``decode``: one query position a call, the earlier
+    keys and values kept in the "cache" collection (autoregressive sampling)."""
     lecun = nn.initializers.lecun_normal()
     return nn.MultiHeadDotProductAttention(
-        num_heads, dropout_rate=dropout, deterministic=not train,
+        num_heads, dropout_rate=dropout, deterministic=not train, decode=decode,
         kernel_init=logical(lecun, "embed", "heads", "head_dim"),
         bias_init=logical(nn.initializers.zeros, "heads", "head_dim"),
         out_kernel_init=logical(lecun, "heads", "head_dim", "embed"),
