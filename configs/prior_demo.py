@@ -2,7 +2,7 @@
 prior over the demo tokenizer's export, its samples scored by a small motion classifier.
 
     python -m pose_vq.main --config=configs/demo.py --workdir=runs/demo \\
-        --config.data.synthetic_sequences=16
+        --config.data.synthetic_sequences=16 --config.data.synthetic_balanced_kinds=True
     python -m pose_vq.tokenize --workdir=runs/demo --split=train,validation
     python -m pose_vq.downstream.prior --config=configs/prior_demo.py --workdir=runs/prior \\
         --config.tokens=runs/demo/tokens/motion_tokens/<config>/1.0.0
