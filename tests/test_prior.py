@@ -17,7 +17,7 @@ import scipy.linalg
 
 from pose_vq import checkpointing, generate, sharding, tokenize
 from pose_vq import config as config_lib
-from pose_vq.downstream import motion_classifier, prior, prior_model
+from pose_vq.downstream import fit, motion_classifier, prior, prior_model
 from pose_vq.downstream.probe import HELD_OUT, TRAIN
 from pose_vq.models import quantizer
 from tests import run_command
@@ -334,3 +334,20 @@ def test_evaluation_table_end_to_end(export_dir, one_step, tmp_path):
     assert ("prior (exact)" if order == "causal" else "prior (any-order bound)") in table
     assert (tmp_path / prior.CLASSIFIER_DIR / "checkpoints").is_dir()
 
+
+
+def test_claim_keeps_work_across_an_added_knob_at_its_default(tmp_path):
+    """A record written before a knob existed still claims its workdir when the knob has
+    its default value; any other value, or a changed old knob, empties it."""
+    run = tmp_path / "run"
+    trained = run / "checkpoint"
+    assert not fit.claim(run, {"model": {"width": 64}})  # an empty workdir: recorded
+    trained.write_text("weights")
+    defaults = {"model": {"width": 128, "order": "masked"}}
+    assert not fit.claim(run, {"model": {"width": 64, "order": "masked"}}, defaults)
+    assert trained.exists()
+    assert fit.claim(run, {"model": {"width": 64, "order": "causal"}}, defaults)
+    assert not trained.exists()  # another order: emptied, its own record written
+    trained.write_text("weights")
+    assert not fit.claim(run, {"model": {"width": 64, "order": "causal"}}, defaults)
+    assert fit.claim(run, {"model": {"width": 32, "order": "causal"}}, defaults)  # old knob

@@ -68,15 +68,27 @@ def training_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return key
 
 
-def claim(workdir: paths.PathLike, source: dict[str, Any]) -> bool:
+def _with_defaults(recorded: Any, defaults: Any) -> Any:
+    """``recorded`` with the keys it lacks (at any depth) taken from ``defaults``."""
+    if not (isinstance(recorded, dict) and isinstance(defaults, dict)):
+        return recorded
+    return {**defaults, **{k: _with_defaults(v, defaults.get(k)) for k, v in recorded.items()}}
+
+
+def claim(workdir: paths.PathLike, source: dict[str, Any],
+          defaults: dict[str, Any] | None = None) -> bool:
     """Keep what ``workdir`` holds only if it was trained from ``source`` (JSON: what the
     model learns from and how); else empty it, so nothing of another source is resumed,
-    reused or mixed in. Records ``source``; returns whether anything was removed."""
+    reused or mixed in. A knob added since the record was written counts as its value
+    in ``defaults`` (the same structure, today's defaults), so finished work survives an
+    upgrade that adds knobs. Records ``source``; returns whether anything was removed."""
     workdir = paths.as_path(workdir)
     path = workdir / SOURCE_FILE
     source = json.loads(json.dumps(source))
+    defaults = json.loads(json.dumps(defaults or {}))
     stale = workdir.is_dir() and any(workdir.iterdir()) and (
-        not path.exists() or json.loads(path.read_text()) != source)
+        not path.exists()
+        or _with_defaults(json.loads(path.read_text()), defaults) != source)
     if jax.process_index() == 0:
         if stale:
             logging.info("%s was trained from another source: training again", workdir)

@@ -249,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLik
     depends on no tokenizer: its workdir is keyed by its config (``fit.training_key``; the
     data section names the dataset) and trained again when that changes."""
     workdir = paths.as_path(workdir)
-    fit.claim(workdir, {"lifter": fit.training_key(config)})
+    fit.claim(workdir, {"lifter": fit.training_key(config)},
+              {"lifter": fit.training_key(default_config())})
     checkpointing.write_run_config(config, workdir)
     data_dir, name = prepare.prepare_dataset(config.data, workdir)
     train = lifting_examples(pipeline.read_skeletons(data_dir, name, config.train.split))

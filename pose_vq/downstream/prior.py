@@ -150,7 +150,8 @@ def train(config: ml_collections.ConfigDict, workdir: paths.PathLike,
     export = TokenExport.load(config.tokens)
     workdir = paths.as_path(workdir)
     fit.claim(workdir / PRIOR_DIR, {"tokens": export.key,
-                                    "prior": _key(config, "model", "label_dropout", "train")})
+                                    "prior": _key(config, "model", "label_dropout", "train")},
+              {"prior": _key(default_config(), "model", "label_dropout", "train")})
     model = make_model(config, export)
     arrays = {"tokens": export.split(TRAIN)["tokens"], "label": labels(export, TRAIN)}
     variables = fit.fit(workdir / PRIOR_DIR, config.train, init_variables(model, config.train.seed),
@@ -258,7 +259,8 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: paths.PathLike,
     meta = export.metadata
     workdir = paths.as_path(workdir) / CLASSIFIER_DIR
     fit.claim(workdir, {"clips": {k: meta[k] for k in ("source_data_dir", "source_dataset")},
-                        "split": TRAIN, "classifier": fit.training_key(config.classifier)})
+                        "split": TRAIN, "classifier": fit.training_key(config.classifier)},
+              {"classifier": fit.training_key(default_config().classifier)})
     cc = config.classifier
     num_classes = len(label_names(export))
     model = motion_classifier.MotionClassifier(

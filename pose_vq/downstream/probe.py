@@ -221,7 +221,8 @@ def train_head(task: str, inputs: Inputs, targets: dict[str, np.ndarray], workdi
     only where it was trained from the same source (``Inputs.source``: for tokens, the same
     tokenizer checkpoint and dataset) with the same head config, else trained again."""
     head_task = "pose" if task == "pose" else "action"  # retrieval reuses the action head
-    fit.claim(workdir / head_task, {"inputs": inputs.source, "head": fit.training_key(c)})
+    fit.claim(workdir / head_task, {"inputs": inputs.source, "head": fit.training_key(c)},
+              {"head": fit.training_key(default_config())})
     head = _head(head_task, c, inputs, num_classes)
     arrays = {**inputs.arrays, **targets}
     sample = {k: jnp.asarray(v[:1]) for k, v in inputs.arrays.items()}
