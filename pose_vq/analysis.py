@@ -20,7 +20,9 @@ line per arm): the paper's "2D needs 128 codes, 3D needs 1024", and which quanti
 a large vocabulary alive. ``compare`` trains the config as each of
 ``pose_vq.config.VARIANTS`` (or reads already trained ``--runs``) and writes
 ``compare.csv`` and ``compare.md``: one row per run and the paper's two claims, SSIM over
-the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here; with
+the dVAE and T-Std against the non-adversarial VQ-VAE, as measured here, and each run's
+held-out PSNR and SSIM at every evaluation (``compare_curves.csv``, ``compare_curves.png``,
+read from its TensorBoard events) with what each variant still gained at its end; with
 ``--seeds=N`` each variant runs at N seeds (``<variant>_s<seed>``) and the claims become
 relative changes paired by seed with their 95% intervals (``compare_summary.csv``). ``probes`` runs
 the downstream chain: it trains the tokenizer (or takes ``--tokenizer=RUN``), exports
@@ -63,7 +65,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, errors, paths, runtime, stats, tokenize, train
+from pose_vq import checkpointing, errors, paths, runtime, stats, summary, tokenize, train
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.downstream import lift, pose3d, probe
@@ -390,6 +392,73 @@ def seed_summary(rows: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return table, lines
 
 
+def learning_curves(run_dirs: dict[str, epath.Path], weights: str = "ema"
+                    ) -> list[dict[str, Any]]:
+    """Held-out PSNR and SSIM at every evaluation of each run, read from its TensorBoard
+    events: rows of run, variant, seed, step, psnr, ssim."""
+    rows = []
+    for name, run_dir in run_dirs.items():
+        variant, seed = seed_of(name)
+        found = summary.read_scalars(run_dir, f"eval/{weights}/")
+        psnr = dict(found.get(f"eval/{weights}/psnr", []))
+        ssim = dict(found.get(f"eval/{weights}/ssim", []))
+        rows += [{"run": name, "variant": variant, "seed": seed, "step": step,
+                  "psnr": psnr[step], "ssim": ssim.get(step)} for step in sorted(psnr)]
+    return rows
+
+
+def plateau(curves: Sequence[dict[str, Any]]) -> list[str]:
+    """Per variant, how much held-out PSNR its runs still gained between their last two
+    evaluations (mean and 95% interval over seeds): near zero where training has plateaued."""
+    gains: dict[str, list[float]] = {}
+    span: dict[str, tuple[int, int]] = {}
+    for run in dict.fromkeys(r["run"] for r in curves):
+        points = [r for r in curves if r["run"] == run]
+        if len(points) >= 2:
+            gains.setdefault(points[-1]["variant"], []).append(points[-1]["psnr"] - points[-2]["psnr"])
+            span[points[-1]["variant"]] = (points[-2]["step"], points[-1]["step"])
+    lines = []
+    for variant, values in gains.items():
+        s = stats.summary(values)
+        interval = "" if s["n"] < 2 else f" (95% interval {s['ci_low']:+.2f} to {s['ci_high']:+.2f})"
+        lines.append(f"{variant}: held-out PSNR {s['mean']:+.2f} dB from step {span[variant][0]} "
+                     f"to {span[variant][1]}, mean of {s['n']} run(s){interval}")
+    return lines
+
+
+def plot_curves(path: epath.Path, curves: Sequence[dict[str, Any]],
+                marks: dict[str, int] | None = None) -> epath.Path:
+    """Held-out PSNR and SSIM over training steps, a line per run, coloured by variant;
+    ``marks`` (label -> step) drawn as dotted verticals, e.g. where the GAN starts."""
+    import matplotlib  # noqa: PLC0415 (pyplot takes 0.9-1.1 s to import: the plot alone)
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415 (0.9-1.1 s: the plot alone)
+
+    variants = list(dict.fromkeys(r["variant"] for r in curves))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for ax, (key, label) in zip(axes, (("psnr", "held-out PSNR (dB)"), ("ssim", "held-out SSIM"))):
+        labelled = set()
+        for run in dict.fromkeys(r["run"] for r in curves):
+            points = [r for r in curves if r["run"] == run and r.get(key) is not None]
+            if not points:
+                continue
+            variant = points[0]["variant"]
+            ax.plot([r["step"] for r in points], [r[key] for r in points], "o-", ms=3,
+                    color=f"C{variants.index(variant)}", alpha=0.8,
+                    label=None if variant in labelled else variant)
+            labelled.add(variant)
+        for j, (what, step) in enumerate((marks or {}).items()):
+            ax.axvline(step, color="k", ls=":", lw=0.8, label=what if j == 0 else None)
+        ax.set_xlabel("training step")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
 def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, row in rows.items():
@@ -400,8 +469,10 @@ def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
 
 
 def compare(results: dict[str, dict[str, Any]], workdir: epath.Path,
-            weights: str = "ema") -> str:
-    """Write compare.csv and compare.md for evaluated runs; return the markdown."""
+            weights: str = "ema", run_dirs: dict[str, epath.Path] | None = None) -> str:
+    """Write compare.csv and compare.md for evaluated runs; return the markdown. With
+    ``run_dirs`` (name -> workdir) also their learning curves: compare_curves.csv and .png,
+    and how much each variant still gained at its end (the plateau)."""
     rows = {name: _row(r, weights) for name, r in results.items()}
     keypoints = tuple(k for k in KEYPOINT_COLUMNS if any(r[k] is not None for r in rows.values()))
     keys = ("ssim", "psnr", "l1", "t_std", "tdiff_l1", *keypoints, "codebook_usage",
@@ -428,12 +499,23 @@ def compare(results: dict[str, dict[str, Any]], workdir: epath.Path,
                                                   if f"{k}_mean" in r} | {"seeds": r["seeds"]}
                                    for r in summary}, ("ssim", "psnr", "t_std", "tdiff_l1", "seeds"))
                  + "\n\n" + "\n".join(f"- {line}" for line in paired))
+    curves = learning_curves(run_dirs, weights) if run_dirs else []
+    if any(r["step"] != curves[0]["step"] for r in curves):
+        text += ("\n\nThe end of training (compare_curves.png):\n\n"
+                 + "\n".join(f"- {line}" for line in plateau(curves)))
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         write_csv(workdir / "compare.csv", [{"run": n, **r} for n, r in rows.items()])
         if several:
             write_csv(workdir / "compare_summary.csv", summary)
         (workdir / "compare.md").write_text(text + "\n")
+        if curves:
+            write_csv(workdir / "compare_curves.csv", curves)
+            starts = [loss.disc_start for loss in (checkpointing.load_run_config(d).loss
+                                                   for d in run_dirs.values())
+                      if loss.adversarial_weight > 0]
+            marks = {"discriminator on": int(starts[0])} if starts else {}
+            plot_curves(workdir / "compare_curves.png", curves, marks)
     return text
 
 
@@ -753,6 +835,7 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.runs:
         results = _read_runs(FLAGS.runs)
+        run_dirs = {paths.as_path(d).name: paths.as_path(d) for d in FLAGS.runs}
     else:
         runs = {}
         for seed in range(FLAGS.seeds):  # seed by seed: a study cut short has whole seeds
@@ -760,8 +843,10 @@ def main(argv: list[str]) -> None:
                 c = config_lib.apply_variant(config, v)
                 c.seed = config.seed + seed
                 runs[f"{v}_s{seed}" if seed else v] = c
-        results = run_all(runs, workdir, report=lambda r: compare(r, workdir, FLAGS.weights))
-    print(compare(results, workdir, FLAGS.weights))
+        run_dirs = {name: workdir / name for name in runs}
+        results = run_all(runs, workdir, report=lambda r: compare(
+            r, workdir, FLAGS.weights, {n: run_dirs[n] for n in r}))
+    print(compare(results, workdir, FLAGS.weights, run_dirs))
 
 
 def define_flags() -> None:

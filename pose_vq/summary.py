@@ -98,6 +98,29 @@ class SummaryWriter:
             self._records.write(event.SerializeToString())
 
 
+def read_scalars(logdir: paths.PathLike, prefix: str = "") -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the event files in ``logdir`` whose tag starts with ``prefix``:
+    tag -> [(step, value)] in step order, read by TensorBoard's own event reader. Where a
+    resumed run wrote a step twice, the later value stands."""
+    from tensorboard.backend.event_processing import (  # noqa: PLC0415 (analysis only)
+        plugin_event_accumulator,
+    )
+
+    # 0: keep every event (the reader's default samples 500 per tag); images are skipped.
+    acc = plugin_event_accumulator.EventAccumulator(
+        os.fspath(paths.as_path(logdir)), size_guidance={"tensors": 0, "images": 1})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["tensors"]:
+        if not tag.startswith(prefix) or (acc.SummaryMetadata(tag).plugin_data.plugin_name
+                                          != scalar_summary.metadata.PLUGIN_NAME):
+            continue
+        by_step = {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+                   for e in sorted(acc.Tensors(tag), key=lambda e: e.wall_time)}
+        out[tag] = sorted(by_step.items())
+    return out
+
+
 class Progress:
     """Every ``every_secs``: logs the steps/s since the last report, how far the run is
     and its ETA, and writes the steps/s as ``train/steps_per_sec``. The clock starts at

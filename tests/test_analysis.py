@@ -63,10 +63,19 @@ def test_compare_variants_and_claims(tiny_runs, tmp_path):
     assert config_lib.apply_variant(config, "vqvae").loss.adversarial_weight == 0
     assert config.loss.adversarial_weight > 0
     assert list(results) == ["vqgan", "vqvae", "dvae"]
-    text = analysis.compare(results, tmp_path)
+    text = analysis.compare(results, tmp_path, run_dirs={run: workdir / run for run in results})
     assert (tmp_path / "compare.md").read_text().strip() == text
     evaluated = {run: json.loads((workdir / run / "eval_metrics.json").read_text())["ema"]
                  for run in results}
+    # The learning curves come from the runs' event files: one evaluation each, at step 1,
+    # the values of eval_metrics.json (as float32); one evaluation is no plateau to report.
+    with open(tmp_path / "compare_curves.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert [(r["run"], int(r["step"])) for r in curves] == [(run, 1) for run in results]
+    for r in curves:
+        assert float(r["psnr"]) == pytest.approx(evaluated[r["run"]]["psnr"], rel=1e-6)
+        assert float(r["ssim"]) == pytest.approx(evaluated[r["run"]]["ssim"], rel=1e-6)
+    assert (tmp_path / "compare_curves.png").exists() and "end of training" not in text
     assert evaluated["dvae"]["ssim"] != evaluated["vqgan"]["ssim"]  # the claims compare something
     with open(tmp_path / "compare.csv") as f:
         table = list(csv.DictReader(f))
@@ -105,6 +114,41 @@ def test_compare_variants_and_claims(tiny_runs, tmp_path):
         capture_output=True, text=True, cwd=ROOT, check=True)
     assert ssim in done.stdout.splitlines() and "T-Std, VQ-GAN" not in done.stdout
     assert (tmp_path / "cmp" / "compare.md").read_text().strip() == done.stdout.strip()
+
+
+def test_learning_curves_and_the_plateau_from_event_files(tmp_path):
+    """Curves read back what the writer logged at each evaluation, the later value where a
+    resumed run wrote a step again; the plateau is each variant's PSNR gain between its last
+    two evaluations, its interval scipy's t over the seeds."""
+    from scipy import stats as scipy_stats
+
+    from pose_vq import summary
+
+    psnrs = {"vqgan": [15.0, 18.0, 18.5], "vqgan_s1": [14.0, 17.5, 17.625],
+             "vqvae": [15.0, 17.0, 18.0]}
+    for run, values in psnrs.items():
+        writer = summary.SummaryWriter(tmp_path / run, enabled=True)
+        for step, value in zip((250, 500, 750), values):
+            writer.write_scalars(step, {"eval/ema/psnr": value, "eval/ema/ssim": value / 64,
+                                        "eval/raw/psnr": 0.0, "train/loss/l1": 1.0})
+        writer.close()
+    writer = summary.SummaryWriter(tmp_path / "vqvae", enabled=True)  # resumed: 750 again
+    writer.write_scalars(750, {"eval/ema/psnr": 18.25, "eval/ema/ssim": 18.25 / 64})
+    writer.close()
+    curves = analysis.learning_curves({run: tmp_path / run for run in psnrs})
+    assert [(r["run"], r["variant"], r["seed"], r["step"], r["psnr"], r["ssim"]) for r in curves] == [
+        (run, run.split("_")[0], 1 if run.endswith("_s1") else 0, step, value, value / 64)
+        for run, values in {**psnrs, "vqvae": [15.0, 17.0, 18.25]}.items()
+        for step, value in zip((250, 500, 750), values)]  # exact: values a float32 holds
+    gains = np.array([0.5, 0.125])
+    mean, half = gains.mean(), scipy_stats.t.ppf(0.975, 1) * gains.std(ddof=1) / np.sqrt(2)
+    assert analysis.plateau(curves) == [
+        f"vqgan: held-out PSNR {mean:+.2f} dB from step 500 to 750, mean of 2 run(s) "
+        f"(95% interval {mean - half:+.2f} to {mean + half:+.2f})",
+        "vqvae: held-out PSNR +1.25 dB from step 500 to 750, mean of 1 run(s)"]
+    with Image.open(analysis.plot_curves(tmp_path / "curves.png", curves,
+                                         {"discriminator on": 450})) as image:
+        assert image.size[0] > 600
 
 
 def test_a_run_of_another_config_is_neither_reused_nor_resumed(tiny_runs, tmp_path):
