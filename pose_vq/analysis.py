@@ -679,7 +679,8 @@ def probe_seeds(config: ml_collections.ConfigDict, workdir: epath.Path, data_see
         c.data.synthetic_seed = config.data.synthetic_seed + i
         seed_dir = workdir / f"data_seed{i}" if data_seeds > 1 else workdir
         seed_dirs.append(seed_dir)
-        key = {"config": checkpointing.config_digest(c), "lift_options": lift_options,
+        key = {"config": checkpointing.config_digest(c), "tables": probe.TABLES_VERSION,
+               "lift_options": lift_options,
                "probe_steps": probe_steps, "lift_steps": lift_steps,
                "real": str(real_root) if real_root else None}
         done = seed_dir / PROBES_KEY_FILE
@@ -758,6 +759,62 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(tables)
 
 
+# The action probe's contrasts, each paired by data seed: (what, input, compared input,
+# "difference" or "ratio"); the issue's targets for tokens are beside them in the text.
+CONTRASTS = (("trained over initialised tokenizer", "tokens", "random tokenizer", "difference"),
+             ("tokens against DSTformer features", "tokens", "DSTformer features", "ratio"),
+             ("tokens, ordered over time-shuffled", "tokens", "tokens, time-shuffled",
+              "difference"),
+             ("DSTformer features, ordered over time-shuffled", "DSTformer features",
+              "DSTformer features, time-shuffled", "difference"))
+ORDER_PAIRS = (("tokens", "tokens, time-shuffled"),
+               ("DSTformer features", "DSTformer features, time-shuffled"))
+
+
+def _interval(s: dict[str, float], fmt: str) -> str:
+    return fmt.format(s["mean"]) + ("" if math.isnan(s["ci_low"]) else
+                                    f" [{fmt.format(s['ci_low'])}, {fmt.format(s['ci_high'])}]")
+
+
+def probe_contrasts(seed_dirs: Sequence[epath.Path]) -> str:
+    """The action probe's CONTRASTS in top-1 and, per motion kind, the recall that
+    time-shuffling takes (ORDER_PAIRS), each paired by seed with its 95% interval: what
+    the tokens add over an untrained tokenizer, how near they come to skeleton features,
+    and whether the order of their steps matters. Empty where no seed has the rows."""
+    top1, confusions = [], []
+    for seed_dir in map(paths.as_path, seed_dirs):
+        rows = csv.DictReader(io.StringIO((seed_dir / "probes.csv").read_text()))
+        top1.append({r["input"]: float(r["top1"]) for r in rows if r["task"] == "action"})
+        if (seed_dir / CONFUSION_FILE).exists():
+            confusions.append(json.loads((seed_dir / CONFUSION_FILE).read_text()))
+    lines = []
+    for what, a, b, kind in CONTRASTS:
+        pairs = [(t[a], t[b]) for t in top1 if a in t and b in t]
+        if pairs:
+            values = [x - y if kind == "difference" else x / y for x, y in pairs]
+            fmt = "{:+.3f}" if kind == "difference" else "{:.2f}"
+            lines.append(f"- {what}, action top-1 {kind}: "
+                         f"{_interval(stats.summary(values), fmt)} over {len(values)} seed(s)")
+    table = []
+    for a, b in ORDER_PAIRS:
+        found = [{k: np.asarray(v) for k, v in c["inputs"].items()} for c in confusions
+                 if a in c["inputs"] and b in c["inputs"]]
+        if not found:
+            continue
+        classes = confusions[0]["classes"]
+        kinds = [k for k in range(len(classes)) if any(m[a][k].sum() for m in found)]
+        if not table:
+            table = ["| recall, ordered minus time-shuffled | "
+                     + " | ".join(classes[k] for k in kinds) + " |",
+                     "|---" * (len(kinds) + 1) + "|"]
+        cells = []
+        for k in kinds:  # the seeds whose held-out split has clips of kind k
+            gaps = [(m[a][k, k] - m[b][k, k]) / m[a][k].sum() for m in found if m[a][k].sum()]
+            cells.append(_interval(stats.summary(gaps), "{:+.2f}"))
+        table.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + ("\n\n" + "\n".join(table) if table else "")
+
+
 def write_probes_summary(workdir: epath.Path, seed_dirs: Sequence[epath.Path]) -> str:
     """``SUMMARY_FILES`` in ``workdir``: ``probes_summary`` as CSV and markdown (mean and
     95% interval per metric), and the seeds' confusion matrices summed (read out per class
@@ -768,6 +825,9 @@ def write_probes_summary(workdir: epath.Path, seed_dirs: Sequence[epath.Path]) -
     found = [json.loads((paths.as_path(d) / CONFUSION_FILE).read_text()) for d in seed_dirs
              if (paths.as_path(d) / CONFUSION_FILE).exists()]
     confusion = summed_confusion(found) if found else None
+    contrasts = probe_contrasts(seed_dirs)
+    if contrasts:
+        text += "\n\nAction, paired by seed (mean [95% interval]):\n\n" + contrasts
     if confusion:
         text += (f"\n\nAction, held-out clips of {len(found)} seeds summed:\n\n"
                  + probe.confusion_markdown(confusion))

@@ -391,9 +391,56 @@ def test_probes_summary_over_two_seed_folders(tmp_path):
     assert "wave -> walk: 4 of 13" in text
 
 
+def test_probe_contrasts_pair_the_seeds(tmp_path):
+    """Each contrast is the per-seed difference (or ratio) of two action rows, its mean
+    and scipy's t interval over the seeds; the per-kind recall gap of ordered over
+    time-shuffled inputs is taken over the seeds whose held-out split has that kind."""
+    top1 = {"tokens": [0.9, 0.8, 0.85], "tokens, time-shuffled": [0.7, 0.8, 0.6],
+            "random tokenizer": [0.5, 0.6, 0.7], "DSTformer features": [0.9, 1.0, 0.85],
+            "DSTformer features, time-shuffled": [0.9, 0.9, 0.85]}
+    # classes walk, wave, squat: wave has no held-out clip in seed 2.
+    ordered = [[[4, 0, 0], [1, 3, 0], [0, 0, 2]], [[2, 0, 0], [0, 2, 0], [1, 0, 1]],
+               [[3, 1, 0], [0, 0, 0], [0, 0, 5]]]
+    shuffled = [[[2, 2, 0], [2, 2, 0], [0, 0, 2]], [[2, 0, 0], [1, 1, 0], [1, 0, 1]],
+                [[4, 0, 0], [0, 0, 0], [1, 0, 4]]]
+    dirs = []
+    for i in range(3):
+        d = tmp_path / f"data_seed{i}"
+        d.mkdir()
+        analysis.write_csv(d / "probes.csv", [{"task": "action", "input": name, "top1": v[i],
+                                               "macro_f1": 0.5, "clips": 10}
+                                              for name, v in top1.items()])
+        (d / analysis.CONFUSION_FILE).write_text(json.dumps(
+            {"classes": ["walk", "wave", "squat"],
+             "inputs": {"tokens": ordered[i], "tokens, time-shuffled": shuffled[i]}}))
+        dirs.append(d)
+    text = analysis.probe_contrasts(dirs)
+
+    def interval(values, fmt):
+        x = np.array(values)
+        half = _t_half(x)
+        return f"{fmt.format(x.mean())} [{fmt.format(x.mean() - half)}, {fmt.format(x.mean() + half)}]"
+
+    t = {k: np.array(v) for k, v in top1.items()}
+    assert (f"- trained over initialised tokenizer, action top-1 difference: "
+            f"{interval(t['tokens'] - t['random tokenizer'], '{:+.3f}')} over 3 seed(s)") in text
+    assert (f"- tokens against DSTformer features, action top-1 ratio: "
+            f"{interval(t['tokens'] / t['DSTformer features'], '{:.2f}')} over 3 seed(s)") in text
+    assert interval(t["DSTformer features"] - t["DSTformer features, time-shuffled"],
+                    "{:+.3f}") in text
+    o, s_ = np.array(ordered, float), np.array(shuffled, float)
+    gaps = {k: [(o[i, k, k] - s_[i, k, k]) / o[i, k].sum() for i in range(3) if o[i, k].sum()]
+            for k in range(3)}
+    assert len(gaps[1]) == 2
+    row = next(line for line in text.splitlines() if line.startswith("| tokens | "))
+    assert row == "| tokens | " + " | ".join(interval(gaps[k], "{:+.2f}") for k in range(3)) + " |"
+    assert "| recall, ordered minus time-shuffled | walk | wave | squat |" in text
+
+
 def test_probe_seeds_run_each_seed_in_its_folder_once(tmp_path, monkeypatch):
     """Seed i's chain runs on data.synthetic_seed + i in data_seed<i>; a rerun skips the
-    seeds done with the same config and runs them again when it changes."""
+    seeds done with the same config and runs them again when it changes, or when the
+    tables gained a row since (probe.TABLES_VERSION)."""
     base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
     base.data.synthetic_seed = 5
     ran, checked = [], []
@@ -413,6 +460,10 @@ def test_probe_seeds_run_each_seed_in_its_folder_once(tmp_path, monkeypatch):
     text = analysis.probe_seeds(base, tmp_path, 2, probe_steps=3)
     assert ran == [("data_seed0", 5), ("data_seed1", 6)]
     assert checked == [(str(tmp_path / "data_seed0"), "seed5"), (str(tmp_path / "data_seed1"), "seed6")]
+    monkeypatch.setattr(analysis.probe, "TABLES_VERSION", analysis.probe.TABLES_VERSION + 1)
+    analysis.probe_seeds(base, tmp_path, 2, probe_steps=3)
+    assert ran[2:] == ran[:2]  # the tables gained a row: both seeds run again
+    del ran[2:]
     assert text.startswith("Over 2 data seeds") and (tmp_path / "probes_summary.md").exists()
     assert analysis.probe_seeds(base, tmp_path, 3, probe_steps=3) and ran[2:] == [("data_seed2", 7)]
     analysis.probe_seeds(base, tmp_path, 2, probe_steps=4)

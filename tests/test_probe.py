@@ -138,6 +138,20 @@ def _head_config():
     return c
 
 
+def test_time_shuffling_permutes_each_clips_steps_alike_for_every_array():
+    """Each clip's steps are a permutation of its own, not the identity for most clips, and
+    two arrays of the same clips (keypoints and their mask) get the same permutations."""
+    steps = np.arange(6 * 16).reshape(6, 16)
+    keypoints = np.stack([steps, -steps], axis=-1)
+    shuffled, mask = probe.shuffled_in_time(keypoints), probe.shuffled_in_time(steps)
+    for clip in range(6):
+        np.testing.assert_array_equal(np.sort(mask[clip]), steps[clip])
+        np.testing.assert_array_equal(shuffled[clip, :, 0], mask[clip])
+        np.testing.assert_array_equal(shuffled[clip, :, 1], -mask[clip])
+    assert sum((mask[c] != steps[c]).any() for c in range(6)) == 6
+    assert len({tuple(m - m.min()) for m in mask}) == 6  # a permutation drawn per clip
+
+
 def test_probe_tables_and_what_labels_teach(tokens, tiny_lifter, tmp_path):
     """Every table's rows are written; a head learns from the true labels what it cannot
     from shuffled ones.
@@ -161,7 +175,8 @@ def test_probe_tables_and_what_labels_teach(tokens, tiny_lifter, tmp_path):
         rows = probe.run(task, tokens, tmp_path, lifter=lifter, config=c)
         assert [r["input"] for r in rows] == [
             "tokens", "tokens, time-shuffled",
-            "DSTformer lifting (GT 2D)" if task == "pose" else "DSTformer features",
+            *(["DSTformer lifting (GT 2D)"] if task == "pose" else
+              ["DSTformer features", "DSTformer features, time-shuffled"]),
             "mean pose" if task == "pose" else "chance"]
         for row in rows:
             assert all(np.isfinite(row[k]) for k in probe.METRICS[task])

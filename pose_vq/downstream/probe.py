@@ -16,7 +16,9 @@ held-out splits; each token id is looked up in the export's own codebook. The sa
 - ``DSTformer`` (``--lifter``, a pose_vq.downstream.lift workdir): the skeleton-side reference from
   ground-truth 2D of each clip's first camera: for ``pose`` the lifter's own 3D output
   (turned into the target's axes), for ``action``/``retrieval`` the same head on its
-  (T, J, rep) features;
+  (T, J, rep) features, and (``DSTformer features, time-shuffled``) on the features of
+  the same 2D with its frames permuted per clip before lifting: what the order of exact
+  skeletons adds on this data, the most that shuffling could take from tokens;
 - ``chance``: the training mean pose / the most frequent class / a random ranking.
 
 Tasks: ``pose`` predicts every frame's joints relative to the mid-hip in metres (for
@@ -62,6 +64,9 @@ TASKS = ("pose", "action", "retrieval")
 TRAIN, HELD_OUT = "train", "validation"
 METRICS = {"pose": ("mpjpe", "p_mpjpe"), "action": ("top1", "macro_f1"),
            "retrieval": ("recall@1", "recall@5")}
+# The tables' rows changed (2: the time-shuffled DSTformer features): a chain finished
+# under another version is run again, and only what it lacks is trained.
+TABLES_VERSION = 2
 CONFUSION_FILE = "action_confusion.json"  # {"classes": [name], "inputs": {input: counts}}
 
 
@@ -139,9 +144,8 @@ class TokenExport:
 
     def inputs(self, split: str, name: str = "tokens", shuffle_time: bool = False) -> Inputs:
         ids = self.split(split)["tokens"]
-        if shuffle_time:  # one fixed permutation of the time steps per clip
-            rng = np.random.default_rng(0)
-            ids = np.stack([g[rng.permutation(len(g))] for g in ids])
+        if shuffle_time:
+            ids = shuffled_in_time(ids)
         codebook = jnp.asarray(self.codebook)
         frames = self.metadata["tokenizer_config"]["data"]["frames"]
         t = ids.shape[1]
@@ -151,21 +155,35 @@ class TokenExport:
                       frames // t, {"tokens": self.key, "shuffle_time": shuffle_time})
 
 
+def shuffled_in_time(clips: np.ndarray) -> np.ndarray:
+    """(N, T, ...) clips with their T steps permuted: one fixed permutation per clip, the
+    same for every array of N clips of T steps (keypoints and their mask stay paired)."""
+    rng = np.random.default_rng(0)
+    return np.stack([clip[rng.permutation(len(clip))] for clip in clips])
+
+
 def _first_camera(skeletons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Lifting examples of each clip's first camera only."""
     return lift.lifting_examples({k: v[:, :1] if k.startswith(("joints2d", "camera_")) else v
                                   for k, v in skeletons.items()})
 
 
-def lifter_inputs(lifter_dir: paths.PathLike, skeletons: dict[str, np.ndarray]) -> Inputs:
+def lifter_inputs(lifter_dir: paths.PathLike, skeletons: dict[str, np.ndarray],
+                  shuffle_time: bool = False) -> Inputs:
     """DSTformer's (T, J, rep) features from each clip's first camera's ground-truth 2D,
-    computed once (the lifter is frozen) and held in memory."""
+    computed once (the lifter is frozen) and held in memory; ``shuffle_time``: their
+    2D frames permuted per clip before lifting, so no feature sees the clip's order."""
     model, variables, config = lift.restore(lifter_dir)
     first = _first_camera(skeletons)
-    features = lift.predict(model, variables, first["keypoints"], first["present"],
-                            representation=True)
-    return Inputs("DSTformer features", {"features": features}, lambda b: b["features"], 1,
-                  {"lifter": checkpointing.config_digest(config)})
+    keypoints, present = first["keypoints"], first["present"]
+    if shuffle_time:
+        keypoints, present = shuffled_in_time(keypoints), shuffled_in_time(present)
+    features = lift.predict(model, variables, keypoints, present, representation=True)
+    source = {"lifter": checkpointing.config_digest(config)}
+    if shuffle_time:  # (heads on the ordered features keep the key they were trained with)
+        source["shuffle_time"] = True
+    return Inputs("DSTformer features" + (", time-shuffled" if shuffle_time else ""),
+                  {"features": features}, lambda b: b["features"], 1, source)
 
 
 # ----------------------------------------------------------------------- targets
@@ -389,7 +407,8 @@ def run(task: str, tokens: paths.PathLike, workdir: paths.PathLike, *,
         control = TokenExport.load(control_tokens)
         sources.append(lambda s: control.inputs(s, "random tokenizer"))
     if lifter and task != "pose":
-        sources.append(lambda s: lifter_inputs(lifter, skeletons[s]))
+        sources += [lambda s: lifter_inputs(lifter, skeletons[s]),
+                    lambda s: lifter_inputs(lifter, skeletons[s], shuffle_time=True)]
     rows, confusion = [], {}
     for source in sources:
         train, held_out = source(TRAIN), source(HELD_OUT)
