@@ -65,7 +65,17 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from pose_vq import checkpointing, errors, paths, runtime, stats, summary, tokenize, train
+from pose_vq import (
+    checkpointing,
+    errors,
+    evaluate,
+    paths,
+    runtime,
+    stats,
+    summary,
+    tokenize,
+    train,
+)
 from pose_vq import config as config_lib
 from pose_vq.data import pipeline, prepare
 from pose_vq.downstream import lift, pose3d, probe
@@ -427,9 +437,11 @@ def plateau(curves: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def plot_curves(path: epath.Path, curves: Sequence[dict[str, Any]],
-                marks: dict[str, int] | None = None) -> epath.Path:
+                marks: dict[str, int] | None = None,
+                zeros: dict[str, float] | None = None) -> epath.Path:
     """Held-out PSNR and SSIM over training steps, a line per run, coloured by variant;
-    ``marks`` (label -> step) drawn as dotted verticals, e.g. where the GAN starts."""
+    ``marks`` (label -> step) drawn as dotted verticals, e.g. where the GAN starts, and
+    the all-zeros prediction's ``zeros["psnr"]`` and ``["ssim"]`` as dashed levels."""
     import matplotlib  # noqa: PLC0415 (pyplot takes 0.9-1.1 s to import: the plot alone)
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # noqa: PLC0415 (0.9-1.1 s: the plot alone)
@@ -449,6 +461,8 @@ def plot_curves(path: epath.Path, curves: Sequence[dict[str, Any]],
             labelled.add(variant)
         for j, (what, step) in enumerate((marks or {}).items()):
             ax.axvline(step, color="k", ls=":", lw=0.8, label=what if j == 0 else None)
+        if zeros and key in zeros:
+            ax.axhline(zeros[key], color="0.5", ls="--", lw=0.8, label="all zeros")
         ax.set_xlabel("training step")
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -485,6 +499,18 @@ def compare(results: dict[str, dict[str, Any]], workdir: epath.Path,
     floors = {"(all zeros)": zeros}
     if keypoints and "target" in first:
         floors["(target heatmaps)"] = first["target"]
+    # On data with random joint strengths, each pose exact but every strength its mean:
+    # the share of the error, and of the temporal error, that is the strengths' noise
+    # (left out where the runs' dataset is not on this machine).
+    pose = None
+    if run_dirs:
+        first_dir = next(iter(run_dirs.values()))
+        run_config = checkpointing.load_run_config(first_dir)
+        if prepare.is_built(prepare.data_dir(run_config.data, first_dir),
+                            prepare.dataset_name(run_config.data)):
+            pose = evaluate.pose_reference(run_config, first_dir)
+    if pose is not None:
+        floors["(exact poses, mean strengths)"] = pose
     text = markdown_table({**rows, **floors}, keys)
     found = claims(rows)
     if found:
@@ -515,7 +541,7 @@ def compare(results: dict[str, dict[str, Any]], workdir: epath.Path,
                                                    for d in run_dirs.values())
                       if loss.adversarial_weight > 0]
             marks = {"discriminator on": int(starts[0])} if starts else {}
-            plot_curves(workdir / "compare_curves.png", curves, marks)
+            plot_curves(workdir / "compare_curves.png", curves, marks, zeros)
     return text
 
 

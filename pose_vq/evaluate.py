@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 
 from pose_vq import checkpointing, metrics, paths, sharding, summary, visualize
 from pose_vq import config as config_lib
-from pose_vq.data import modes, pipeline, prepare, skeleton
+from pose_vq.data import heatmaps, modes, panoptic, pipeline, prepare, skeleton
 from pose_vq.state import (
     WEIGHT_SETS,
     GeneratorState,
@@ -234,6 +234,52 @@ class Evaluator:
                 visualize.clip_gif(self.workdir / "videos" / f"step_{step:07d}_clip{i}.gif",
                                    targets[i], recon[i])
         writer.write_images(step, images)
+
+
+def pose_reference(config: ml_collections.ConfigDict, workdir: paths.PathLike,
+                   chunk: int = 32) -> dict[str, float] | None:
+    """The evaluation split's targets scored against themselves drawn again from their own
+    skeletons with every joint at the mean random score; None unless the data were built
+    with ``score_source="gaussian"``. That is what a reconstruction with every pose exact
+    but none of the per-frame random joint strengths scores: the share of the error, and
+    of the frame-to-frame change (``tdiff_l1``), that is the strengths' noise."""
+    builder = pipeline.open_dataset(str(prepare.data_dir(config.data, workdir)),
+                                    prepare.dataset_name(config.data))
+    built = builder.info.metadata.get("config", {})
+    if built.get("score_source") != "gaussian":
+        return None
+    mode = pipeline.dataset_mode(builder)
+    source = pipeline.data_source(builder, config.eval.split)
+    num_clips = min(len(source), config.eval.max_examples or len(source))
+    transform = pipeline.ToModelInputs(mode)
+    sums: dict[str, float] = {}
+    for start in range(0, num_clips, chunk):
+        targets, poses = [], []
+        for index in range(start, min(start + chunk, num_clips)):
+            stored = source[index]
+            window = panoptic.Window(
+                sequence=_text(stored["sequence"]), body_id=int(stored["body_id"]),
+                start_frame=int(stored["start_frame"]), frames=stored["frames"],
+                joints3d=stored["joints3d"], confidence=stored["confidence"],
+                present=stored["present"], cameras=tuple(map(_text, stored["cameras"])),
+                calibration=(),
+                joints2d=stored["joints2d"])
+            drawn = modes.render_clips(mode, window, size=built["heatmap_size"],
+                                       sigma=built["sigma"], kind=built["kind"],
+                                       score_source="ones", rng=np.random.default_rng(0))
+            redrawn = {k: np.round(np.clip(v * heatmaps.GAUSSIAN_SCORE_MEAN, 0.0, 1.0)
+                                   * modes.QUANTIZATION_LEVELS).astype(np.uint8)
+                       for k, v in drawn.items()}
+            targets.append(transform.map(stored)["targets"])
+            poses.append(transform.map({**stored, **redrawn})["targets"])
+        per_clip = metrics.clip_metrics(np.stack(targets), np.stack(poses))
+        for k, v in per_clip.items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)))
+    return {k: v / num_clips for k, v in sums.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _headline(results: dict[str, Any]) -> str:

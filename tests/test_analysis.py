@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pose_vq import analysis, tokenize
+from pose_vq import analysis, evaluate, tokenize
 from pose_vq import config as config_lib
 
 pytestmark = pytest.mark.xdist_group("tiny_runs")  # one worker trains the fixture
@@ -89,6 +89,12 @@ def test_compare_variants_and_claims(tiny_runs, tmp_path):
         cells = [f"{evaluated[row['run']][k]:.4f}"
                  for k in ("ssim", "psnr", "l1", "t_std", "tdiff_l1")]
         assert f"| {row['run']} | {' | '.join(cells)} |" in text
+    # The tiny data draw random joint strengths: the reference row of exact poses at the
+    # mean strength is the evaluation's own (test_evaluate checks its values).
+    pose = evaluate.pose_reference(config_lib.validate(analysis.shared_data(config, workdir)),
+                                   workdir)
+    cells = [f"{pose[k]:.4f}" for k in ("ssim", "psnr", "l1", "t_std", "tdiff_l1")]
+    assert f"| (exact poses, mean strengths) | {' | '.join(cells)} |" in text
 
     def claim(metric, new, old):
         """The claim's line recomputed: the values and their change in percent."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pose_vq import evaluate, metrics, sharding
-from pose_vq.data import prepare
+from pose_vq.data import heatmaps, pipeline, prepare
 from pose_vq.state import Models, create_state
 from tests.test_train import tiny_config
 
@@ -76,3 +76,29 @@ def test_limb_data_reports_no_keypoint_error(build_small, tmp_path):
     assert "kp_vel_error" not in results["ema"]
     assert results["zeros"]["tdiff_l1"] == pytest.approx(_still_error(evaluator), rel=1e-5)
     assert results["ema"]["tdiff_l1"] > 0
+
+
+def test_the_pose_reference_draws_each_skeleton_at_the_mean_strength(build_small, data_dir,
+                                                                     tmp_path):
+    """Oracle: the same windows built again with every joint strength 1 (the builder's own
+    renders of another dataset), scaled to the mean strength in numpy."""
+    config = tiny_config(data_dir, **{"eval.max_examples": 0})  # the gaussian-score 3d build
+    ones = build_small("3d", score_source="ones")
+    assert pathlib.Path(ones.data_dir).parents[2] == data_dir
+    pose = evaluate.pose_reference(config, tmp_path)
+
+    def clips(name):
+        builder = pipeline.open_dataset(str(data_dir), name)
+        return np.stack([r["heatmaps"] for r in pipeline.data_source(builder, config.eval.split)]
+                        ).astype(np.float64) / 255
+    target = clips(prepare.dataset_name(config.data))
+    config.data.score_source = "ones"
+    drawn = clips(prepare.dataset_name(config.data)) * heatmaps.GAUSSIAN_SCORE_MEAN
+    assert target.shape == drawn.shape and len(target) > 1
+    expected = {k: float(np.mean(v)) for k, v in metrics.clip_metrics(target, drawn).items()}
+    assert np.abs(target - drawn).max() > 0.05  # the strengths' noise is there to measure
+    assert pose["l1"] == pytest.approx(expected["l1"], rel=0.02)  # uint8 rounding apart
+    assert pose["tdiff_l1"] == pytest.approx(expected["tdiff_l1"], rel=0.02)
+    assert pose["psnr"] == pytest.approx(expected["psnr"], abs=0.05)
+    assert pose["ssim"] == pytest.approx(expected["ssim"], abs=2e-3)
+    assert evaluate.pose_reference(config, tmp_path) is None  # every strength 1: no noise

@@ -63,8 +63,11 @@ def scale_and_center(points: np.ndarray, size: float, fill: float = 0.9) -> np.n
     return points * scale + offset
 
 
+GAUSSIAN_SCORE_MEAN = 0.65
+
+
 def gaussian_scores(rng: np.random.Generator, shape: Sequence[int],
-                    mean: float = 0.65, std: float = 0.16) -> np.ndarray:
+                    mean: float = GAUSSIAN_SCORE_MEAN, std: float = 0.16) -> np.ndarray:
     """The reference's random joint scores: N(mean, std) clipped to [0, 1]."""
     return np.clip(rng.normal(mean, std, size=tuple(shape)), 0.0, 1.0)
 
