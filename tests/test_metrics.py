@@ -137,6 +137,19 @@ def test_constant_curves_and_identical_clips():
     assert all(np.isfinite(got[key]).all() for key in metrics.METRIC_KEYS)
 
 
+def test_t_std_is_blind_to_the_size_of_the_error():
+    """The paper's T-Std min-max normalises each curve: an error ten times smaller, frame
+    by frame, has the same L1 and PSNR T-Std, while tdiff_l1 shrinks with it. (An i.i.d.
+    curve of 16 frames scores about 0.28 at any amplitude: docs/study.md.)"""
+    rng = np.random.default_rng(7)
+    target = rng.uniform(0.3, 0.7, size=(2, 16, 12, 12, 3))
+    noise = rng.uniform(-0.2, 0.2, size=target.shape)
+    big, small = (metrics.clip_metrics(target, target + k * noise) for k in (1.0, 0.1))
+    for key in ("l1_tstd", "psnr_tstd"):
+        np.testing.assert_allclose(small[key], big[key], rtol=1e-3, err_msg=key)
+    np.testing.assert_allclose(small["tdiff_l1"], 0.1 * big["tdiff_l1"], rtol=1e-3)
+
+
 def test_clip_metrics_jit_matches_eager_and_is_float32():
     target, pred = _random_clips(np.random.default_rng(5), lo=-0.2, hi=1.2)
     target, pred = jnp.asarray(target, jnp.bfloat16), jnp.asarray(pred, jnp.bfloat16)
