@@ -95,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss = lo = ml_collections.ConfigDict()
     lo.l1_weight = 1.0  # reconstruction (rec_loss_factor)
     lo.gradient_weight = 0.0  # L1 of the height and width differences (sharp edges; 0: off)
+    lo.foreground_weight = 0.0  # L1 weighted by the target's intensity (the limbs; 0: off)
     lo.perceptual_weight = 1.0  # LPIPS-VGG per frame and channel (perceptual_loss_factor)
     lo.adversarial_weight = 1.0  # generator GAN term and discriminator loss (disc_factor)
     lo.disc_start = 2000  # step at which the adversarial terms switch on

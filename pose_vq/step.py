@@ -128,6 +128,9 @@ def generator_gradients(models: Models, perceptual: Params | None, state: TrainS
         if lc.gradient_weight:
             terms["gradient_l1"] = losses.gradient_l1(r, target)
             total = total + lc.gradient_weight * terms["gradient_l1"]
+        if lc.foreground_weight:
+            terms["foreground_l1"] = losses.foreground_l1(r, target)
+            total = total + lc.foreground_weight * terms["foreground_l1"]
         return total, terms
 
     def adversarial_loss(r):
@@ -152,7 +155,7 @@ def generator_gradients(models: Models, perceptual: Params | None, state: TrainS
         "loss_generator_total": rec_loss + q_total + adv_term,
         "loss_reconstruction": rec_loss, "loss_l1": rec_terms["l1"],
         "loss_perceptual": rec_terms["perceptual"],
-        **({"loss_gradient_l1": rec_terms["gradient_l1"]} if "gradient_l1" in rec_terms else {}),
+        **{f"loss_{k}": rec_terms[k] for k in ("gradient_l1", "foreground_l1") if k in rec_terms},
         **{f"loss_quantizer_{k}": v for k, v in q.losses.items()}, "q_loss": q.q_loss, **gan,
         **{f"codebook_{k}": v for k, v in q.health.items()},
         **({"codebook_temperature": temperature} if temperature is not None else {}),

@@ -194,7 +194,7 @@ def test_fsdp_and_tensor_parallel_steps_equal_1_device(data_dir):
 
 def _generator_objective_oracle(models, perceptual, state, x, target, key):
     """jax.grad of the generator objective written out plainly, term by term: L1 + LPIPS +
-    the L1 of the height and width differences, the codebook terms, and the adaptive
+    the L1 of the height and width differences + the target-weighted L1, the codebook terms, and the adaptive
     weight x the hinge generator loss, the weight a constant (stop-gradient): the ratio
     of the two losses' gradient norms at the decoder's last kernel. Returns (gradient,
     weight, gradient of the discriminator's hinge loss: what the reference's bug added)."""
@@ -216,7 +216,8 @@ def _generator_objective_oracle(models, perceptual, state, x, target, key):
                  + jnp.mean(jnp.abs(d[:, :, :, 1:] - d[:, :, :, :-1]))) / 2
         return (lc.l1_weight * jnp.mean(jnp.abs(recon - target))
                 + lc.perceptual_weight * perceptual_loss(perceptual, a, b)
-                + lc.gradient_weight * edges)
+                + lc.gradient_weight * edges
+                + lc.foreground_weight * jnp.mean(jnp.abs(recon - target) * target))
 
     disc = lambda clip: models.discriminator.apply(state.discriminator, clip)
     g_rec = jax.grad(rec_loss)(state.generator)
@@ -243,7 +244,8 @@ def test_generator_gradient_is_the_generator_objective_alone(data_dir):
     last conv's VJP) equals jax.grad of the plainly written objective to 1e-5 relative,
     and the tolerance is tight: the reference's leak (D's hinge loss differentiated into
     G) would move the gradient far outside it."""
-    config = tiny_config(data_dir, **ATTENTION, **{"loss.gradient_weight": 1.0})  # every term
+    config = tiny_config(data_dir, **ATTENTION, **{"loss.gradient_weight": 1.0,  # every term
+                                                   "loss.foreground_weight": 2.0})
     models = Models.create(config)
     state = create_state(models, sharding.make_mesh(devices=jax.devices()[:1]), 0)
     x, target = modes.model_clips(models.mode, first_batch(config, size=1))
