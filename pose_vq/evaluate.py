@@ -262,13 +262,11 @@ def pose_reference(config: ml_collections.ConfigDict, workdir: paths.PathLike,
                 start_frame=int(stored["start_frame"]), frames=stored["frames"],
                 joints3d=stored["joints3d"], confidence=stored["confidence"],
                 present=stored["present"], cameras=tuple(map(_text, stored["cameras"])),
-                calibration=(),
-                joints2d=stored["joints2d"])
+                calibration=(), joints2d=stored["joints2d"])
             drawn = modes.render_clips(mode, window, size=built["heatmap_size"],
                                        sigma=built["sigma"], kind=built["kind"],
                                        score_source="ones", rng=np.random.default_rng(0))
-            redrawn = {k: np.round(np.clip(v * heatmaps.GAUSSIAN_SCORE_MEAN, 0.0, 1.0)
-                                   * modes.QUANTIZATION_LEVELS).astype(np.uint8)
+            redrawn = {k: modes.quantize(v * heatmaps.GAUSSIAN_SCORE_MEAN)
                        for k, v in drawn.items()}
             targets.append(transform.map(stored)["targets"])
             poses.append(transform.map({**stored, **redrawn})["targets"])

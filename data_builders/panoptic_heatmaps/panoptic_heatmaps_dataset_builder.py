@@ -43,6 +43,7 @@ from pose_vq import errors
 from pose_vq.data import camera, modes, panoptic, skeleton, synthetic
 
 QUANTIZATION_LEVELS = modes.QUANTIZATION_LEVELS
+quantize = modes.quantize
 # Class names of ``label``: synthetic motion kinds, then real sequence families.
 LABELS = (*synthetic.MOTION_KINDS, *panoptic.SEQUENCE_FAMILIES, "other")
 # ``camera_<name>`` per chosen camera: (name, shape after C, dtype).
@@ -243,8 +244,3 @@ def example_label(labels: dict[str, dict[int, str]], sequence: str, body_id: int
         return labels[sequence][body_id]
     family = panoptic.sequence_family(sequence)
     return family if family in LABELS else "other"
-
-
-def quantize(clip: np.ndarray) -> np.ndarray:
-    """[0, 1] float heatmaps -> uint8 (max abs error 1/510)."""
-    return np.round(np.clip(clip, 0.0, 1.0) * QUANTIZATION_LEVELS).astype(np.uint8)

@@ -148,6 +148,11 @@ def target_from_input(mode: Mode, clip: Any) -> Any:
 QUANTIZATION_LEVELS = 255
 
 
+def quantize(clip: np.ndarray) -> np.ndarray:
+    """[0, 1] float heatmaps -> the stored uint8 levels (max abs error 1/510)."""
+    return np.round(np.clip(clip, 0.0, 1.0) * QUANTIZATION_LEVELS).astype(np.uint8)
+
+
 def model_clips(mode: Mode, batch: dict[str, Any]) -> tuple[Any, Any]:
     """float32 ``inputs`` and ``targets`` in [0, 1] from a batch of stored uint8 clips
     (``targets`` only in modes with a separate target): numpy on a host, or jax arrays
