@@ -6,11 +6,12 @@ cores, for claims measured over seeds.
 
 The recipe is the paper's: Gaussian random joint scores, sigma 0.75, LPIPS on, the GAN
 at full weight with the adaptive weight, switched on part way (at 60% of the run). The
-model, data and optimiser are the demo's (demo.py beside this file) with its width pinned
-at 8-32-64, for a run that plateaus in minutes on a CPU: learning rate 1e-3 (the paper's
-2.25e-5 moves a CPU-sized model too slowly), LPIPS on 4 random planes per step, and
-evaluation every 250 steps, so that held-out PSNR over steps shows the plateau. ``study.py:vqvae`` and
-``:dvae`` are the baselines (pose_vq.config.VARIANTS).
+model, data and optimiser are the demo's (demo.py:compact beside this file: its 8 x 8 x 8
+token grid) with its width pinned at 8-32-64, for a run that plateaus in minutes on a CPU:
+learning rate 1e-3 (the paper's 2.25e-5 moves a CPU-sized model too slowly), LPIPS on 4
+random planes per step, and evaluation every 250 steps, so that held-out PSNR over steps
+shows the plateau. ``study.py:vqvae`` and ``:dvae`` are the baselines
+(pose_vq.config.VARIANTS).
 """
 
 import pathlib
@@ -21,7 +22,7 @@ from pose_vq import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = config_lib.load_file(pathlib.Path(__file__).with_name("demo.py"))
+    c = config_lib.load_file(pathlib.Path(__file__).with_name("demo.py:compact"))
     # The study's model is fixed here, not followed from the demo, so that its runs stay
     # comparable (and resumable) while the demo's recipe moves.
     c.model.channels = (8, 32, 64)

@@ -58,3 +58,14 @@ def test_cpu_devices_must_split_the_batch_over_the_data_axis():
         config_lib.validate(c)
     c.sharding.mesh.model = 2  # a (4, 2) mesh: 4 clips split over 4 data devices
     config_lib.validate(c)
+
+
+def test_demo_arguments_pick_the_grid_and_the_variant():
+    """demo.py's arguments: ``compact`` is the earlier 8 x 8 x 8 grid, combinable with one
+    paper variant; two variants are refused."""
+    grid = lambda arg: config_lib.generator_spec(config_file(f"demo.py{arg}")).token_grid()
+    assert grid("") == (8, 16, 16) and grid(":compact") == grid(":compact,dvae") == (8, 8, 8)
+    both = config_file("demo.py:compact,vqvae")
+    assert both.loss.adversarial_weight == 0.0 and both.model.channels == (16, 32, 64)
+    with pytest.raises(config_lib.ConfigError, match="at most one of"):
+        config_file("demo.py:vqvae,dvae")

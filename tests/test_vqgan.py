@@ -101,7 +101,7 @@ def test_forward_encode_decode_round_trip():
     m = config.model
     grid = (config.data.frames // 2**m.temporal_downsamples,
             *(config.data.heatmap_size // 2**m.spatial_downsamples,) * 2)
-    assert tokens.dtype == jnp.int32 and tokens.shape == (2, *grid) == (2, 8, 8, 8)
+    assert tokens.dtype == jnp.int32 and tokens.shape == (2, *grid) == (2, 8, 16, 16)
 
 
 def test_batch_elements_are_independent():
@@ -158,7 +158,7 @@ def test_remat_changes_neither_parameters_nor_gradients():
     # The demo's model as it was at 8-32-64: at 16-32-64 (today's demo), remat of every
     # level compiled to more temporaries than none (40.6 MB against 37.3 MB, XLA CPU,
     # 2026-12-07), so remat's saving depends on the model and is measured per model.
-    demo = load("demo")
+    demo = load("demo", "compact")
     demo.model.channels = (8, 32, 64)
     spec = dataclasses.replace(config_lib.generator_spec(demo), conv_impl="folded")
     x, variables = _init(spec)  # folded: compiles faster than winograd
@@ -302,8 +302,8 @@ def test_checkpoints_written_before_the_new_quantizers_restore():
     for name, knobs in {"ema": {}, "ema_kmeans": {"kmeans_init": True},
                         "learned": {"kind": "learned", "dead_code_threshold": 0.0},
                         "gumbel": {"kind": "gumbel", "dead_code_threshold": 0.0}}.items():
-        config = config_file("demo.py")
-        config.model.channels = (8, 32, 64)  # the demo's width when the layout was recorded
+        config = config_file("demo.py:compact")  # the demo's grid when the layout was recorded
+        config.model.channels = (8, 32, 64)  # ... and its width
         config.quantizer.update(knobs)
         models = state_lib.Models.create(config)
         shapes = jax.eval_shape(functools.partial(state_lib.init_state, models, 0))
@@ -342,7 +342,7 @@ def test_describe_counts_a_residual_quantizers_tokens_and_codebooks(capsys):
     config.quantizer.update(num_codes=64, stages=3)  # EMA with restart, three codebooks
     summary = main_lib.describe(config)
     assert (summary["token_grid"], summary["stages"], summary["tokens_per_clip"]) == (
-        [8, 8, 8], 3, 8 * 8 * 8 * 3)
+        [8, 16, 16], 3, 8 * 16 * 16 * 3)
     assert capsys.readouterr().out.count("EMA codebook (vq_stats") == 3
     single = main_lib.describe(demo_native())
     assert single["generator_params"] - summary["generator_params"] == 256 * 32 - 3 * 64 * 32
