@@ -1,7 +1,7 @@
 """Generation at demo scale (python -m pose_vq.downstream.prior): a CPU-sized masked-token
 prior over the demo tokenizer's export, its samples scored by a small motion classifier.
 
-    python -m pose_vq.main --config=configs/demo.py --workdir=runs/demo \\
+    python -m pose_vq.main --config=configs/demo.py:compact --workdir=runs/demo \\
         --config.data.synthetic_sequences=16 --config.data.synthetic_balanced_kinds=True
     python -m pose_vq.tokenize --workdir=runs/demo --split=train,validation
     python -m pose_vq.downstream.prior --config=configs/prior_demo.py --workdir=runs/prior \\
