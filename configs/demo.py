@@ -23,8 +23,8 @@ def get_config(arg: str | None = None):
     # Latents at half the side (8 x 16 x 16 = 2048 tokens per clip): at a quarter (8 x 8 x 8,
     # `compact`) the arms merged with the torso, 20.76 dB / SSIM 0.772 against 24.61 / 0.898
     # at 700 steps, 22.35 / 0.828 at the demo's 400 (README, quick start). Four residual
-    # stages on the quarter grid, the bits of the half,
-    # reached 20.85 dB: the grid's resolution, not its bits, draws the limbs.
+    # stages on the quarter grid, the bits of the half, reached 20.85 dB: the grid's
+    # resolution, not its bits, draws the limbs.
     c.model.channels = (16, 32)
     c.model.latent_channels = 32
     c.model.encoder_blocks = 1
