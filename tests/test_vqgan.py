@@ -155,7 +155,7 @@ def test_bf16_forward_is_finite_with_float32_params():
 def test_remat_changes_neither_parameters_nor_gradients():
     """Rematerialised levels keep the parameter tree (checkpoints load either way) and
     give the same loss gradient; remat keeps fewer bytes live in the compiled backward."""
-    # The demo's model as it was at 8-32-64: at 16-32-64 (today's demo), remat of every
+    # The demo's model as it was at 8-32-64: at 16-32-64 (`demo.py:compact`), remat of every
     # level compiled to more temporaries than none (40.6 MB against 37.3 MB, XLA CPU,
     # 2026-12-07), so remat's saving depends on the model and is measured per model.
     demo = load("demo", "compact")

@@ -6,8 +6,8 @@ from data_builders.panoptic_heatmaps.panoptic_heatmaps_dataset_builder import (
     PanopticHeatmapsConfig,
     check_file_format,
     make_config,
-    quantize,
 )
+from pose_vq.data.modes import quantize
 
 __all__ = ["Builder", "PanopticHeatmapsConfig", "QUANTIZATION_LEVELS", "check_file_format",
            "make_config", "quantize"]

@@ -43,7 +43,6 @@ from pose_vq import errors
 from pose_vq.data import camera, modes, panoptic, skeleton, synthetic
 
 QUANTIZATION_LEVELS = modes.QUANTIZATION_LEVELS
-quantize = modes.quantize
 # Class names of ``label``: synthetic motion kinds, then real sequence families.
 LABELS = (*synthetic.MOTION_KINDS, *panoptic.SEQUENCE_FAMILIES, "other")
 # ``camera_<name>`` per chosen camera: (name, shape after C, dtype).
@@ -197,7 +196,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 clips = modes.render_clips(mode, window, size=cfg.heatmap_size, sigma=cfg.sigma,
                                            kind=cfg.kind, score_source=cfg.score_source, rng=rng)
                 yield key, {
-                    **{k: quantize(v) for k, v in clips.items()},
+                    **{k: modes.quantize(v) for k, v in clips.items()},
                     "joints3d": window.joints3d,
                     "joints2d": window.joints2d,
                     "confidence": window.confidence,

@@ -37,7 +37,7 @@ drops the label with probability ``label_dropout``; sampling takes
 ``cond + g (cond - uncond)``, Muse's form, so g = 0 is the conditional model).
 ``attention="axial"`` (the masked default) attends within each time step's h w cells,
 then across each cell's t steps, in every block (TimeSformer's divided attention): on the
-demo's 8 x 8 x 8 grid a training step took 0.45x the time of full attention over all
+compact demo's 8 x 8 x 8 grid a training step took 0.45x the time of full attention over all
 512 cells (0.94 s against 2.08 s at width 64, depth 3, batch 16 over 2 CPU devices, on
 2 cores shared with other work); ``"full"`` is MaskGIT's own.
 
