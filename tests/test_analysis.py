@@ -395,6 +395,8 @@ def test_probes_summary_over_two_seed_folders(tmp_path):
     low, high = 0.65 - _t_half(values["top1"]), 0.65 + _t_half(values["top1"])
     assert f"| tokens | 0.650 [{low:.3f}, {high:.3f}] | 0.325 [" in text
     assert "wave -> walk: 4 of 13" in text
+    with Image.open(tmp_path / "probes_summary.png") as image:  # a panel per task
+        assert image.size == (round(4.2 * 2 * 90), round(3.2 * 90))
 
 
 def test_probe_contrasts_pair_the_seeds(tmp_path):
