@@ -293,6 +293,16 @@ def sweep_summary(rows: Sequence[dict[str, Any]], baseline: str = "ema_restart"
     return out
 
 
+def _save_png(fig: Any, path: epath.Path) -> epath.Path:
+    """Writes a figure through epath (local or cloud paths alike) and frees it."""
+    from matplotlib import pyplot as plt  # noqa: PLC0415 (loaded already by the plot)
+
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plot_sweep(path: epath.Path, rows: Sequence[dict[str, Any]]) -> epath.Path:
     """A row of panels per mode (PSNR, SSIM, codebook usage, token perplexity, L1 and the
     temporal-difference error against the vocabulary, log scale), a line per arm with the spread over seeds as
@@ -326,10 +336,7 @@ def plot_sweep(path: epath.Path, rows: Sequence[dict[str, Any]]) -> epath.Path:
             ax.set_title(f"{mode}: {label}")
             ax.grid(alpha=0.3)
         row_axes[0].legend(fontsize=7)
-    with path.open("wb") as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def _change(new: float, old: float) -> str:
@@ -467,10 +474,7 @@ def plot_curves(path: epath.Path, curves: Sequence[dict[str, Any]],
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    with path.open("wb") as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def markdown_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
@@ -873,10 +877,7 @@ def plot_probes(path: epath.Path, seed_dirs: Sequence[epath.Path],
         ax.set_xlabel(key)
         ax.set_title(task)
         ax.grid(alpha=0.3, axis="x")
-    with path.open("wb") as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def write_probes_summary(workdir: epath.Path, seed_dirs: Sequence[epath.Path]) -> str:
