@@ -3,7 +3,7 @@ what the tokens are worth downstream.
 
     python -m pose_vq.analysis sweep --config=configs/demo.py --workdir=runs/sweep \\
         --modes=m2d,3d --num_codes=128,1024,4096,16384 --kinds=ema,ema_restart,fsq,lfq,simvq \\
-        --seeds=2 --output_dir=docs/sweep
+        --seeds=2 --close_db=0.5 --output_dir=docs/sweep
     python -m pose_vq.analysis compare --config=configs/demo.py --workdir=runs/baselines \\
         --variants=vqgan,vqvae,dvae
     python -m pose_vq.analysis compare --runs=runs/a,runs/b --workdir=runs/ab
@@ -12,7 +12,8 @@ what the tokens are worth downstream.
 
 ``sweep`` trains and evaluates the config once per (mode, quantizer arm, vocabulary size,
 seed) in ``<workdir>/<mode>_<arm>_k<K>[_s<seed>]`` (``ARMS``: the config's own quantizer,
-ema with and without restart, learned, simvq, fsq, lfq, residual stages at equal bits)
+ema with and without restart, learned, simvq, fsq, lfq, residual stages at equal bits;
+with ``--close_db`` seeds after the first only where arms are that close in PSNR)
 and writes ``sweep.csv`` (a row per run), ``sweep_summary.csv`` (mean, spread and 95%
 interval over seeds; the paired margin over ema with restart) and ``sweep.png`` (PSNR,
 SSIM, codebook usage, perplexity, L1, tdiff_l1 against the vocabulary, a row per mode, a
@@ -225,22 +226,32 @@ def run_name(mode: str, arm: str, vocabulary: int, seed: int) -> str:
 
 def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequence[str],
           sizes: Sequence[int], weights: str = "ema", arms: Sequence[str] = ("config",),
-          seeds: int = 1, output_dir: epath.Path | None = None) -> list[dict[str, Any]]:
+          seeds: int = 1, output_dir: epath.Path | None = None, close_db: float | None = None,
+          baseline: str = "ema_restart") -> list[dict[str, Any]]:
     """Train ``config`` at each (mode, arm, vocabulary size, seed) in ``workdir``; write
     sweep.csv (a row per run), sweep_summary.csv (per mode, arm and size: mean, spread and
-    95% interval over seeds, and the paired margin over ``ema_restart`` where it ran) and
-    sweep.png into ``output_dir`` (default ``workdir``). Finished runs are read back."""
-    runs, points = {}, {}
+    95% interval over seeds, and the paired margin over ``baseline`` where it ran) and
+    sweep.png into ``output_dir`` (default ``workdir``). Finished runs are read back.
+
+    With ``close_db``, seeds after the first run only where they decide something: at a
+    (mode, size) whose first-seed PSNRs put two or more arms within ``close_db`` dB of the
+    best, for those arms and ``baseline``."""
+    runs: dict[str, ml_collections.ConfigDict] = {}
+    points: dict[str, tuple[str, str, int, int]] = {}
+
+    def add(mode: str, arm: str, k: int, seed: int) -> None:
+        c = sweep_config(config, mode, arm, k, seed)
+        if c is None:
+            logging.info("sweep: %s has no vocabulary of %d codes; skipped", arm, k)
+            return
+        name = run_name(mode, arm, k, seed)
+        runs[name], points[name] = c, (mode, arm, k, seed)
+
     for mode in modes:  # seed by seed: a sweep cut short has whole seeds of every arm
-        for seed in range(seeds):
+        for seed in range(seeds if close_db is None else 1):
             for k in sizes:
                 for arm in arms:
-                    c = sweep_config(config, mode, arm, int(k), seed)
-                    if c is None:
-                        logging.info("sweep: %s has no vocabulary of %d codes; skipped", arm, k)
-                        continue
-                    name = run_name(mode, arm, int(k), seed)
-                    runs[name], points[name] = c, (mode, arm, int(k), seed)
+                    add(mode, arm, int(k), seed)
     rows: list[dict[str, Any]] = []
 
     def tables(results: dict[str, dict[str, Any]]) -> None:
@@ -256,13 +267,42 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
             out = paths.as_path(output_dir or workdir)
             out.mkdir(parents=True, exist_ok=True)
             write_csv(out / "sweep.csv", rows)
-            write_csv(out / "sweep_summary.csv", sweep_summary(rows))
+            write_csv(out / "sweep_summary.csv", sweep_summary(rows, baseline))
             plot_sweep(out / "sweep.png", rows)
             logging.info("wrote %s, %s and %s (%d of %d runs)", out / "sweep.csv",
                          out / "sweep_summary.csv", out / "sweep.png", len(rows), len(runs))
 
     run_all(runs, workdir, report=tables)
+    if close_db is not None and seeds > 1:
+        contested = close_arms(rows, close_db, baseline)
+        for seed in range(1, seeds):
+            for mode, arm, k in contested:
+                add(mode, arm, k, seed)
+        logging.info("sweep: %d (mode, arm, size) points within %.2f dB of their best get "
+                     "seeds 1..%d", len(contested), close_db, seeds - 1)
+        run_all(runs, workdir, report=tables)
     return rows
+
+
+def close_arms(rows: Sequence[dict[str, Any]], close_db: float, baseline: str = "ema_restart"
+               ) -> list[tuple[str, str, int]]:
+    """The (mode, arm, vocabulary) points whose seed-0 PSNR is within ``close_db`` of the
+    best arm's at the same mode and vocabulary, where at least two arms are, and
+    ``baseline`` there (the margins are paired by seed)."""
+    by_point: dict[tuple[str, int], dict[str, float]] = {}
+    for r in rows:
+        if r["seed"] == 0 and r.get("psnr") is not None:
+            by_point.setdefault((r["mode"], r["vocabulary"]), {})[r["arm"]] = r["psnr"]
+    out = []
+    for (mode, k), psnr in by_point.items():
+        best = max(psnr.values())
+        close = [arm for arm, v in psnr.items() if best - v <= close_db]
+        if len(close) < 2:
+            continue
+        if baseline in psnr and baseline not in close:
+            close.append(baseline)
+        out += [(mode, arm, k) for arm in close]
+    return out
 
 
 def sweep_summary(rows: Sequence[dict[str, Any]], baseline: str = "ema_restart"
@@ -941,7 +981,8 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(f"--kinds: unknown {', '.join(unknown)}; choose from "
                                  f"{', '.join(ARMS)}")
         rows = sweep(config, workdir, FLAGS.modes, sizes, FLAGS.weights, FLAGS.kinds,
-                     FLAGS.seeds, paths.as_path(FLAGS.output_dir) if FLAGS.output_dir else None)
+                     FLAGS.seeds, paths.as_path(FLAGS.output_dir) if FLAGS.output_dir else None,
+                     FLAGS.close_db)
         print(markdown_table({f"{r['mode']} {r['arm']} K={r['vocabulary']} seed {r['seed']}": r
                               for r in rows},
                              ("ssim", "psnr", "l1", "t_std", "codebook_usage",
@@ -988,6 +1029,8 @@ def define_flags() -> None:
                       "ema_restart, learned, simvq, fsq, lfq, rvq2, rvq4).")
     flags.DEFINE_integer("seeds", 1, "sweep, compare: training seeds per point or variant "
                          "(config.seed + 0..N-1; runs <name>_s<seed> beyond the first).")
+    flags.DEFINE_float("close_db", None, "sweep: run seeds after the first only for the arms "
+                       "within this many dB of their vocabulary's best (and ema_restart).")
     flags.DEFINE_string("output_dir", None, "sweep: where the CSVs and plot go (default "
                         "--workdir), e.g. docs/.")
     flags.DEFINE_list("variants", list(config_lib.VARIANTS), "compare: variants of --config to "

@@ -287,6 +287,51 @@ def test_sweep_summary_gives_seed_intervals_and_paired_margins():
     assert "margin_psnr_mean" not in summary["ema_restart"]
 
 
+def test_close_arms_pick_the_contested_points_and_their_baseline():
+    rows = [{"mode": mode, "arm": arm, "vocabulary": k, "seed": seed, "psnr": psnr}
+            for mode, arm, k, seed, psnr in [
+                ("3d", "ema_restart", 4096, 0, 22.6), ("3d", "fsq", 4096, 0, 23.55),
+                ("3d", "simvq", 4096, 0, 23.49), ("3d", "lfq", 4096, 0, 20.0),
+                ("3d", "fsq", 4096, 1, 10.0),  # a later seed never decides
+                ("3d", "ema_restart", 128, 0, 21.0), ("3d", "fsq", 128, 0, 21.9),
+                ("m2d", "ema_restart", 128, 0, 20.0), ("m2d", "fsq", 128, 0, 20.4)]]
+    # 3d 4096: fsq and simvq within 0.5 dB, plus the baseline; 3d 128: 0.9 dB apart, no
+    # contest; m2d 128: the baseline is itself close.
+    assert sorted(analysis.close_arms(rows, 0.5)) == [
+        ("3d", "ema_restart", 4096), ("3d", "fsq", 4096), ("3d", "simvq", 4096),
+        ("m2d", "ema_restart", 128), ("m2d", "fsq", 128)]
+    assert analysis.close_arms(rows, 0.01) == []
+
+
+def test_sweep_with_close_db_runs_later_seeds_only_where_arms_are_close(monkeypatch, tmp_path):
+    """Training is replaced by each arm's PSNR: the plan, not the runs, is under test."""
+    base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
+    psnr = {"ema_restart": 22.0, "fsq": 23.5, "simvq": 23.3, "lfq": 20.0}
+    requested = []
+
+    def fake_run_all(runs, workdir, report):
+        requested.append(sorted(runs))
+        results = {name: {"ema": {"psnr": psnr[c.quantizer.kind if c.quantizer.kind != "ema"
+                                                else "ema_restart"] - c.seed + base.seed,
+                                  "ssim": 0.8},
+                          "zeros": {}, "step": 1, "split": "validation", "num_clips": 1}
+                   for name, c in runs.items()}
+        report(results)
+        return results
+
+    monkeypatch.setattr(analysis, "run_all", fake_run_all)
+    rows = analysis.sweep(base, tmp_path, ["3d"], [4096], arms=list(psnr), seeds=3, close_db=0.5)
+    first = ["3d_ema_restart_k4096", "3d_fsq_k4096", "3d_lfq_k4096", "3d_simvq_k4096"]
+    later = [f"3d_{arm}_k4096_s{seed}" for arm in ("ema_restart", "fsq", "simvq")
+             for seed in (1, 2)]
+    assert requested == [first, sorted(first + later)]
+    assert len(rows) == 10
+    with open(tmp_path / "sweep_summary.csv") as f:
+        summary = {r["arm"]: r for r in csv.DictReader(f)}
+    assert (summary["fsq"]["seeds"], summary["lfq"]["seeds"]) == ("3", "1")
+    assert float(summary["fsq"]["margin_psnr_mean"]) == pytest.approx(1.5)
+
+
 def test_compare_over_seeds_pairs_the_claims_by_seed():
     runs = {"vqgan": 0.60, "vqgan_s1": 0.66, "vqgan_s2": 0.63,
             "dvae": 0.50, "dvae_s1": 0.60, "dvae_s2": 0.45}
