@@ -306,13 +306,13 @@ def test_close_arms_pick_the_contested_points_and_their_baseline():
 def test_sweep_with_close_db_runs_later_seeds_only_where_arms_are_close(monkeypatch, tmp_path):
     """Training is replaced by each arm's PSNR: the plan, not the runs, is under test."""
     base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
-    psnr = {"ema_restart": 22.0, "fsq": 23.5, "simvq": 23.3, "lfq": 20.0}
+    arms = ["ema_restart", "fsq", "simvq", "lfq"]
+    psnr_by_kind = {"ema": 22.0, "fsq": 23.5, "simvq": 23.3, "lfq": 20.0}  # seed 0; -1 dB a seed
     requested = []
 
     def fake_run_all(runs, workdir, report):
         requested.append(sorted(runs))
-        results = {name: {"ema": {"psnr": psnr[c.quantizer.kind if c.quantizer.kind != "ema"
-                                                else "ema_restart"] - c.seed + base.seed,
+        results = {name: {"ema": {"psnr": psnr_by_kind[c.quantizer.kind] - (c.seed - base.seed),
                                   "ssim": 0.8},
                           "zeros": {}, "step": 1, "split": "validation", "num_clips": 1}
                    for name, c in runs.items()}
@@ -320,7 +320,7 @@ def test_sweep_with_close_db_runs_later_seeds_only_where_arms_are_close(monkeypa
         return results
 
     monkeypatch.setattr(analysis, "run_all", fake_run_all)
-    rows = analysis.sweep(base, tmp_path, ["3d"], [4096], arms=list(psnr), seeds=3, close_db=0.5)
+    rows = analysis.sweep(base, tmp_path, ["3d"], [4096], arms=arms, seeds=3, close_db=0.5)
     first = ["3d_ema_restart_k4096", "3d_fsq_k4096", "3d_lfq_k4096", "3d_simvq_k4096"]
     later = [f"3d_{arm}_k4096_s{seed}" for arm in ("ema_restart", "fsq", "simvq")
              for seed in (1, 2)]
