@@ -43,7 +43,10 @@ seeds, the confusion matrices summed (``probes_summary_confusion.json``).
 Runs share one dataset (built once under the workdir when the config builds its own).
 A run whose ``eval_metrics.json`` is at its last step is not trained again, and an
 interrupted run resumes from its checkpoint, so rerunning a command only does what is left;
-a run of another config in its folder stops the command. ``probes`` reuses a token export
+a run of another config in its folder stops the command. ``sweep`` also keeps each
+finished run's eval_metrics.json and config under ``<output_dir>/runs/<run>`` and reads
+them back from there: commit the output dir and the sweep goes on from a fresh clone on
+another machine, training only what it lacks. ``probes`` reuses a token export
 or a probe head only where it came from the same tokenizer checkpoint (step and config
 digest, ``pose_vq.tokenize.export_key``) and a lifter only where its config (its dataset
 included) is the same; otherwise it removes it and makes it again.
@@ -123,30 +126,46 @@ def shared_data(config: ml_collections.ConfigDict, workdir: epath.Path
 
 
 def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: epath.Path,
-            report: Callable[[dict[str, dict[str, Any]]], Any] | None = None
-            ) -> dict[str, dict[str, Any]]:
+            report: Callable[[dict[str, dict[str, Any]]], Any] | None = None,
+            kept: epath.Path | None = None) -> dict[str, dict[str, Any]]:
     """Train and evaluate each config in ``workdir/<name>`` unless already done there (with
     the same config: a run of another config there stops the command). ``report`` is
     called with the results so far before each run it trains and at the end, so a long
-    study's tables always hold every finished run."""
+    study's tables always hold every finished run.
+
+    With ``kept``, each finished run's ``eval_metrics.json`` and config (as given, before
+    the shared dataset's paths are set, so it names the run on any machine) are copied to
+    ``kept/<name>``, and a run found finished there is not trained again: a study whose
+    tables are committed (e.g. under docs/) resumes on a machine that lacks its workdir."""
     results: dict[str, dict[str, Any]] = {}
     reported = 0
     for name, config in runs.items():
+        done = _finished(kept / name, config) if kept is not None else None
+        if done is not None:
+            logging.info("run %s: done (step %d, kept in %s), not trained again",
+                         name, done["step"], kept / name)
+            results[name] = done
+            continue
         run_dir = workdir / name
-        config = shared_data(config, workdir)
-        done = _finished(run_dir, config)
+        shared = shared_data(config, workdir)
+        done = _finished(run_dir, shared)
         if done is None:
             if report is not None and len(results) > reported:
                 report(results)
                 reported = len(results)
             logging.info("run %s: training in %s", name, run_dir)
-            train.train_and_evaluate(config, run_dir)
-            done = _finished(run_dir, config)
+            train.train_and_evaluate(shared, run_dir)
+            done = _finished(run_dir, shared)
             if done is None:  # stopped early (preemption): rerun the command to go on
                 raise SystemExit(f"run {name} stopped before step {config.train.num_steps}; "
                                  "rerun the same command to resume it")
         else:
             logging.info("run %s: done (step %d), not trained again", name, done["step"])
+        if kept is not None and jax.process_index() == 0:
+            (kept / name).mkdir(parents=True, exist_ok=True)
+            checkpointing.write_run_config(config, kept / name)
+            (kept / name / "eval_metrics.json").write_text(
+                (run_dir / "eval_metrics.json").read_text())
         results[name] = done
     if report is not None and results:
         report(results)
@@ -231,7 +250,9 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
     """Train ``config`` at each (mode, arm, vocabulary size, seed) in ``workdir``; write
     sweep.csv (a row per run), sweep_summary.csv (per mode, arm and size: mean, spread and
     95% interval over seeds, and the paired margin over ``baseline`` where it ran) and
-    sweep.png into ``output_dir`` (default ``workdir``). Finished runs are read back.
+    sweep.png into ``output_dir`` (default ``workdir``), and each run's eval_metrics.json
+    and config into ``output_dir/runs/<run>``. Finished runs are read back, from there too,
+    so a sweep whose output_dir is committed goes on where it stopped on another machine.
 
     With ``close_db``, seeds after the first run only where they decide something: at a
     (mode, size) whose first-seed PSNRs put two or more arms within ``close_db`` dB of the
@@ -247,9 +268,11 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
         name = run_name(mode, arm, k, seed)
         runs[name], points[name] = c, (mode, arm, k, seed)
 
-    for mode in modes:  # seed by seed: a sweep cut short has whole seeds of every arm
-        for seed in range(seeds if close_db is None else 1):
-            for k in sizes:
+    # Seed by seed, then size by size: a sweep cut short has whole vocabularies, every arm
+    # in every mode.
+    for seed in range(seeds if close_db is None else 1):
+        for k in sizes:
+            for mode in modes:
                 for arm in arms:
                     add(mode, arm, int(k), seed)
     rows: list[dict[str, Any]] = []
@@ -272,7 +295,8 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
             logging.info("wrote %s, %s and %s (%d of %d runs)", out / "sweep.csv",
                          out / "sweep_summary.csv", out / "sweep.png", len(rows), len(runs))
 
-    run_all(runs, workdir, report=tables)
+    kept = paths.as_path(output_dir or workdir) / "runs"
+    run_all(runs, workdir, report=tables, kept=kept)
     if close_db is not None and seeds > 1:
         contested = close_arms(rows, close_db, baseline)
         for seed in range(1, seeds):
@@ -280,7 +304,7 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
                 add(mode, arm, k, seed)
         logging.info("sweep: %d (mode, arm, size) points within %.2f dB of their best get "
                      "seeds 1..%d", len(contested), close_db, seeds - 1)
-        run_all(runs, workdir, report=tables)
+        run_all(runs, workdir, report=tables, kept=kept)
     return rows
 
 

@@ -48,8 +48,13 @@ def test_sweep_writes_csv_and_plot_for_2d_and_3d(tiny_runs, tmp_path):
     with Image.open(tmp_path / "sweep.png") as image:
         assert image.size[0] > 600 and image.size[1] > 400
 
-    # A run whose training finished but whose evaluation was lost is evaluated again.
+    kept = tmp_path / "runs" / f"3d_k{k}" / "eval_metrics.json"
+    assert kept.read_text() == marker.read_text()
+
+    # A run whose training finished but whose evaluation was lost (kept copy included) is
+    # evaluated again.
     marker.unlink()
+    kept.unlink()
     assert analysis.sweep(config, tmp_path, ["3d"], [k]) == [rows[1]]
     assert marker.exists()
 
@@ -310,7 +315,7 @@ def test_sweep_with_close_db_runs_later_seeds_only_where_arms_are_close(monkeypa
     psnr_by_kind = {"ema": 22.0, "fsq": 23.5, "simvq": 23.3, "lfq": 20.0}  # seed 0; -1 dB a seed
     requested = []
 
-    def fake_run_all(runs, workdir, report):
+    def fake_run_all(runs, workdir, report, kept):
         requested.append(sorted(runs))
         results = {name: {"ema": {"psnr": psnr_by_kind[c.quantizer.kind] - (c.seed - base.seed),
                                   "ssim": 0.8},
@@ -369,6 +374,49 @@ def test_a_study_reports_every_finished_run_before_it_trains_the_next(tmp_path, 
     reports = []
     analysis.run_all(runs, tmp_path, report=lambda r: reports.append(list(r)))
     assert reports == [["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+
+
+def test_a_study_resumes_from_its_kept_results_on_a_machine_without_its_workdir(
+        tmp_path, monkeypatch):
+    """Each finished run's eval_metrics.json and config (as given, not the workdir's data
+    paths) are kept; a later call with another workdir trains only what is not kept, and a
+    kept run of another config stops it."""
+    base = config_lib.validate(config_lib.load_file(ROOT / "configs" / "demo.py"))
+    runs = {"a": base, "b": config_lib.validate(config_lib.from_json(base.to_json_best_effort()))}
+    runs["b"].seed = base.seed + 1
+    trained = []
+
+    def fake_training(config, run_dir):
+        trained.append(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "eval_metrics.json").write_text(
+            json.dumps({"step": config.train.num_steps, "seed": config.seed}))
+
+    def workdir_data(config, workdir):
+        c = config_lib.from_json(config.to_json_best_effort())
+        c.data.data_dir = str(workdir / "data")
+        return c
+
+    monkeypatch.setattr(analysis, "shared_data", workdir_data)
+    monkeypatch.setattr(analysis.train, "train_and_evaluate", fake_training)
+    kept = tmp_path / "docs" / "runs"
+    first = analysis.run_all({"a": runs["a"]}, tmp_path / "machine1", kept=kept)
+    assert trained == [tmp_path / "machine1" / "a"]
+    assert (kept / "a" / "eval_metrics.json").read_text() == (
+        tmp_path / "machine1" / "a" / "eval_metrics.json").read_text()
+    stored = json.loads((kept / "a" / "config.json").read_text())
+    assert stored["data"]["data_dir"] == base.data.data_dir
+    assert stored["seed"] == base.seed
+
+    second = analysis.run_all(runs, tmp_path / "machine2", kept=kept)
+    assert trained == [tmp_path / "machine1" / "a", tmp_path / "machine2" / "b"]
+    assert second["a"] == first["a"] and second["b"]["seed"] == base.seed + 1
+    assert (kept / "b" / "eval_metrics.json").exists()
+
+    other = config_lib.validate(config_lib.from_json(base.to_json_best_effort()))
+    other.seed = base.seed + 7
+    with pytest.raises(SystemExit, match="another config"):
+        analysis.run_all({"a": other}, tmp_path / "machine3", kept=kept)
 
 
 def test_probes_stop_where_the_held_out_split_lacks_a_kind(tiny_runs, synthetic_root, tmp_path):
