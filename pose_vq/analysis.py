@@ -189,19 +189,9 @@ def write_csv(path: epath.Path, rows: Sequence[dict[str, Any]]) -> epath.Path:
     return path
 
 
-# The sweep's arms: the config's quantizer as given, or one of these knob settings at each
-# vocabulary K (``sweep_config``). Residual arms split K's bits evenly over their stages.
-ARMS = {
-    "config": "the config's quantizer as given",
-    "ema": "EMA codebook, dead-code restart off (the paper configs' default)",
-    "ema_restart": "EMA codebook, restart of codes used less than once per ~100 steps",
-    "learned": "the paper's codebook, trained by the codebook loss",
-    "simvq": "frozen random basis times a trained linear map",
-    "fsq": "finite scalar quantization on the FSQ level grid nearest K",
-    "lfq": "lookup-free (sign) quantization, log2 K channels, entropy penalty",
-    "rvq2": "2 residual stages of EMA codes with restart, sqrt(K) codes each",
-    "rvq4": "4 residual stages of EMA codes with restart, K^(1/4) codes each",
-}
+# The sweep's arms: the config's quantizer as given, or one of the quantizer's named
+# settings at each vocabulary K (``pose_vq.models.quantizer.ARMS``).
+ARMS = {"config": "the config's quantizer as given", **quantizer.ARMS}
 SUMMARISED = ("psnr", "ssim", "l1", "t_std", "tdiff_l1", "codebook_usage", "codebook_perplexity")
 
 
@@ -209,29 +199,15 @@ def sweep_config(config: ml_collections.ConfigDict, mode: str, arm: str, vocabul
                  seed: int) -> ml_collections.ConfigDict | None:
     """``config`` at one point of the sweep, or None where the arm has no such vocabulary
     (no FSQ grid, bits that do not split evenly over the stages)."""
+    if arm not in ARMS:
+        raise ValueError(f"sweep arm {arm!r}: choose from {', '.join(ARMS)}")
+    knobs = {"num_codes": vocabulary} if arm == "config" else quantizer.arm_settings(
+        arm, vocabulary)
+    if knobs is None:
+        return None
     c = ml_collections.ConfigDict(config.to_dict())
     c.data.mode, c.seed = mode, config.seed + seed
-    q = c.quantizer
-    q.num_codes = vocabulary
-    if arm in ("ema", "ema_restart", "rvq2", "rvq4"):
-        q.kind, q.dead_code_threshold = "ema", 0.0 if arm == "ema" else 1.0
-    elif arm in ("learned", "simvq", "fsq", "lfq"):
-        q.kind, q.dead_code_threshold, q.kmeans_init = arm, 0.0, False
-    elif arm != "config":
-        raise ValueError(f"sweep arm {arm!r}: choose from {', '.join(ARMS)}")
-    bits = math.log2(vocabulary)
-    if arm == "fsq":
-        if int(bits) != bits or int(bits) not in quantizer.FSQ_LEVELS:
-            return None
-        q.levels = quantizer.fsq_levels(vocabulary)
-        q.num_codes = math.prod(q.levels)
-    if arm == "lfq" and int(bits) != bits:
-        return None
-    if arm.startswith("rvq"):
-        q.stages = int(arm[3:])
-        if int(bits) != bits or int(bits) % q.stages:
-            return None
-        q.num_codes = 2 ** (int(bits) // q.stages)
+    c.quantizer.update(knobs)
     return config_lib.validate(c)
 
 

@@ -78,6 +78,51 @@ FSQ_LEVELS = {7: (5, 5, 5), 8: (8, 6, 5), 9: (8, 8, 8), 10: (8, 5, 5, 5), 11: (8
               16: (8, 8, 8, 5, 5, 5)}
 
 
+# Named quantizer settings at a vocabulary of K codes (``arm_settings``): the arms the
+# vocabulary sweep compares (``pose_vq.analysis sweep --kinds``) and the paper configs
+# choose from (``pose_vq.defaults.paper_config``). Residual arms split K's bits evenly
+# over their stages.
+ARMS = {
+    "ema": "EMA codebook, dead-code restart off (the paper's)",
+    "ema_restart": "EMA codebook, restart of codes used less than once per ~100 steps",
+    "learned": "the paper's codebook, trained by the codebook loss",
+    "simvq": "frozen random basis times a trained linear map",
+    "fsq": "finite scalar quantization on the FSQ level grid nearest K",
+    "lfq": "lookup-free (sign) quantization, log2 K channels, entropy penalty",
+    "rvq2": "2 residual stages of EMA codes with restart, sqrt(K) codes each",
+    "rvq4": "4 residual stages of EMA codes with restart, K^(1/4) codes each",
+}
+
+
+def arm_settings(arm: str, vocabulary: int) -> dict[str, Any] | None:
+    """The ``config.quantizer`` knobs that make ``arm`` (ARMS) at about ``vocabulary``
+    codes, or None where it has none (no FSQ grid; bits that are not whole or do not split
+    over the stages)."""
+    if arm not in ARMS:
+        raise ValueError(f"quantizer arm {arm!r}: choose from {', '.join(ARMS)}")
+    bits = math.log2(vocabulary)
+    whole = int(bits) == bits
+    if arm in ("ema", "ema_restart", "rvq2", "rvq4"):
+        knobs = {"kind": "ema", "num_codes": vocabulary,
+                 "dead_code_threshold": 0.0 if arm == "ema" else 1.0}
+    else:
+        knobs = {"kind": arm, "num_codes": vocabulary, "dead_code_threshold": 0.0,
+                 "kmeans_init": False}
+    if arm == "fsq":
+        if not whole or int(bits) not in FSQ_LEVELS:
+            return None
+        knobs["levels"] = fsq_levels(vocabulary)
+        knobs["num_codes"] = math.prod(knobs["levels"])
+    if arm == "lfq" and not whole:
+        return None
+    if arm.startswith("rvq"):
+        stages = int(arm[3:])
+        if not whole or int(bits) % stages:
+            return None
+        knobs.update(stages=stages, num_codes=2 ** (int(bits) // stages))
+    return knobs
+
+
 @flax.struct.dataclass
 class QuantizerOutput:
     """A quantizer call's result (a pytree, so it can leave a jitted function)."""
