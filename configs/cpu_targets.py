@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
     if arg not in SIZES:
         raise ValueError(f"cpu_targets.py:{arg}: choose one of {', '.join(SIZES)}")
     frames, size, channels, latent = SIZES[arg]
-    c = paper_config("3d", 1024, "f8", frames=frames)
+    c = paper_config("3d", 1024, "f8,paper", frames=frames)  # the paper's quantizer
     c.data.heatmap_size = size
     c.model.channels = channels
     c.model.latent_channels = latent

@@ -10,7 +10,7 @@
 #
 # Settings (environment variables; defaults in brackets):
 #   INSTALL [1]: 0 reuses an existing .venv   PY [.venv/bin/python]
-#   CONFIG [configs/3d_1024.py:f8]  STEP_BATCH [8]: float32 and bf16 rows at this batch
+#   CONFIG [configs/3d_1024.py:f8,paper]  STEP_BATCH [8]: float32 and bf16 rows at this batch
 #   BF16_BATCHES [16,32]: bf16 rows, one stage each, to find the largest batch that fits
 #   EXTRA_STEP [<empty>]: more benchmark flags (e.g. --steps=2 or --config.* overrides)
 #   REFERENCE [<empty>]: a checkout of TeCSAR-UNCC/Pose-Quantization (carried to the machine);
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 INSTALL=${INSTALL:-1}
 PY=${PY:-.venv/bin/python}
-CONFIG=${CONFIG:-configs/3d_1024.py:f8}
+CONFIG=${CONFIG:-configs/3d_1024.py:f8,paper}
 STEP_BATCH=${STEP_BATCH:-8}
 BF16_BATCHES=${BF16_BATCHES-16,32}
 EXTRA_STEP=${EXTRA_STEP:-}

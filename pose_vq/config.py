@@ -229,7 +229,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     if variant in ("vqvae", "dvae"):
         c.loss.adversarial_weight = 0.0
     if variant == "dvae":
-        c.quantizer.kind = "gumbel"
+        c.quantizer.kind, c.quantizer.levels = "gumbel", ()
         c.quantizer.dead_code_threshold = 0.0
         c.quantizer.kmeans_init = False
         c.quantizer.temperature_anneal_steps = c.train.num_steps

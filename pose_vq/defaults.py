@@ -7,6 +7,7 @@ or ``paper_config()`` and override; ``pose_vq.config.validate`` checks the resul
 import ml_collections
 
 from pose_vq import runtime
+from pose_vq.models import quantizer
 
 # Compression factor -> down-samplings in space (and time) of the paper's models.
 COMPRESSION = {"f8": 3, "f16": 4, "f32": 5}
@@ -142,19 +143,48 @@ def get_config() -> ml_collections.ConfigDict:
     return c
 
 
-def paper_config(mode: str, num_codes: int, compression: str | None = None, *,
-                 frames: int = 64, temporal_offset: int = 0, adversarial_weight: float = 1.0,
+# Each paper model's quantizer, an arm of ``pose_vq.models.quantizer.ARMS`` at its
+# vocabulary, chosen by the demo-scale sweep (README "Which quantizer"; docs/quantizer_sweep,
+# held-out PSNR, EMA weights, 400 steps, seed 0). ``:paper`` gives the paper's own instead
+# (``ema``: restart off).
+PAPER_QUANTIZERS = {
+    # FSQ (8,5,5,5), 1000 codes: 23.20 dB; simvq 23.05, ema_restart 22.04, rvq2 22.70,
+    # ema 21.80 (the paper's), lfq 19.95.
+    ("3d", 1024): "fsq",
+    # ema_restart: 21.59 dB; ema 20.33, simvq 18.93, fsq 17.65, rvq2 17.20, lfq 16.14
+    # (FSQ and SimVQ, 99 and 32 codes' perplexity against 381, blur the third camera).
+    ("m2d", 1024): "ema_restart",
+    # Not swept: its encoder quantizes three camera views, as m2d's does.
+    ("m2d_3d", 1024): "ema_restart",
+    # Not swept; m2d at 128 codes, the nearest point: simvq 19.60 dB; fsq 18.36,
+    # ema_restart 17.16, ema 17.04, lfq 16.20.
+    ("c2d", 128): "simvq",
+}
+
+
+def paper_config(mode: str, num_codes: int, arg: str | None = None, *, frames: int = 64,
+                 temporal_offset: int = 0, adversarial_weight: float = 1.0,
                  disc_start: int = 2000) -> ml_collections.ConfigDict:
-    """The defaults for one of the paper's models: ``mode`` with ``num_codes`` codes at
-    ``compression`` (f8, f16 or f32; default f8), time halved ``temporal_offset`` fewer
-    times than space."""
-    compression = (compression or "f8").lower()
-    if compression not in COMPRESSION:
-        raise ValueError(f"compression {compression!r}: choose one of {', '.join(COMPRESSION)}")
+    """The defaults for one of the paper's models: ``mode`` with about ``num_codes`` codes
+    of its quantizer (PAPER_QUANTIZERS), time halved ``temporal_offset`` fewer times than
+    space. ``arg`` (a config file's ``:ARG``) names the compression (f8, f16 or f32;
+    default f8) and/or ``paper``, the paper's quantizer (an EMA codebook of ``num_codes``
+    codes without restart: the reference's model, its checkpoints and timings), comma
+    separated: ``f16,paper``."""
+    parts = [p for p in (arg or "").lower().split(",") if p]
+    unknown = [p for p in parts if p not in COMPRESSION and p != "paper"]
+    compressions = [p for p in parts if p in COMPRESSION]
+    if unknown:
+        raise ValueError(f"config argument {arg!r}: {unknown[0]!r} is neither a compression "
+                         f"({', '.join(COMPRESSION)}) nor 'paper'")
+    if len(compressions) > 1:
+        raise ValueError(f"config argument {arg!r}: one compression at most")
+    compression = compressions[0] if compressions else "f8"
     c = get_config()
     c.data.mode = mode
     c.data.frames = frames
-    c.quantizer.num_codes = num_codes
+    arm = "ema" if "paper" in parts else PAPER_QUANTIZERS.get((mode, num_codes), "ema")
+    c.quantizer.update(quantizer.arm_settings(arm, num_codes))
     c.model.spatial_downsamples = COMPRESSION[compression]
     c.model.temporal_downsamples = COMPRESSION[compression] - temporal_offset
     c.loss.adversarial_weight = adversarial_weight

@@ -23,7 +23,7 @@ def dry_run(**env: str) -> str:
 def test_dry_run_prints_the_documented_commands():
     out = dry_run()
     assert ".venv/bin/pip install -q -e .\\[cuda12\\]" in out
-    assert ("pose_vq.benchmark step --config=configs/3d_1024.py:f8 --batch_sizes=8 "
+    assert ("pose_vq.benchmark step --config=configs/3d_1024.py:f8\\,paper --batch_sizes=8 "
             "--compare=model.dtype=float32\\,bfloat16 --json") in out
     assert ("pose_vq.main --config=configs/demo.py --workdir=/tmp/dc/demo "
             "--config.train.num_steps=200 --config.model.conv_impl=native") in out

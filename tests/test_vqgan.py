@@ -46,9 +46,10 @@ def _init(spec, batch=1, seed=0):
 
 
 def test_reference_parameter_counts():
-    """The reference's 3D F8 1024-code model: 50,245,571 generator (encoder, decoder,
-    codebook, quant convs) and 11,056,961 discriminator parameters."""
-    v = main_lib.abstract_variables(load("3d_1024"))
+    """The reference's 3D F8 1024-code model (``:paper``, its quantizer): 50,245,571
+    generator (encoder, decoder, codebook, quant convs) and 11,056,961 discriminator
+    parameters."""
+    v = main_lib.abstract_variables(load("3d_1024", "paper"))
     params = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(v["generator"]["params"]))
     codebook = v["generator"]["vq_stats"]["quantizer"]["embedding"]
     assert params + math.prod(codebook.shape) == 50_245_571
@@ -80,6 +81,25 @@ def test_token_grids_of_the_paper():
     assert grid("3d_1024", "f32") == (2, 4, 4)
     assert grid("c2d_128") == (1, 16, 16)  # 48 frames, time strided 4, 4, 4
     assert grid("m2d_3d") == (16, 16, 16)  # time halved one level fewer
+
+
+def test_paper_configs_take_the_measured_quantizer_and_paper_the_papers():
+    q = load("3d_1024").quantizer
+    assert (q.kind, tuple(q.levels), q.num_codes) == ("fsq", (8, 5, 5, 5), 1000)
+    q = load("m2d_1024").quantizer
+    assert (q.kind, q.num_codes, q.dead_code_threshold) == ("ema", 1024, 1.0)
+    q = load("c2d_128").quantizer
+    assert (q.kind, q.num_codes, q.kmeans_init) == ("simvq", 128, False)
+    for name, arg in (("3d_1024", "paper"), ("c2d_128", "f16,paper"), ("m2d_3d", "PAPER,f32")):
+        config = load(name, arg)
+        q = config.quantizer
+        assert (q.kind, q.num_codes, q.dead_code_threshold, q.stages) == (
+            "ema", 128 if name == "c2d_128" else 1024, 0.0, 1)
+    assert load("m2d_3d", "PAPER,f32").model.spatial_downsamples == 5
+    vqvae, dvae = load("3d_vqvae").quantizer, load("3d_dvae").quantizer
+    assert vqvae.kind == "fsq" and (dvae.kind, tuple(dvae.levels)) == ("gumbel", ())
+    with pytest.raises(ValueError, match="'f8,f16': one compression at most"):
+        load("3d_1024", "f8,f16")
 
 
 def demo_native():
@@ -226,7 +246,7 @@ def test_rematerialised_blocks_keep_only_their_inputs():
     ("model.dtype", "float16", "model.dtype='float16'"),
 ])
 def test_config_validation_names_the_knob(knob, value, message):
-    config = load("3d_1024")
+    config = load("3d_1024", "paper")  # an EMA codebook: no FSQ levels
     section, key = knob.split(".")
     config[section][key] = value
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
@@ -242,7 +262,7 @@ def test_config_validation_names_the_knob(knob, value, message):
     ({"stage_dropout": 1.0, "stages": 2}, r"stage_dropout=1.0 must be in \[0, 1\)"),
 ])
 def test_quantizer_knobs_are_checked(knobs, message):
-    config = load("3d_1024")
+    config = load("3d_1024", "paper")  # an EMA codebook of 1024 codes
     config.quantizer.update(knobs)
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
@@ -314,7 +334,7 @@ def test_checkpoints_written_before_the_new_quantizers_restore():
 
 
 def test_variant_rejects_unknown_compression():
-    with pytest.raises(ValueError, match="compression 'f64'"):
+    with pytest.raises(ValueError, match="'f64' is neither a compression"):
         load("3d_1024", "f64")
 
 

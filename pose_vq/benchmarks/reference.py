@@ -302,6 +302,11 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.config is None or not FLAGS.reference:
         raise app.UsageError("--config and --reference are required")
+    q = FLAGS.config.quantizer
+    if q.kind not in ("ema", "learned") or q.stages != 1:
+        raise ReferenceError(f"the reference has one VQ codebook, not quantizer.kind={q.kind!r} "
+                             f"in {q.stages} stage(s): compare the paper's quantizer "
+                             "(e.g. --config=configs/3d_1024.py:paper)")
     if "step" in FLAGS.what and FLAGS.config.loss.gradient_weight:
         raise ReferenceError("the reference's step has no gradient loss, so its time is not "
                              "comparable: add --config.loss.gradient_weight=0")
