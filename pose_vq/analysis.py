@@ -246,11 +246,16 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
 
     # Seed by seed, then size by size: a sweep cut short has whole vocabularies, every arm
     # in every mode.
-    for seed in range(seeds if close_db is None else 1):
+    kept = paths.as_path(output_dir or workdir) / "runs"
+    for seed in range(seeds):
         for k in sizes:
             for mode in modes:
                 for arm in arms:
-                    add(mode, arm, int(k), seed)
+                    # With close_db, a later seed is planned once the first seeds are in,
+                    # but one already kept is read back from the start: whole tables.
+                    if (seed == 0 or close_db is None
+                            or (kept / run_name(mode, arm, int(k), seed)).exists()):
+                        add(mode, arm, int(k), seed)
     rows: list[dict[str, Any]] = []
 
     def tables(results: dict[str, dict[str, Any]]) -> None:
@@ -271,7 +276,6 @@ def sweep(config: ml_collections.ConfigDict, workdir: epath.Path, modes: Sequenc
             logging.info("wrote %s, %s and %s (%d of %d runs)", out / "sweep.csv",
                          out / "sweep_summary.csv", out / "sweep.png", len(rows), len(runs))
 
-    kept = paths.as_path(output_dir or workdir) / "runs"
     run_all(runs, workdir, report=tables, kept=kept)
     if close_db is not None and seeds > 1:
         contested = close_arms(rows, close_db, baseline)

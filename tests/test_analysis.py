@@ -336,6 +336,13 @@ def test_sweep_with_close_db_runs_later_seeds_only_where_arms_are_close(monkeypa
     assert (summary["fsq"]["seeds"], summary["lfq"]["seeds"]) == ("3", "1")
     assert float(summary["fsq"]["margin_psnr_mean"]) == pytest.approx(1.5)
 
+    # Later seeds already kept (another size's command ran them) are read back from the
+    # start, so the tables written before the first new run hold them.
+    (tmp_path / "runs" / "3d_fsq_k4096_s1").mkdir(parents=True)
+    requested.clear()
+    analysis.sweep(base, tmp_path, ["3d"], [4096], arms=arms, seeds=3, close_db=0.5)
+    assert requested[0] == sorted(first + ["3d_fsq_k4096_s1"])
+
 
 def test_compare_over_seeds_pairs_the_claims_by_seed():
     runs = {"vqgan": 0.60, "vqgan_s1": 0.66, "vqgan_s2": 0.63,
