@@ -137,36 +137,51 @@ def run_all(runs: dict[str, ml_collections.ConfigDict], workdir: epath.Path,
     the shared dataset's paths are set, so it names the run on any machine) are copied to
     ``kept/<name>``, and a run found finished there is not trained again: a study whose
     tables are committed (e.g. under docs/) resumes on a machine that lacks its workdir."""
-    results: dict[str, dict[str, Any]] = {}
+
+    def finished(name: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+        done = _finished(kept / name, config) if kept is not None else None
+        if done is None:
+            done = _finished(workdir / name, shared_data(config, workdir))
+        if done is not None and kept is not None and jax.process_index() == 0:
+            keep(name, config)
+        return done
+
+    def keep(name: str, config: ml_collections.ConfigDict) -> None:
+        if (kept / name / "eval_metrics.json").exists():
+            return
+        (kept / name).mkdir(parents=True, exist_ok=True)
+        checkpointing.write_run_config(config, kept / name)
+        (kept / name / "eval_metrics.json").write_text(
+            (workdir / name / "eval_metrics.json").read_text())
+
+    # Every finished run first, so the tables before the first training hold them all.
+    results = {name: done for name, config in runs.items()
+               if (done := finished(name, config)) is not None}
+    logging.info("%d of %d runs finished already, not trained again: %s", len(results),
+                 len(runs), ", ".join(results))
+
+    def in_order() -> dict[str, dict[str, Any]]:
+        return {name: results[name] for name in runs if name in results}
+
     reported = 0
     for name, config in runs.items():
-        done = _finished(kept / name, config) if kept is not None else None
-        if done is not None:
-            logging.info("run %s: done (step %d, kept in %s), not trained again",
-                         name, done["step"], kept / name)
-            results[name] = done
+        if name in results:
             continue
+        if report is not None and len(results) > reported:
+            report(in_order())
+            reported = len(results)
         run_dir = workdir / name
+        logging.info("run %s: training in %s", name, run_dir)
         shared = shared_data(config, workdir)
+        train.train_and_evaluate(shared, run_dir)
         done = _finished(run_dir, shared)
-        if done is None:
-            if report is not None and len(results) > reported:
-                report(results)
-                reported = len(results)
-            logging.info("run %s: training in %s", name, run_dir)
-            train.train_and_evaluate(shared, run_dir)
-            done = _finished(run_dir, shared)
-            if done is None:  # stopped early (preemption): rerun the command to go on
-                raise SystemExit(f"run {name} stopped before step {config.train.num_steps}; "
-                                 "rerun the same command to resume it")
-        else:
-            logging.info("run %s: done (step %d), not trained again", name, done["step"])
+        if done is None:  # stopped early (preemption): rerun the command to go on
+            raise SystemExit(f"run {name} stopped before step {config.train.num_steps}; "
+                             "rerun the same command to resume it")
         if kept is not None and jax.process_index() == 0:
-            (kept / name).mkdir(parents=True, exist_ok=True)
-            checkpointing.write_run_config(config, kept / name)
-            (kept / name / "eval_metrics.json").write_text(
-                (run_dir / "eval_metrics.json").read_text())
+            keep(name, config)
         results[name] = done
+    results = in_order()
     if report is not None and results:
         report(results)
     return results

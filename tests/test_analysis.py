@@ -371,7 +371,7 @@ def test_a_study_reports_every_finished_run_before_it_trains_the_next(tmp_path, 
     runs = dict.fromkeys(("a", "b", "c", "d"), base)
 
     def fake_training(config, run_dir):
-        (run_dir).mkdir(parents=True)
+        run_dir.mkdir(parents=True)
         (run_dir / "eval_metrics.json").write_text(json.dumps({"step": config.train.num_steps}))
 
     for done in ("a", "b"):
@@ -381,6 +381,13 @@ def test_a_study_reports_every_finished_run_before_it_trains_the_next(tmp_path, 
     reports = []
     analysis.run_all(runs, tmp_path, report=lambda r: reports.append(list(r)))
     assert reports == [["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+
+    # Finished runs after unfinished ones are in the first tables too, in the runs' order.
+    for done in ("b", "d"):
+        fake_training(base, tmp_path / "later" / done)
+    reports.clear()
+    analysis.run_all(runs, tmp_path / "later", report=lambda r: reports.append(list(r)))
+    assert reports == [["b", "d"], ["a", "b", "d"], ["a", "b", "c", "d"]]
 
 
 def test_a_study_resumes_from_its_kept_results_on_a_machine_without_its_workdir(
